@@ -1,0 +1,180 @@
+"""The `mlcycle` command: one subcommand per stage, thin wrappers over library calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mlcycle import __version__
+from mlcycle.config import Settings, get_settings
+from mlcycle.errors import MlcycleError
+from mlcycle.logging_setup import configure_logging
+
+app = typer.Typer(
+    name="mlcycle",
+    help="Files -> validated warehouse -> tracked training -> served model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+logger = logging.getLogger("mlcycle.cli")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", help="Dataset spec YAML (default: MLCYCLE_SPEC).")
+]
+
+
+def _fail(err: MlcycleError, as_json: bool = False) -> typer.Exit:
+    if as_json:
+        print(json.dumps({"status": "failed", "error": str(err)}))
+    else:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+    return typer.Exit(err.exit_code)
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if version:
+        print(__version__)
+        raise typer.Exit(0)
+
+
+@app.command("demo-data")
+def demo_data(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows to generate.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV file or folder (default: raw dir).")] = None,
+    spec_path: SpecOpt = None,
+) -> None:
+    """Write a seeded synthetic table for the dataset spec, for offline demos.
+
+    Example: mlcycle demo-data --rows 5000
+    """
+    from mlcycle.datagen import write_demo
+    from mlcycle.spec import load_spec
+
+    settings = _settings()
+    try:
+        spec = load_spec(spec_path or settings.spec)
+    except MlcycleError as err:
+        raise _fail(err) from err
+    path = write_demo(spec, out or settings.raw_path, rows, seed)
+    console.print(f"wrote {rows} synthetic {spec.name} rows to {path}")
+
+
+@app.command()
+def etl(
+    source: Annotated[
+        Path | None, typer.Option("--source", help="File or folder (default: data/raw).")
+    ] = None,
+    spec_path: SpecOpt = None,
+    max_rejected: Annotated[
+        float | None,
+        typer.Option("--max-rejected", min=0.0, max=1.0, help="Fail above this rejected share."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extract, validate and upsert raw files into the store; bad rows go to quarantine.
+
+    Example: mlcycle etl --source ../shared/data/loan --json
+    """
+    from mlcycle.etl.pipeline import EtlSummary, run_etl
+    from mlcycle.spec import load_spec
+    from mlcycle.store import open_store
+
+    settings = _settings()
+    summary: EtlSummary | None = None
+    store = open_store(settings)
+    show_progress = not as_json and sys.stderr.isatty()
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(), console=Console(stderr=True), disable=not show_progress,
+    )
+    task = progress.add_task("validate", total=None)
+
+    def on_progress(phase: str, done: int, total: int | None) -> None:
+        progress.update(task, description=phase, completed=done, total=total)
+
+    try:
+        spec = load_spec(spec_path or settings.spec)
+        with progress:
+            summary = run_etl(
+                spec,
+                source or settings.raw_path,
+                store,
+                chunk_rows=settings.chunk_rows,
+                max_rejected_share=(
+                    settings.max_rejected_share if max_rejected is None else max_rejected
+                ),
+                progress=on_progress,
+            )
+    except MlcycleError as err:
+        raise _fail(err, as_json) from err
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(summary.to_dict(), default=str))
+        return
+    _print_etl(summary)
+
+
+def _print_etl(s: Any) -> None:
+    table = Table(title=f"ETL batch {s.batch_id} ({s.store} store)", show_header=True)
+    for col in ("file", "rows", "valid", "rejected", "dropped"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for f in s.files:
+        table.add_row(Path(f.path).name, f"{f.rows:,}", f"{f.valid:,}", f"{f.rejected:,}", f"{f.dropped:,}")
+    console.print(table)
+    console.print(
+        f"read {s.rows_read:,} · valid {s.valid:,} · rejected {s.rejected:,} "
+        f"({s.rejected_share:.1%}) · inserted {s.inserted:,} · updated {s.updated:,} · "
+        f"unchanged {s.unchanged:,} · {s.seconds:.2f}s",
+        highlight=False,
+    )
+    if s.rejected:
+        console.print(f"rejected rows are in the quarantine collection '{s.dataset}_quarantine'")
+
+
+@app.command()
+def doctor() -> None:
+    """Check settings, spec, store and MLflow; say what is wrong and how to fix it.
+
+    Example: mlcycle doctor
+    """
+    from mlcycle.doctor import run_checks
+
+    checks = run_checks(_settings())
+    table = Table(title="mlcycle doctor")
+    for col in ("check", "status", "detail", "fix"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail, c.fix)
+    console.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Typed settings from the environment and `.env`: the one place for defaults."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Env vars are prefixed `MLCYCLE_`, except the conventional
+    `MONGO_URI` and `MLFLOW_TRACKING_URI`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLCYCLE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Path("data")
+    raw_dir: Path | None = None
+    spec: Path = Path("datasets/loan.yaml")
+    train_config: Path = Path("configs/train.yaml")
+
+    mongo_uri: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MONGO_URI", "MLCYCLE_MONGO_URI")
+    )
+    mongo_db: str = "mlcycle"
+    store_timeout_ms: int = 5000
+    store_retries: int = 5
+
+    chunk_rows: int = 100_000
+    batch_size: int = 5_000
+    max_rejected_share: float = Field(default=0.1, ge=0.0, le=1.0)
+
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MLCYCLE_MLFLOW_TRACKING_URI"),
+    )
+    experiment: str = "Loan_Approval_Experiment"
+    model_name: str = "loan-approval"
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @property
+    def raw_path(self) -> Path:
+        return self.raw_dir if self.raw_dir is not None else self.data_dir / "raw"
+
+    @property
+    def embedded_store_path(self) -> Path:
+        return self.data_dir / "store.sqlite3"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI; the embedded default is a SQLite file under the data dir."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.data_dir / "mlartifacts").resolve()
+
+
+def redact_uri(uri: str) -> str:
+    """Hide the password in a URI such as mongodb://user:secret@host/db."""
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", uri)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` to re-read."""
+    return Settings()

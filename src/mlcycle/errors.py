@@ -1,0 +1,41 @@
+"""Domain exceptions. The CLI maps them to exit codes, the API to HTTP statuses."""
+
+
+class MlcycleError(Exception):
+    """Base class for errors a user can act on."""
+
+    exit_code = 1
+
+
+class BadInput(MlcycleError):
+    """Input that cannot be processed at all (a structural problem): exit code 2."""
+
+    exit_code = 2
+
+
+class SpecError(BadInput):
+    """The dataset spec or a config file is invalid."""
+
+
+class StructuralError(BadInput):
+    """A file cannot be read as the spec says (unreadable, missing column, wrong delimiter)."""
+
+
+class RejectedShareExceeded(MlcycleError):
+    """More rows were rejected than the configured threshold allows."""
+
+
+class StoreUnavailable(MlcycleError):
+    """The store cannot be reached after bounded retries."""
+
+
+class TrainingError(MlcycleError):
+    """Training cannot run on the data it was given."""
+
+
+class TrackingUnavailable(MlcycleError):
+    """The MLflow tracking server cannot be reached."""
+
+
+class ModelNotFound(MlcycleError):
+    """No model version matches the request."""

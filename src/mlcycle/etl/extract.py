@@ -1,0 +1,260 @@
+"""Extract: read CSV, JSON, JSONL and Parquet files as chunks of raw string values.
+
+Every chunk is a DataFrame whose cells are `str` or missing, plus the 1-based number of
+its first data row, so validation can name the file, row and column of every problem.
+Large files are read in chunks of `chunk_rows`, so memory stays bounded (a JSON array is
+the exception: it is one document, read whole; use JSONL for large inputs).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mlcycle.errors import StructuralError
+from mlcycle.spec import DatasetSpec
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
+RECORD_ERROR = "__record_error__"
+"""Column that carries a per-record parse error (e.g. a JSONL line that is not JSON)."""
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """A slice of one file: raw values, and the data-row number of its first row."""
+
+    path: Path
+    first_row: int
+    frame: pd.DataFrame
+    line_offset: int = 1
+    """Line of a row = row + line_offset (1 for a CSV header line, 0 for JSONL)."""
+
+
+def discover(source: Path) -> list[Path]:
+    """The supported files at `source` (a file, or a folder searched non-recursively)."""
+    if source.is_file():
+        if source.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise StructuralError(
+                f"{source}: unsupported file type {source.suffix!r}; "
+                f"expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+            )
+        return [source]
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)
+    raise StructuralError(f"{source}: no such file or folder")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_columns(path: Path, columns: list[str], spec: DatasetSpec) -> None:
+    """Raise a StructuralError for a missing required column or a wrong delimiter."""
+    present = set(columns)
+    missing = [c for c in spec.required_columns if c not in present]
+    if not missing:
+        return
+    if len(columns) == 1:
+        header = columns[0]
+        for delim, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if delim in header:
+                raise StructuralError(
+                    f"{path}: the header has a single column {header[:60]!r}; the file looks "
+                    f"{name}-delimited but CSV files must be comma-delimited"
+                )
+    raise StructuralError(
+        f"{path}: missing required column(s) {', '.join(missing)} "
+        f"(found: {', '.join(columns) or 'none'})"
+    )
+
+
+def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cast every column to pandas' string dtype, keeping missing values missing."""
+    return frame.astype("string")
+
+
+def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            header_line = fh.readline()
+    except UnicodeDecodeError as err:
+        raise StructuralError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    if not header_line.strip():
+        raise StructuralError(f"{path}: empty file (no header line)")
+    header = [h.strip() for h in next(csv.reader(io.StringIO(header_line)))]
+    _check_columns(path, header, spec)
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise StructuralError(f"{path}: duplicate column name(s) {', '.join(dupes)}")
+    wanted = [c for c in header if c in spec.columns]
+    try:
+        reader = pd.read_csv(
+            path,
+            dtype="string",
+            keep_default_na=False,
+            na_filter=False,
+            encoding="utf-8-sig",
+            chunksize=chunk_rows,
+            skip_blank_lines=True,
+            names=header,
+            header=0,
+            usecols=wanted,
+        )
+        first = 1
+        for frame in reader:
+            yield RawChunk(path, first, frame, line_offset=1)
+            first += len(frame)
+    except UnicodeDecodeError as err:
+        raise StructuralError(f"{path}: not UTF-8 text ({err.reason})") from err
+    except pd.errors.ParserError as err:
+        raise StructuralError(f"{path}: malformed CSV: {err}") from err
+
+
+def _records_frame(records: list[object], spec: DatasetSpec, path: Path, first: int) -> pd.DataFrame:
+    """Build a raw frame from parsed JSON values; non-objects become record errors."""
+    cols = list(spec.columns)
+    rows: list[dict[str, object]] = []
+    for i, rec in enumerate(records):
+        if isinstance(rec, dict):
+            rows.append({c: rec.get(c) for c in cols})
+        else:
+            kind = "a JSON " + type(rec).__name__ if rec is not None else "null"
+            rows.append({RECORD_ERROR: f"record {first + i} is {kind}, not an object"})
+    frame = pd.DataFrame.from_records(rows, columns=[*cols, RECORD_ERROR])
+    for col in cols:
+        series = frame[col]
+        # Booleans and numbers from JSON keep their text form; nested values are rejected
+        # by validation as they cannot match any scalar type.
+        frame[col] = series.map(_scalar_text, na_action="ignore").astype("string")
+    return frame
+
+
+def _scalar_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def _present_columns(path: Path, records: list[object], spec: DatasetSpec) -> None:
+    seen: set[str] = set()
+    for rec in records:
+        if isinstance(rec, dict):
+            seen.update(rec)
+    if records:
+        _check_columns(path, sorted(seen), spec)
+
+
+def _read_json(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as err:
+        raise StructuralError(f"{path}: not valid JSON: {err}") from err
+    if isinstance(data, dict) and isinstance(data.get("records"), list):
+        data = data["records"]
+    if not isinstance(data, list):
+        raise StructuralError(f"{path}: expected a JSON array of objects (or JSONL)")
+    _present_columns(path, data, spec)
+    for start in range(0, len(data), chunk_rows):
+        part = data[start : start + chunk_rows]
+        yield RawChunk(path, start + 1, _records_frame(part, spec, path, start + 1), 0)
+
+
+def _read_jsonl(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+    checked = False
+    first = 1
+    batch: list[object] = []
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                batch.append({})  # keeps numbering aligned; rejected as an empty record
+                continue
+            try:
+                batch.append(orjson.loads(raw))
+            except orjson.JSONDecodeError as err:
+                batch.append(f"line {lineno}: not valid JSON ({err})")
+            if len(batch) >= chunk_rows:
+                if not checked:
+                    _present_columns(path, batch, spec)
+                    checked = True
+                yield RawChunk(path, first, _jsonl_frame(batch, spec, path, first), 0)
+                first += len(batch)
+                batch = []
+    if batch:
+        if not checked:
+            _present_columns(path, batch, spec)
+        yield RawChunk(path, first, _jsonl_frame(batch, spec, path, first), 0)
+
+
+def _jsonl_frame(batch: list[object], spec: DatasetSpec, path: Path, first: int) -> pd.DataFrame:
+    frame = _records_frame(batch, spec, path, first)
+    for i, rec in enumerate(batch):
+        if isinstance(rec, str):  # the decode error recorded above
+            frame.loc[i, RECORD_ERROR] = rec
+        elif isinstance(rec, dict) and not rec:
+            frame.loc[i, RECORD_ERROR] = "empty line"
+    return frame
+
+
+def _read_parquet(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StructuralError(f"{path}: not a readable Parquet file: {err}") from err
+    names = list(pf.schema_arrow.names)
+    _check_columns(path, names, spec)
+    wanted = [c for c in names if c in spec.columns]
+    first = 1
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
+        arrays = {}
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            if pa.types.is_boolean(column.type):
+                column = pc.if_else(column, "true", "false")
+            elif pa.types.is_floating(column.type):
+                # 1.0 -> "1" so float-typed integer categories (e.g. Dependents) still match
+                as_int = pc.cast(column, pa.int64(), safe=False)
+                whole = pc.equal(pc.cast(as_int, column.type), column)
+                column = pc.if_else(whole, pc.cast(as_int, pa.string()), pc.cast(column, pa.string()))
+            elif not pa.types.is_string(column.type):
+                column = pc.cast(column, pa.string())
+            arrays[name] = column
+        frame = pa.table(arrays).to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
+        yield RawChunk(path, first, frame, 0)
+        first += len(frame)
+
+
+def read_file(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+    """Yield the chunks of one file; a structural problem raises StructuralError."""
+    suffix = path.suffix.lower()
+    logger.debug("extracting %s", path)
+    if suffix == ".csv":
+        return _read_csv(path, spec, chunk_rows)
+    if suffix == ".json":
+        return _read_json(path, spec, chunk_rows)
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_jsonl(path, spec, chunk_rows)
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet(path, spec, chunk_rows)
+    raise StructuralError(f"{path}: unsupported file type {suffix!r}")

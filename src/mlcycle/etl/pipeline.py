@@ -1,0 +1,292 @@
+"""The ETL run: files -> validate -> quarantine / upsert, with a batch record.
+
+Two passes keep failed runs harmless and memory bounded: the first validates everything
+and counts (a structural problem stops the run before anything is written; a rejected
+share above the threshold fails it with only the quarantine written), the second writes.
+Small inputs are validated once and kept in memory between the passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlcycle import __version__
+from mlcycle.errors import MlcycleError, RejectedShareExceeded
+from mlcycle.etl.extract import RawChunk, discover, file_sha256, read_file
+from mlcycle.etl.transform import duplicate_mask, plan_writes, to_documents
+from mlcycle.etl.validate import ChunkResult, validate_chunk
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int | None], None]
+CACHE_BYTES = 64 * 1024 * 1024
+"""Inputs up to this size are validated once; larger ones are re-read for the write pass."""
+
+
+@dataclass
+class FileSummary:
+    path: str
+    sha256: str
+    rows: int = 0
+    valid: int = 0
+    rejected: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class EtlSummary:
+    """What a run did; printed by the CLI and stored as the batch document."""
+
+    batch_id: str
+    dataset: str
+    store: str
+    spec_hash: str
+    status: str = "running"
+    files: list[FileSummary] = field(default_factory=list)
+    rows_read: int = 0
+    valid: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    started_at: str = ""
+    finished_at: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected / self.rows_read if self.rows_read else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rejected_share"] = round(self.rejected_share, 6)
+        return data
+
+
+@dataclass
+class _Checked:
+    """One chunk after validation and the duplicate-id rule."""
+
+    chunk: RawChunk
+    result: ChunkResult
+    duplicates: pd.DataFrame  # issue rows for duplicate ids
+    accepted: pd.DataFrame  # valid rows that are not duplicates
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_batch_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+class _DuplicateTracker:
+    """Remembers where each id was first accepted during one run."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[str, tuple[int, int]] = {}
+        self.files: list[str] = []
+
+    def check(self, chunk: RawChunk, result: ChunkResult, id_column: str) -> _Checked:
+        valid = result.valid
+        ids = valid[id_column].astype(str)
+        dupes = duplicate_mask(ids, self.first_seen)
+        file_no = len(self.files) - 1
+        issues = pd.DataFrame(columns=["pos", "column", "value", "reason"])
+        if dupes.any():
+            positions = valid.index.to_numpy()
+            rows = []
+            local: dict[str, int] = {}
+            for pos, ident, dup in zip(positions, ids, dupes, strict=True):
+                if not dup:
+                    local.setdefault(ident, int(pos))
+                    continue
+                if ident in self.first_seen:
+                    f_no, row = self.first_seen[ident]
+                    where = f"row {row}" if f_no == file_no else f"{self.files[f_no]} row {row}"
+                else:
+                    where = f"row {chunk.first_row + local[ident]}"
+                rows.append((int(pos), id_column, ident, f"duplicate id: first seen at {where}"))
+            issues = pd.DataFrame(rows, columns=["pos", "column", "value", "reason"])
+        accepted = valid[~dupes]
+        for pos, ident in zip(accepted.index.to_numpy(), accepted[id_column].astype(str), strict=True):
+            self.first_seen[ident] = (file_no, chunk.first_row + int(pos))
+        return _Checked(chunk, result, issues, accepted)
+
+
+def _checked_chunks(
+    files: list[tuple[Path, FileSummary]], spec: DatasetSpec, chunk_rows: int
+) -> Iterator[tuple[FileSummary, _Checked]]:
+    tracker = _DuplicateTracker()
+    for path, info in files:
+        tracker.files.append(path.name)
+        for chunk in read_file(path, spec, chunk_rows):
+            result = validate_chunk(chunk.frame, spec)
+            yield info, tracker.check(chunk, result, spec.id_column)
+
+
+def _quarantine_docs(item: _Checked, info: FileSummary, batch_id: str) -> list[Document]:
+    issues = pd.concat([item.result.issues, item.duplicates], ignore_index=True)
+    if issues.empty:
+        return []
+    chunk = item.chunk
+    raw = chunk.frame.reset_index(drop=True)
+    at = _now()
+    docs = []
+    for pos, group in issues.groupby("pos", sort=True):
+        pos = int(pos)  # type: ignore[call-overload]
+        row = chunk.first_row + pos
+        record = {k: (None if pd.isna(v) else str(v)) for k, v in raw.iloc[pos].items()}
+        errors = [
+            {"column": c, "value": None if pd.isna(v) else str(v), "reason": r}
+            for c, v, r in zip(group["column"], group["value"], group["reason"], strict=True)
+        ]
+        docs.append(
+            {
+                "_id": f"{info.sha256[:16]}:{row}",
+                "batch_id": batch_id,
+                "file": info.path,
+                "file_sha256": info.sha256,
+                "row": row,
+                "line": row + chunk.line_offset,
+                "column": errors[0]["column"],
+                "value": errors[0]["value"],
+                "reason": errors[0]["reason"],
+                "errors": errors,
+                "record": record,
+                "quarantined_at": at,
+            }
+        )
+    return docs
+
+
+def _rows_rejected(item: _Checked) -> int:
+    return len(item.result.valid.index.difference(item.accepted.index)) + int(
+        item.result.issues["pos"].nunique()
+    )
+
+
+def run_etl(
+    spec: DatasetSpec,
+    source: Path,
+    store: Store,
+    *,
+    chunk_rows: int = 100_000,
+    max_rejected_share: float = 0.1,
+    progress: ProgressFn | None = None,
+) -> EtlSummary:
+    """Extract every supported file at `source`, validate, and upsert into `store`.
+
+    Raises StructuralError (nothing written but the batch record) and
+    RejectedShareExceeded (only quarantine and the batch record written).
+    """
+    started = time.perf_counter()
+    summary = EtlSummary(
+        batch_id=new_batch_id(),
+        dataset=spec.name,
+        store=store.name,
+        spec_hash=spec.fingerprint,
+        started_at=_now(),
+    )
+    report = progress or (lambda phase, done, total: None)
+    try:
+        paths = discover(source)
+        files = [(p, FileSummary(str(p), file_sha256(p))) for p in paths]
+        summary.files = [info for _, info in files]
+        total_bytes = sum(p.stat().st_size for p in paths)
+        logger.info("etl batch %s: %d file(s), %d bytes", summary.batch_id, len(paths), total_bytes)
+
+        # Pass 1: validate and count; nothing is written.
+        cache: list[tuple[FileSummary, _Checked]] | None = [] if total_bytes <= CACHE_BYTES else None
+        for info, item in _checked_chunks(files, spec, chunk_rows):
+            n = len(item.chunk.frame)
+            rejected = _rows_rejected(item)
+            info.rows += n
+            info.rejected += rejected
+            info.dropped += item.result.dropped
+            info.valid += len(item.accepted)
+            summary.rows_read += n
+            report("validate", summary.rows_read, None)
+            if cache is not None:
+                cache.append((info, item))
+        summary.valid = sum(f.valid for f in summary.files)
+        summary.rejected = sum(f.rejected for f in summary.files)
+        summary.dropped = sum(f.dropped for f in summary.files)
+        passed = summary.rejected_share <= max_rejected_share
+
+        store.put(BATCHES, [_batch_doc(summary, spec)])
+
+        # Pass 2: quarantine always; rows only when the run passed.
+        items = iter(cache) if cache is not None else _checked_chunks(files, spec, chunk_rows)
+        done = 0
+        for info, item in items:
+            quarantine = _quarantine_docs(item, info, summary.batch_id)
+            if quarantine:
+                store.put(quarantine_collection(spec.name), quarantine)
+                summary.quarantined += len(quarantine)
+            if passed and len(item.accepted):
+                docs = to_documents(item.accepted, spec.id_column, summary.batch_id)
+                stored = store.fetch_hashes(spec.name, [d["_id"] for d in docs])
+                plan = plan_writes(docs, stored)
+                store.write_rows(spec.name, plan.new, plan.changed)
+                summary.inserted += len(plan.new)
+                summary.updated += len(plan.changed)
+                summary.unchanged += plan.unchanged
+            done += len(item.chunk.frame)
+            report("load", done, summary.rows_read)
+
+        if not passed:
+            raise RejectedShareExceeded(
+                f"{summary.rejected} of {summary.rows_read} rows rejected "
+                f"({summary.rejected_share:.1%} > the allowed {max_rejected_share:.1%}); "
+                f"nothing was loaded. See the quarantine collection "
+                f"{quarantine_collection(spec.name)!r} (batch {summary.batch_id})."
+            )
+        summary.status = "succeeded"
+    except MlcycleError as err:
+        summary.status = "failed"
+        summary.error = str(err)
+        raise
+    except Exception as err:
+        summary.status = "failed"
+        summary.error = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        summary.finished_at = _now()
+        summary.seconds = round(time.perf_counter() - started, 3)
+        _record_batch(store, summary, spec)
+    return summary
+
+
+def _batch_doc(summary: EtlSummary, spec: DatasetSpec) -> Document:
+    doc = summary.to_dict()
+    doc["_id"] = summary.batch_id
+    doc["spec_version"] = spec.version
+    doc["mlcycle_version"] = __version__
+    return doc
+
+
+def _record_batch(store: Store, summary: EtlSummary, spec: DatasetSpec) -> None:
+    """Best effort: a batch record must not hide the error that ended the run."""
+    try:
+        store.put(BATCHES, [_batch_doc(summary, spec)])
+    except MlcycleError as err:
+        logger.warning("could not record ETL batch %s: %s", summary.batch_id, err)
+
+
+__all__ = ["EtlSummary", "FileSummary", "run_etl"]

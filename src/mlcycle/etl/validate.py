@@ -1,0 +1,177 @@
+"""Validate and clean one chunk of raw values against the dataset spec (pure, vectorised).
+
+Each column is coerced to its spec type in one vectorised pass; every value that fails
+a rule yields one issue (row, column, value, reason). A row with any issue is rejected
+as a whole; the others come out typed and canonical. Missing values stay missing unless
+the column's `on_missing` policy says `drop` (the row is skipped, not quarantined) or
+`fill`; imputation belongs to the model pipeline, fitted on training data only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mlcycle.etl.extract import RECORD_ERROR
+from mlcycle.spec import FALSE_STRINGS, TRUE_STRINGS, ColumnSpec, DatasetSpec
+
+ISSUE_COLUMNS = ["pos", "column", "value", "reason"]
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """The outcome for one chunk: typed valid rows, issues of rejected rows, drops.
+
+    `valid` keeps the chunk's positional index (0..n-1) so callers can map rows back to
+    file rows; `issues` has one line per failed value, `pos` being that position.
+    """
+
+    valid: pd.DataFrame
+    issues: pd.DataFrame
+    dropped: int
+
+
+def _issues(mask: pd.Series | np.ndarray, column: str, raw: pd.Series, reason: str) -> pd.DataFrame:
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return pd.DataFrame(columns=ISSUE_COLUMNS)
+    pos = np.flatnonzero(mask)
+    return pd.DataFrame(
+        {
+            "pos": pos,
+            "column": column,
+            "value": raw.iloc[pos].astype(object).to_numpy(),
+            "reason": reason,
+        }
+    )
+
+
+def _category_lookup(col: ColumnSpec) -> dict[str, object]:
+    """Map accepted spellings (values and aliases, maybe lower-cased) to canonical values."""
+    lookup: dict[str, object] = {}
+    fold = str.lower if col.case_insensitive else str
+    for value in col.values or []:
+        lookup[fold(_text(value))] = value
+    for alias, canonical in col.aliases.items():
+        lookup[fold(str(alias))] = canonical
+    return lookup
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _coerce(
+    name: str, col: ColumnSpec, raw: pd.Series, present: pd.Series
+) -> tuple[pd.Series, list[pd.DataFrame]]:
+    """Coerce one column; return typed values (missing where absent or bad) and issues."""
+    problems: list[pd.DataFrame] = []
+    if col.type == "category":
+        lookup = _category_lookup(col)
+        key = raw.str.lower() if col.case_insensitive else raw
+        typed = key.map(lookup).astype(object)
+        bad = present & typed.isna()
+        allowed = ", ".join(_text(v) for v in col.values or [])
+        problems.append(_issues(bad, name, raw, f"not one of the allowed values ({allowed})"))
+    elif col.type == "boolean":
+        low = raw.str.lower()
+        typed = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+        typed[low.isin(TRUE_STRINGS).fillna(False).to_numpy(bool)] = True
+        typed[low.isin(FALSE_STRINGS).fillna(False).to_numpy(bool)] = False
+        bad = present & typed.isna()
+        problems.append(_issues(bad, name, raw, "not a boolean (true/false, yes/no, 1/0)"))
+    elif col.type in ("float", "integer"):
+        num = pd.to_numeric(raw.astype(object).where(present, None), errors="coerce").astype(
+            "float64"
+        )
+        unparsed = present & num.isna()
+        problems.append(_issues(unparsed, name, raw, f"not a number (expected {col.type})"))
+        infinite = present & np.isinf(num)
+        problems.append(_issues(infinite, name, raw, "not a finite number"))
+        num = num.where(~infinite, np.nan)
+        ok = num.notna()
+        if col.type == "integer":
+            frac = ok & (num % 1 != 0)
+            problems.append(_issues(frac, name, raw, "not a whole number"))
+            num = num.where(~frac, np.nan)
+        if col.min is not None:
+            problems.append(_issues(ok & (num < col.min), name, raw, f"below the minimum {col.min:g}"))
+        if col.max is not None:
+            problems.append(_issues(ok & (num > col.max), name, raw, f"above the maximum {col.max:g}"))
+        if col.values is not None:
+            allowed_nums = [float(v) for v in col.values]
+            outside = ok & ~num.isin(allowed_nums)
+            allowed = ", ".join(_text(v) for v in col.values)
+            problems.append(_issues(outside, name, raw, f"not one of the allowed values ({allowed})"))
+        typed = num.astype("Int64") if col.type == "integer" else num
+    else:  # string
+        typed = raw.astype(object).where(present, None)
+        if col.pattern is not None:
+            matches = raw.str.fullmatch(col.pattern).fillna(False).astype(bool)
+            problems.append(_issues(present & ~matches, name, raw, f"does not match {col.pattern}"))
+        if col.values is not None:
+            outside = present & ~raw.isin([str(v) for v in col.values]).fillna(False).astype(bool)
+            problems.append(_issues(outside, name, raw, "not one of the allowed values"))
+    return typed, problems
+
+
+def validate_chunk(raw: pd.DataFrame, spec: DatasetSpec) -> ChunkResult:
+    """Validate a chunk of raw string values; never mutates `raw`."""
+    n = len(raw)
+    index = pd.RangeIndex(n)
+    frame = raw.reset_index(drop=True)
+    null_values = list(spec.null_values)
+    typed_cols: dict[str, pd.Series] = {}
+    problems: list[pd.DataFrame] = []
+    drop_mask = np.zeros(n, dtype=bool)
+
+    if RECORD_ERROR in frame.columns:
+        rec_err = frame[RECORD_ERROR]
+        has_err = rec_err.notna().to_numpy(bool)
+        if has_err.any():
+            problems.append(
+                pd.DataFrame(
+                    {
+                        "pos": np.flatnonzero(has_err),
+                        "column": "<record>",
+                        "value": None,
+                        "reason": rec_err[has_err].astype(str).to_numpy(),
+                    }
+                )
+            )
+
+    for name, col in spec.columns.items():
+        if name in frame.columns:
+            raw_col = frame[name].astype("string").str.strip()
+        else:  # optional column (e.g. the target of an unlabelled file)
+            raw_col = pd.Series(pd.NA, index=index, dtype="string")
+        present = (raw_col.notna() & ~raw_col.isin(null_values)).fillna(False).astype(bool)
+        raw_col = raw_col.where(present, pd.NA)
+        typed, col_problems = _coerce(name, col, raw_col, present)
+        problems.extend(col_problems)
+        missing = (~present).to_numpy(bool)
+        if col.on_missing == "fill" and missing.any():
+            typed = typed.copy()
+            typed[missing] = col.fill_value
+        elif col.on_missing == "drop":
+            drop_mask |= missing
+        elif not col.nullable:
+            problems.append(_issues(missing, name, raw_col, "missing value (column is not nullable)"))
+        typed_cols[name] = typed
+
+    issues = [p for p in problems if len(p)]
+    issue_frame = (
+        pd.concat(issues, ignore_index=True).sort_values(["pos"], kind="stable")
+        if issues
+        else pd.DataFrame(columns=ISSUE_COLUMNS)
+    )
+    rejected = np.zeros(n, dtype=bool)
+    rejected[issue_frame["pos"].to_numpy(dtype=np.int64)] = True
+    dropped = drop_mask & ~rejected
+    keep = ~(rejected | dropped)
+    valid = pd.DataFrame(typed_cols, index=index)[keep]
+    return ChunkResult(valid=valid, issues=issue_frame.reset_index(drop=True), dropped=int(dropped.sum()))

@@ -1,0 +1,175 @@
+"""The dataset spec: columns, types, allowed values, id and target columns.
+
+A spec is YAML validated into pydantic models when loaded; an invalid spec raises
+`SpecError` naming the bad key, so a typo never turns into silently-unchecked data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlcycle.errors import SpecError
+
+ColumnType = Literal["string", "integer", "float", "category", "boolean"]
+
+TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1"})
+FALSE_STRINGS = frozenset({"false", "f", "no", "n", "0"})
+
+
+class ColumnSpec(BaseModel):
+    """Rules for one column."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: ColumnType
+    nullable: bool = True
+    required: bool = True
+    values: list[str | float | int | bool] | None = None
+    aliases: dict[str, str | float | int] = Field(default_factory=dict)
+    case_insensitive: bool = True
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    on_missing: Literal["keep", "drop", "fill"] = "keep"
+    fill_value: str | float | int | bool | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnSpec:
+        if self.on_missing == "fill" and self.fill_value is None:
+            raise ValueError("on_missing: fill needs a fill_value")
+        if self.type == "category" and not self.values:
+            raise ValueError("a category column needs a non-empty 'values' list")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.pattern is not None and self.type != "string":
+            raise ValueError("'pattern' applies to string columns only")
+        return self
+
+
+class TargetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    labels: dict[str, int]
+    positive: str
+
+    @model_validator(mode="after")
+    def _check(self) -> TargetSpec:
+        if self.positive not in self.labels:
+            raise ValueError(f"positive label {self.positive!r} is not one of labels")
+        if len(set(self.labels.values())) != len(self.labels):
+            raise ValueError("labels must map to distinct class indexes")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    """A dataset: its columns and which of them are the id, the target and the features."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+    version: int = 1
+    id_column: str
+    target: TargetSpec | None = None
+    null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "None", "nan"])
+    columns: dict[str, ColumnSpec]
+    features: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        if self.id_column not in self.columns:
+            raise ValueError(f"id_column {self.id_column!r} is not in columns")
+        if self.columns[self.id_column].nullable:
+            raise ValueError(f"id_column {self.id_column!r} must be nullable: false")
+        if self.target is not None:
+            tcol = self.columns.get(self.target.column)
+            if tcol is None:
+                raise ValueError(f"target column {self.target.column!r} is not in columns")
+            if tcol.values is not None:
+                unknown = {str(v) for v in tcol.values} - set(self.target.labels)
+                if unknown:
+                    raise ValueError(f"target values {sorted(unknown)} have no label mapping")
+        for feature in self.features or []:
+            if feature not in self.columns:
+                raise ValueError(f"feature {feature!r} is not in columns")
+            if feature in (self.id_column, self.target_column):
+                raise ValueError(f"feature {feature!r} is the id or the target column")
+        return self
+
+    @property
+    def target_column(self) -> str | None:
+        return self.target.column if self.target else None
+
+    @cached_property
+    def feature_columns(self) -> list[str]:
+        if self.features is not None:
+            return list(self.features)
+        return [c for c in self.columns if c not in (self.id_column, self.target_column)]
+
+    @cached_property
+    def required_columns(self) -> list[str]:
+        """Columns a file must have; the target may be absent (unlabelled files)."""
+        return [
+            name
+            for name, col in self.columns.items()
+            if col.required and name != self.target_column
+        ]
+
+    @cached_property
+    def numeric_features(self) -> list[str]:
+        return [c for c in self.feature_columns if self.columns[c].type in ("integer", "float")]
+
+    @cached_property
+    def categorical_features(self) -> list[str]:
+        return [
+            c for c in self.feature_columns if self.columns[c].type in ("category", "boolean")
+        ]
+
+    @cached_property
+    def string_features(self) -> list[str]:
+        return [c for c in self.feature_columns if self.columns[c].type == "string"]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A stable SHA-256 of the spec's content (not its formatting)."""
+        canonical = self.model_dump_json(exclude_none=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _format_errors(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "<root>"
+        parts.append(f"{loc}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> DatasetSpec:
+    """Validate a mapping into a DatasetSpec, naming the bad key on error."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a dataset spec must be a mapping at the top level")
+    try:
+        return DatasetSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(f"{source}: invalid dataset spec: {_format_errors(err)}") from err
+
+
+def load_spec(path: Path | str) -> DatasetSpec:
+    """Read and validate a YAML dataset spec."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read dataset spec: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from err
+    return parse_spec(data, str(path))

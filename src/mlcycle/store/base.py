@@ -1,0 +1,86 @@
+"""The Store protocol: the few operations the stages need, and the backend factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mlcycle.config import Settings
+
+Document = dict[str, Any]
+
+BATCHES = "etl_batches"
+
+
+def quarantine_collection(dataset: str) -> str:
+    return f"{dataset}_quarantine"
+
+
+def predictions_collection(dataset: str) -> str:
+    return f"{dataset}_predictions"
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A document store keyed by `_id`.
+
+    Dataset rows carry `_hash` (content hash) and `_batch_id` (the ETL batch that last
+    wrote them); `write_rows` inserts new rows and replaces changed ones, so callers can
+    skip unchanged rows after `fetch_hashes`.
+    """
+
+    name: str
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the backend cannot be reached."""
+
+    def fetch_hashes(self, dataset: str, ids: Sequence[str]) -> dict[str, str]:
+        """Content hashes of the stored rows among `ids`."""
+
+    def write_rows(self, dataset: str, new: Sequence[Document], changed: Sequence[Document]) -> None:
+        """Insert `new` rows and replace `changed` ones (both keyed by `_id`); idempotent."""
+
+    def read_snapshot(
+        self, dataset: str, columns: Sequence[str] | None = None, require: str | None = None
+    ) -> pd.DataFrame:
+        """All current rows as a DataFrame (only `columns` if given; rows whose `require`
+        field is not null if given). Lineage fields `_hash` and `_batch_id` are included."""
+
+    def put(self, collection: str, docs: Sequence[Document]) -> None:
+        """Insert or replace documents by `_id` (quarantine entries, batch records)."""
+
+    def append(self, collection: str, docs: Sequence[Document]) -> None:
+        """Append log documents (each with a unique `_id`)."""
+
+    def find(
+        self, collection: str, match: Mapping[str, Any] | None = None, limit: int = 0
+    ) -> list[Document]:
+        """Documents whose fields equal `match`, newest inserted last; `limit` 0 = all."""
+
+    def count(self, collection: str) -> int:
+        """Number of documents in a collection (0 if it does not exist)."""
+
+    def drop(self, collection: str) -> None:
+        """Remove a collection and its documents."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_store(settings: Settings) -> Store:
+    """The backend named by settings: MongoDB when MONGO_URI is set, else embedded SQLite."""
+    if settings.mongo_uri is not None and settings.mongo_uri.get_secret_value():
+        from mlcycle.store.mongo import MongoStore
+
+        return MongoStore(
+            settings.mongo_uri.get_secret_value(),
+            settings.mongo_db,
+            timeout_ms=settings.store_timeout_ms,
+            retries=settings.store_retries,
+        )
+    from mlcycle.store.embedded import EmbeddedStore
+
+    return EmbeddedStore(settings.embedded_store_path)

@@ -1,0 +1,192 @@
+"""MongoDB backend (pymongo): bulk upserts keyed by `_id`, bounded retries with backoff.
+
+Works with MongoDB >= 5 and with MongoDB-wire servers such as FerretDB. Connection is
+lazy; every network call is retried on connection errors with exponential backoff, then
+raises StoreUnavailable with the URI's password hidden. All writes are idempotent, so a
+retried batch (some of whose documents may already be written) converges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import pandas as pd
+from pymongo import InsertOne, MongoClient, UpdateOne
+from pymongo.collection import Collection
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+)
+from tenacity import (
+    RetryError,
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from mlcycle.config import redact_uri
+from mlcycle.errors import StoreUnavailable
+from mlcycle.store.base import Document
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
+_DUPLICATE_KEY = 11000
+_WRITE_CHUNK = 5_000
+_IN_CHUNK = 5_000
+
+
+class MongoStore:
+    """A Store on MongoDB (or a MongoDB-wire server)."""
+
+    name = "mongodb"
+
+    def __init__(self, uri: str, database: str, timeout_ms: int = 5000, retries: int = 5) -> None:
+        self._uri = uri
+        self._database = database
+        self._timeout_ms = timeout_ms
+        self._retries = max(1, retries)
+        self._client: MongoClient[Document] | None = None
+
+    def __repr__(self) -> str:
+        return f"MongoStore({redact_uri(self._uri)!r}, {self._database!r})"
+
+    @property
+    def db(self) -> Any:
+        if self._client is None:
+            self._client = MongoClient(
+                self._uri,
+                serverSelectionTimeoutMS=self._timeout_ms,
+                connectTimeoutMS=self._timeout_ms,
+                socketTimeoutMS=max(self._timeout_ms * 6, 30_000),
+                retryWrites=False,  # FerretDB 1.x has no sessions; we retry idempotently
+                appname="mlcycle",
+            )
+        return self._client[self._database]
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retries),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type(_TRANSIENT),
+            before_sleep=before_sleep_log(logger, logging.WARNING),
+            reraise=False,
+        )
+        try:
+            return retrying(fn)
+        except RetryError as err:
+            cause = err.last_attempt.exception()
+            raise StoreUnavailable(
+                f"MongoDB at {redact_uri(self._uri)} is unreachable ({what} failed "
+                f"{self._retries} times: {type(cause).__name__}). Check MONGO_URI and that "
+                "the server is running, then rerun: reruns are idempotent."
+            ) from cause
+
+    def _coll(self, name: str) -> Collection[Document]:
+        return self.db[name]  # type: ignore[no-any-return]
+
+    def ping(self) -> None:
+        self._call("ping", lambda: self.db.command("ping"))
+
+    def fetch_hashes(self, dataset: str, ids: Sequence[str]) -> dict[str, str]:
+        coll = self._coll(dataset)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            part = list(ids[start : start + _IN_CHUNK])
+
+            def query(part: list[str] = part) -> list[Document]:
+                return list(coll.find({"_id": {"$in": part}}, {"_hash": 1}))
+
+            for doc in self._call("read hashes", query):
+                found[doc["_id"]] = doc.get("_hash")
+        return found
+
+    def write_rows(self, dataset: str, new: Sequence[Document], changed: Sequence[Document]) -> None:
+        coll = self._coll(dataset)
+        for start in range(0, len(new), _WRITE_CHUNK):
+            self._insert_or_upsert(coll, new[start : start + _WRITE_CHUNK])
+        for start in range(0, len(changed), _WRITE_CHUNK):
+            self._upsert(coll, changed[start : start + _WRITE_CHUNK])
+
+    def _insert_or_upsert(self, coll: Collection[Document], docs: Sequence[Document]) -> None:
+        """Insert rows believed new; any that exist by now (a retried batch, a concurrent
+        writer) are upserted instead, so the outcome never depends on timing."""
+
+        def run() -> None:
+            try:
+                coll.bulk_write([InsertOne(dict(d)) for d in docs], ordered=False)
+            except BulkWriteError as err:
+                errors = err.details.get("writeErrors", [])
+                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise
+                self._upsert(coll, [docs[e["index"]] for e in errors])
+
+        self._call("insert", run)
+
+    def _upsert(self, coll: Collection[Document], docs: Sequence[Document]) -> None:
+        if not docs:
+            return
+        ops = [
+            UpdateOne({"_id": d["_id"]}, {"$set": {k: v for k, v in d.items() if k != "_id"}}, upsert=True)
+            for d in docs
+        ]
+        self._call("upsert", lambda: coll.bulk_write(ops, ordered=False))
+
+    def read_snapshot(
+        self, dataset: str, columns: Sequence[str] | None = None, require: str | None = None
+    ) -> pd.DataFrame:
+        coll = self._coll(dataset)
+        query: dict[str, Any] = {require: {"$ne": None}} if require else {}
+        projection: dict[str, int] | None = None
+        if columns is not None:
+            projection = {c: 1 for c in columns}
+            projection["_id"] = 1 if "_id" in columns else 0
+
+        def read() -> list[Document]:
+            return list(coll.find(query, projection, batch_size=10_000))
+
+        frame = pd.DataFrame.from_records(self._call("read snapshot", read))
+        if columns is not None:
+            frame = frame.reindex(columns=list(columns))
+        return frame
+
+    def put(self, collection: str, docs: Sequence[Document]) -> None:
+        coll = self._coll(collection)
+        for start in range(0, len(docs), _WRITE_CHUNK):
+            self._upsert(coll, docs[start : start + _WRITE_CHUNK])
+
+    def append(self, collection: str, docs: Sequence[Document]) -> None:
+        if docs:
+            self._insert_or_upsert(self._coll(collection), docs)
+
+    def find(
+        self, collection: str, match: Mapping[str, Any] | None = None, limit: int = 0
+    ) -> list[Document]:
+        coll = self._coll(collection)
+
+        def run() -> list[Document]:
+            docs = list(coll.find(dict(match or {})))
+            return docs[-limit:] if limit else docs
+
+        return self._call("find", run)
+
+    def count(self, collection: str) -> int:
+        coll = self._coll(collection)
+        return int(self._call("count", lambda: coll.count_documents({})))
+
+    def drop(self, collection: str) -> None:
+        coll = self._coll(collection)
+        self._call("drop", coll.drop)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

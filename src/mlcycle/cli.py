@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("mlcycle.cli")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
@@ -38,7 +39,7 @@ def _fail(err: MlcycleError, as_json: bool = False) -> typer.Exit:
     if as_json:
         print(json.dumps({"status": "failed", "error": str(err)}))
     else:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
     return typer.Exit(err.exit_code)
 
 
@@ -61,7 +62,9 @@ def _main(
 def demo_data(
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows to generate.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
-    out: Annotated[Path | None, typer.Option("--out", help="CSV file or folder (default: raw dir).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="CSV file or folder (default: raw dir).")
+    ] = None,
     spec_path: SpecOpt = None,
 ) -> None:
     """Write a seeded synthetic table for the dataset spec, for offline demos.
@@ -105,8 +108,12 @@ def etl(
     store = open_store(settings)
     show_progress = not as_json and sys.stderr.isatty()
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,} rows"),
-        TimeElapsedColumn(), console=Console(stderr=True), disable=not show_progress,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show_progress,
     )
     task = progress.add_task("validate", total=None)
 
@@ -141,7 +148,9 @@ def _print_etl(s: Any) -> None:
     for col in ("file", "rows", "valid", "rejected", "dropped"):
         table.add_column(col, justify="left" if col == "file" else "right")
     for f in s.files:
-        table.add_row(Path(f.path).name, f"{f.rows:,}", f"{f.valid:,}", f"{f.rejected:,}", f"{f.dropped:,}")
+        table.add_row(
+            Path(f.path).name, f"{f.rows:,}", f"{f.valid:,}", f"{f.rejected:,}", f"{f.dropped:,}"
+        )
     console.print(table)
     console.print(
         f"read {s.rows_read:,} · valid {s.valid:,} · rejected {s.rejected:,} "

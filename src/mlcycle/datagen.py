@@ -31,7 +31,9 @@ def _numeric(col: ColumnSpec, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
-def generate(spec: DatasetSpec, rows: int, seed: int = 42, missing_share: float = 0.02) -> pd.DataFrame:
+def generate(
+    spec: DatasetSpec, rows: int, seed: int = 42, missing_share: float = 0.02
+) -> pd.DataFrame:
     """A DataFrame of `rows` synthetic, valid rows (as raw text-friendly values)."""
     rng = np.random.default_rng(seed)
     data: dict[str, object] = {}

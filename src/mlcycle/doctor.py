@@ -41,8 +41,12 @@ def _check_raw(settings: Settings) -> Check:
     from mlcycle.etl.extract import SUPPORTED_SUFFIXES
 
     files = [p for p in raw.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES]
-    return Check("raw data folder", bool(files), f"{raw}: {len(files)} file(s)",
-                 "" if files else "run `mlcycle demo-data` to write a synthetic table")
+    return Check(
+        "raw data folder",
+        bool(files),
+        f"{raw}: {len(files)} file(s)",
+        "" if files else "run `mlcycle demo-data` to write a synthetic table",
+    )
 
 
 def _check_store(settings: Settings) -> Check:
@@ -57,8 +61,12 @@ def _check_store(settings: Settings) -> Check:
     try:
         store.ping()
     except MlcycleError as err:
-        return Check(f"store ({store.name})", False, str(err),
-                     "start MongoDB or unset MONGO_URI to use the embedded store")
+        return Check(
+            f"store ({store.name})",
+            False,
+            str(err),
+            "start MongoDB or unset MONGO_URI to use the embedded store",
+        )
     finally:
         store.close()
     return Check(f"store ({store.name})", True, f"reachable: {where}")
@@ -69,17 +77,25 @@ def _check_tracking(settings: Settings) -> Check:
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (configured URI)
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 ok = resp.status == 200
         except (urllib.error.URLError, OSError) as err:
-            return Check("MLflow tracking", False, f"{redact_uri(uri)}: {err}",
-                         "start `mlflow server` or unset MLFLOW_TRACKING_URI for the embedded one")
+            return Check(
+                "MLflow tracking",
+                False,
+                f"{redact_uri(uri)}: {err}",
+                "start `mlflow server` or unset MLFLOW_TRACKING_URI for the embedded one",
+            )
         return Check("MLflow tracking", ok, f"server at {redact_uri(uri)}")
     path = Path(uri.removeprefix("sqlite:///"))
     folder = path.parent
     writable = folder.exists() or folder.parent.exists()
-    return Check("MLflow tracking", writable, f"embedded: {path}",
-                 "" if writable else f"create {folder} or set MLCYCLE_DATA_DIR")
+    return Check(
+        "MLflow tracking",
+        writable,
+        f"embedded: {path}",
+        "" if writable else f"create {folder} or set MLCYCLE_DATA_DIR",
+    )
 
 
 def _check_packages() -> list[Check]:
@@ -90,9 +106,14 @@ def _check_packages() -> list[Check]:
     checks = []
     for label, modules in groups.items():
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        checks.append(Check(label, not missing,
-                            "installed" if not missing else f"missing: {', '.join(missing)}",
-                            "" if not missing else "run `make install`"))
+        checks.append(
+            Check(
+                label,
+                not missing,
+                "installed" if not missing else f"missing: {', '.join(missing)}",
+                "" if not missing else "run `make install`",
+            )
+        )
     return checks
 
 

@@ -128,9 +128,7 @@ class DatasetSpec(BaseModel):
 
     @cached_property
     def categorical_features(self) -> list[str]:
-        return [
-            c for c in self.feature_columns if self.columns[c].type in ("category", "boolean")
-        ]
+        return [c for c in self.feature_columns if self.columns[c].type in ("category", "boolean")]
 
     @cached_property
     def string_features(self) -> list[str]:

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,21 +114,28 @@ def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChu
             encoding="utf-8-sig",
             chunksize=chunk_rows,
             skip_blank_lines=True,
-            names=header,
-            header=0,
-            usecols=wanted,
+            index_col=False,
         )
         first = 1
-        for frame in reader:
-            yield RawChunk(path, first, frame, line_offset=1)
+        while True:
+            with warnings.catch_warnings():
+                # a first row longer than the header only warns; make it the error it is
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = next(reader, None)
+            if frame is None:
+                break
+            frame.columns = header
+            yield RawChunk(path, first, frame[wanted], line_offset=1)
             first += len(frame)
     except UnicodeDecodeError as err:
         raise StructuralError(f"{path}: not UTF-8 text ({err.reason})") from err
-    except pd.errors.ParserError as err:
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
         raise StructuralError(f"{path}: malformed CSV: {err}") from err
 
 
-def _records_frame(records: list[object], spec: DatasetSpec, path: Path, first: int) -> pd.DataFrame:
+def _records_frame(
+    records: list[object], spec: DatasetSpec, path: Path, first: int
+) -> pd.DataFrame:
     """Build a raw frame from parsed JSON values; non-objects become record errors."""
     cols = list(spec.columns)
     rows: list[dict[str, object]] = []
@@ -236,7 +244,9 @@ def _read_parquet(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[Ra
                 # 1.0 -> "1" so float-typed integer categories (e.g. Dependents) still match
                 as_int = pc.cast(column, pa.int64(), safe=False)
                 whole = pc.equal(pc.cast(as_int, column.type), column)
-                column = pc.if_else(whole, pc.cast(as_int, pa.string()), pc.cast(column, pa.string()))
+                column = pc.if_else(
+                    whole, pc.cast(as_int, pa.string()), pc.cast(column, pa.string())
+                )
             elif not pa.types.is_string(column.type):
                 column = pc.cast(column, pa.string())
             arrays[name] = column

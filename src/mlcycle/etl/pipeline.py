@@ -124,7 +124,9 @@ class _DuplicateTracker:
                 rows.append((int(pos), id_column, ident, f"duplicate id: first seen at {where}"))
             issues = pd.DataFrame(rows, columns=["pos", "column", "value", "reason"])
         accepted = valid[~dupes]
-        for pos, ident in zip(accepted.index.to_numpy(), accepted[id_column].astype(str), strict=True):
+        for pos, ident in zip(
+            accepted.index.to_numpy(), accepted[id_column].astype(str), strict=True
+        ):
             self.first_seen[ident] = (file_no, chunk.first_row + int(pos))
         return _Checked(chunk, result, issues, accepted)
 
@@ -149,7 +151,7 @@ def _quarantine_docs(item: _Checked, info: FileSummary, batch_id: str) -> list[D
     at = _now()
     docs = []
     for pos, group in issues.groupby("pos", sort=True):
-        pos = int(pos)  # type: ignore[call-overload]
+        pos = int(pos)
         row = chunk.first_row + pos
         record = {k: (None if pd.isna(v) else str(v)) for k, v in raw.iloc[pos].items()}
         errors = [
@@ -212,7 +214,9 @@ def run_etl(
         logger.info("etl batch %s: %d file(s), %d bytes", summary.batch_id, len(paths), total_bytes)
 
         # Pass 1: validate and count; nothing is written.
-        cache: list[tuple[FileSummary, _Checked]] | None = [] if total_bytes <= CACHE_BYTES else None
+        cache: list[tuple[FileSummary, _Checked]] | None = (
+            [] if total_bytes <= CACHE_BYTES else None
+        )
         for info, item in _checked_chunks(files, spec, chunk_rows):
             n = len(item.chunk.frame)
             rejected = _rows_rejected(item)

@@ -99,14 +99,20 @@ def _coerce(
             problems.append(_issues(frac, name, raw, "not a whole number"))
             num = num.where(~frac, np.nan)
         if col.min is not None:
-            problems.append(_issues(ok & (num < col.min), name, raw, f"below the minimum {col.min:g}"))
+            problems.append(
+                _issues(ok & (num < col.min), name, raw, f"below the minimum {col.min:g}")
+            )
         if col.max is not None:
-            problems.append(_issues(ok & (num > col.max), name, raw, f"above the maximum {col.max:g}"))
+            problems.append(
+                _issues(ok & (num > col.max), name, raw, f"above the maximum {col.max:g}")
+            )
         if col.values is not None:
             allowed_nums = [float(v) for v in col.values]
             outside = ok & ~num.isin(allowed_nums)
             allowed = ", ".join(_text(v) for v in col.values)
-            problems.append(_issues(outside, name, raw, f"not one of the allowed values ({allowed})"))
+            problems.append(
+                _issues(outside, name, raw, f"not one of the allowed values ({allowed})")
+            )
         typed = num.astype("Int64") if col.type == "integer" else num
     else:  # string
         typed = raw.astype(object).where(present, None)
@@ -160,7 +166,9 @@ def validate_chunk(raw: pd.DataFrame, spec: DatasetSpec) -> ChunkResult:
         elif col.on_missing == "drop":
             drop_mask |= missing
         elif not col.nullable:
-            problems.append(_issues(missing, name, raw_col, "missing value (column is not nullable)"))
+            problems.append(
+                _issues(missing, name, raw_col, "missing value (column is not nullable)")
+            )
         typed_cols[name] = typed
 
     issues = [p for p in problems if len(p)]
@@ -174,4 +182,6 @@ def validate_chunk(raw: pd.DataFrame, spec: DatasetSpec) -> ChunkResult:
     dropped = drop_mask & ~rejected
     keep = ~(rejected | dropped)
     valid = pd.DataFrame(typed_cols, index=index)[keep]
-    return ChunkResult(valid=valid, issues=issue_frame.reset_index(drop=True), dropped=int(dropped.sum()))
+    return ChunkResult(
+        valid=valid, issues=issue_frame.reset_index(drop=True), dropped=int(dropped.sum())
+    )

@@ -40,7 +40,9 @@ class Store(Protocol):
     def fetch_hashes(self, dataset: str, ids: Sequence[str]) -> dict[str, str]:
         """Content hashes of the stored rows among `ids`."""
 
-    def write_rows(self, dataset: str, new: Sequence[Document], changed: Sequence[Document]) -> None:
+    def write_rows(
+        self, dataset: str, new: Sequence[Document], changed: Sequence[Document]
+    ) -> None:
         """Insert `new` rows and replace `changed` ones (both keyed by `_id`); idempotent."""
 
     def read_snapshot(

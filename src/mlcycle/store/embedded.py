@@ -62,7 +62,9 @@ class EmbeddedStore:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=10000")
             except (sqlite3.Error, OSError) as err:
-                raise StoreUnavailable(f"cannot open the embedded store {self.path}: {err}") from err
+                raise StoreUnavailable(
+                    f"cannot open the embedded store {self.path}: {err}"
+                ) from err
             self._conn = conn
         return self._conn
 
@@ -119,7 +121,9 @@ class EmbeddedStore:
                 )
         return found
 
-    def write_rows(self, dataset: str, new: Sequence[Document], changed: Sequence[Document]) -> None:
+    def write_rows(
+        self, dataset: str, new: Sequence[Document], changed: Sequence[Document]
+    ) -> None:
         self._upsert(dataset, [*new, *changed])
 
     def _upsert(self, collection: str, docs: Sequence[Document]) -> None:
@@ -159,7 +163,9 @@ class EmbeddedStore:
         table = self._ensure(collection)
         rows = [(str(d["_id"]), None, _dumps(d)) for d in docs]
         with self._tx() as conn:
-            conn.executemany(f"INSERT OR IGNORE INTO {table} (id, hash, doc) VALUES (?, ?, ?)", rows)
+            conn.executemany(
+                f"INSERT OR IGNORE INTO {table} (id, hash, doc) VALUES (?, ?, ?)", rows
+            )
 
     def find(
         self, collection: str, match: Mapping[str, Any] | None = None, limit: int = 0
@@ -168,7 +174,10 @@ class EmbeddedStore:
             return []
         table = self._ensure(collection)
         with self._lock:
-            docs = [orjson.loads(d) for (d,) in self.conn.execute(f"SELECT doc FROM {table} ORDER BY rowid")]
+            docs = [
+                orjson.loads(d)
+                for (d,) in self.conn.execute(f"SELECT doc FROM {table} ORDER BY rowid")
+            ]
         if match:
             docs = [d for d in docs if all(d.get(k) == v for k, v in match.items())]
         return docs[-limit:] if limit else docs

@@ -91,7 +91,8 @@ class MongoStore:
             ) from cause
 
     def _coll(self, name: str) -> Collection[Document]:
-        return self.db[name]  # type: ignore[no-any-return]
+        coll: Collection[Document] = self.db[name]
+        return coll
 
     def ping(self) -> None:
         self._call("ping", lambda: self.db.command("ping"))
@@ -106,10 +107,12 @@ class MongoStore:
                 return list(coll.find({"_id": {"$in": part}}, {"_hash": 1}))
 
             for doc in self._call("read hashes", query):
-                found[doc["_id"]] = doc.get("_hash")
+                found[doc["_id"]] = str(doc.get("_hash"))
         return found
 
-    def write_rows(self, dataset: str, new: Sequence[Document], changed: Sequence[Document]) -> None:
+    def write_rows(
+        self, dataset: str, new: Sequence[Document], changed: Sequence[Document]
+    ) -> None:
         coll = self._coll(dataset)
         for start in range(0, len(new), _WRITE_CHUNK):
             self._insert_or_upsert(coll, new[start : start + _WRITE_CHUNK])
@@ -135,7 +138,9 @@ class MongoStore:
         if not docs:
             return
         ops = [
-            UpdateOne({"_id": d["_id"]}, {"$set": {k: v for k, v in d.items() if k != "_id"}}, upsert=True)
+            UpdateOne(
+                {"_id": d["_id"]}, {"$set": {k: v for k, v in d.items() if k != "_id"}}, upsert=True
+            )
             for d in docs
         ]
         self._call("upsert", lambda: coll.bulk_write(ops, ordered=False))

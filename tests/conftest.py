@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlcycle.config import Settings, get_settings
+from mlcycle.spec import DatasetSpec, load_spec
+from mlcycle.store.base import Store
+from mlcycle.store.embedded import EmbeddedStore
+from tests.servers import REPO, FerretDB, start_ferretdb
+
+LOAN_DIR = REPO.parent / "shared" / "data" / "loan"
+
+
+@pytest.fixture(scope="session")
+def spec() -> DatasetSpec:
+    return load_spec(REPO / "datasets" / "loan.yaml")
+
+
+@pytest.fixture(scope="session")
+def loan_dir() -> Path:
+    if not (LOAN_DIR / "train.csv").exists():
+        pytest.skip(f"the real loan CSVs are not at {LOAN_DIR}")
+    return LOAN_DIR
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test gets its own data dir and no ambient store/tracking configuration."""
+    for var in ("MONGO_URI", "MLCYCLE_MONGO_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLCYCLE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLCYCLE_SPEC", str(REPO / "datasets" / "loan.yaml"))
+    monkeypatch.setenv("MLCYCLE_TRAIN_CONFIG", str(REPO / "configs" / "train.yaml"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def ferretdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerretDB]:
+    server = start_ferretdb(tmp_path_factory.mktemp("ferretdb"))
+    yield server
+    server.stop()
+
+
+def _mongo_store(server: FerretDB) -> Store:
+    from mlcycle.store.mongo import MongoStore
+
+    return MongoStore(server.uri, f"t{uuid.uuid4().hex[:12]}", timeout_ms=3000, retries=2)
+
+
+@pytest.fixture(params=["embedded", pytest.param("mongodb", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every Store backend: the contract suite and ETL tests run against each."""
+    if request.param == "embedded":
+        backend: Store = EmbeddedStore(tmp_path / "store.sqlite3")
+    else:
+        backend = _mongo_store(request.getfixturevalue("ferretdb"))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return get_settings()

@@ -1,0 +1,60 @@
+"""A MongoDB server that goes away mid-load: bounded retries, a clear error, and a rerun
+that converges to the full data set with no duplicate and no lost row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlcycle.datagen import write_demo
+from mlcycle.errors import StoreUnavailable
+from mlcycle.etl.pipeline import run_etl
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.mongo import MongoStore
+from tests.servers import start_ferretdb
+
+pytestmark = pytest.mark.integration
+
+
+def test_store_down_gives_bounded_retries_and_a_redacted_error() -> None:
+    store = MongoStore("mongodb://alice:s3cret@127.0.0.1:9/", "x", timeout_ms=200, retries=2)
+    with pytest.raises(StoreUnavailable, match="unreachable") as info:
+        store.ping()
+    assert "s3cret" not in str(info.value)
+    assert "alice:***@" in str(info.value)
+
+
+def test_stopping_ferretdb_mid_load_then_rerunning_converges(
+    spec: DatasetSpec, tmp_path: Path
+) -> None:
+    server = start_ferretdb(tmp_path / "fdb")
+    source = write_demo(spec, tmp_path / "raw", rows=6000, seed=11)
+    store = MongoStore(server.uri, "resilience", timeout_ms=500, retries=2)
+    killed = []
+
+    def stop_after_first_chunk(phase: str, done: int, total: int | None) -> None:
+        if phase == "load" and done >= 1000 and not killed:
+            server.stop()
+            killed.append(done)
+
+    try:
+        with pytest.raises(StoreUnavailable):
+            run_etl(spec, source, store, chunk_rows=1000, progress=stop_after_first_chunk)
+        assert killed == [1000]
+
+        server.start()  # same data folder: what was written before the stop is still there
+        partial = store.count("loan")
+        assert 0 < partial < 6000
+        rerun = run_etl(spec, source, store, chunk_rows=1000)
+        assert rerun.status == "succeeded"
+        assert rerun.inserted == 6000 - partial
+        assert rerun.unchanged == partial
+        snap = store.read_snapshot("loan", columns=["_id", "_hash"])
+        assert len(snap) == 6000
+        assert snap["_id"].is_unique
+        final = run_etl(spec, source, store, chunk_rows=1000)
+        assert (final.inserted, final.updated, final.unchanged) == (0, 0, 6000)
+    finally:
+        store.close()
+        server.stop()

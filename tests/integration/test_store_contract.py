@@ -1,0 +1,103 @@
+"""The Store contract: every backend (embedded SQLite, MongoDB via FerretDB) behaves alike."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from mlcycle.store.base import Store
+
+
+def _row(i: int, amount: float | None = 1.5, label: str | None = "Y", h: str = "h") -> dict:
+    return {
+        "_id": f"ID{i:04d}",
+        "Loan_ID": f"ID{i:04d}",
+        "LoanAmount": amount,
+        "Loan_Status": label,
+        "_hash": f"{h}{i}",
+        "_batch_id": "b1",
+    }
+
+
+def test_new_rows_are_stored_with_their_hashes(store: Store) -> None:
+    store.write_rows("loan", [_row(i) for i in range(3)], [])
+    assert store.count("loan") == 3
+    assert store.fetch_hashes("loan", ["ID0000", "ID0002", "IDmissing"]) == {
+        "ID0000": "h0",
+        "ID0002": "h2",
+    }
+
+
+def test_fetch_hashes_on_missing_collection_is_empty(store: Store) -> None:
+    assert store.fetch_hashes("nothing_here", ["a", "b"]) == {}
+    assert store.count("nothing_here") == 0
+
+
+def test_changed_rows_replace_the_stored_version(store: Store) -> None:
+    store.write_rows("loan", [_row(1, amount=10.0)], [])
+    store.write_rows("loan", [], [_row(1, amount=20.0, h="g")])
+    snap = store.read_snapshot("loan")
+    assert len(snap) == 1
+    assert snap.loc[0, "LoanAmount"] == 20.0
+    assert store.fetch_hashes("loan", ["ID0001"]) == {"ID0001": "g1"}
+
+
+def test_writing_the_same_rows_twice_is_idempotent(store: Store) -> None:
+    rows = [_row(i) for i in range(50)]
+    store.write_rows("loan", rows, [])
+    store.write_rows("loan", rows, [])  # "new" rows that already exist: a retried batch
+    assert store.count("loan") == 50
+    assert sorted(store.read_snapshot("loan")["Loan_ID"]) == [f"ID{i:04d}" for i in range(50)]
+
+
+def test_snapshot_selects_columns_and_required_field(store: Store) -> None:
+    store.write_rows("loan", [_row(1), _row(2, label=None), _row(3, amount=None)], [])
+    snap = store.read_snapshot(
+        "loan", columns=["Loan_ID", "LoanAmount", "Loan_Status"], require="Loan_Status"
+    )
+    assert list(snap.columns) == ["Loan_ID", "LoanAmount", "Loan_Status"]
+    assert sorted(snap["Loan_ID"]) == ["ID0001", "ID0003"]
+    missing = snap.set_index("Loan_ID").loc["ID0003", "LoanAmount"]
+    assert missing is None or math.isnan(missing)
+
+
+def test_snapshot_of_missing_collection_is_empty(store: Store) -> None:
+    snap = store.read_snapshot("nothing_here", columns=["a", "b"])
+    assert isinstance(snap, pd.DataFrame)
+    assert len(snap) == 0
+
+
+def test_snapshot_keeps_lineage_fields(store: Store) -> None:
+    store.write_rows("loan", [_row(7)], [])
+    snap = store.read_snapshot("loan")
+    assert snap.loc[0, "_hash"] == "h7"
+    assert snap.loc[0, "_batch_id"] == "b1"
+
+
+def test_put_upserts_by_id_and_find_matches_fields(store: Store) -> None:
+    store.put("etl_batches", [{"_id": "a", "status": "running"}, {"_id": "b", "status": "failed"}])
+    store.put("etl_batches", [{"_id": "a", "status": "succeeded"}])
+    assert store.count("etl_batches") == 2
+    found = store.find("etl_batches", {"status": "succeeded"})
+    assert [d["_id"] for d in found] == ["a"]
+    assert store.find("etl_batches", {"status": "running"}) == []
+
+
+def test_append_adds_log_documents_and_tolerates_a_replayed_batch(store: Store) -> None:
+    docs = [{"_id": f"req{i}", "label": "Y", "p": 0.5 + i / 100} for i in range(10)]
+    store.append("loan_predictions", docs)
+    store.append("loan_predictions", docs[:3])  # replayed after a retry
+    assert store.count("loan_predictions") == 10
+    last = store.find("loan_predictions", limit=2)
+    assert len(last) == 2
+
+
+def test_drop_removes_a_collection(store: Store) -> None:
+    store.put("scratch", [{"_id": "x"}])
+    store.drop("scratch")
+    assert store.count("scratch") == 0
+
+
+def test_ping_succeeds_on_a_live_backend(store: Store) -> None:
+    store.ping()

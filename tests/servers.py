@@ -1,0 +1,166 @@
+"""Real servers for tests: FerretDB (MongoDB wire protocol) and `mlflow server`.
+
+Each is started as a subprocess on 127.0.0.1 on a free port and stopped afterwards. When
+a binary is absent the tests that need it skip with the reason, unless
+MLCYCLE_REQUIRE_SERVERS=1 (set by .ci/run), where that is an error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRE = os.environ.get("MLCYCLE_REQUIRE_SERVERS") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"{reason} (MLCYCLE_REQUIRE_SERVERS=1)")
+    pytest.skip(reason)
+
+
+def ferretdb_binary() -> Path | None:
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ferretdb.sh"), "path"], capture_output=True, text=True
+    )
+    path = Path(out.stdout.strip())
+    return path if out.returncode == 0 and path.is_file() else None
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port}: {log.read_text()[-2000:]}")
+
+
+class FerretDB:
+    """A FerretDB process with its SQLite data in `workdir`; can be stopped and restarted."""
+
+    def __init__(self, binary: Path, workdir: Path, port: int | None = None) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self) -> FerretDB:
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "ferretdb.log"
+        self.proc = subprocess.Popen(
+            [
+                str(self.binary),
+                "--handler=sqlite",
+                f"--sqlite-url=file:{data}/",
+                f"--listen-addr=127.0.0.1:{self.port}",
+                "--telemetry=disable",
+                "--state-dir=-",
+                "--debug-addr=-",
+                "--log-level=warn",
+            ],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        _wait_port(self.port, self.proc, log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def start_ferretdb(workdir: Path) -> FerretDB:
+    binary = ferretdb_binary()
+    if binary is None:
+        _unavailable("FerretDB is not built: run `scripts/ferretdb.sh build` (needs Go)")
+    assert binary is not None
+    return FerretDB(binary, workdir).start()
+
+
+class MlflowServer:
+    """`mlflow server` with a SQLite backend store and a local artifact root."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MlflowServer:
+        exe = shutil.which("mlflow")
+        if exe is None:
+            _unavailable("the mlflow command is not installed: run `make install`")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "mlflow.log"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                f"sqlite:///{self.workdir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.workdir / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"mlflow server did not start: {log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None

@@ -236,7 +236,9 @@ def test_small_chunks_give_the_same_result_and_catch_duplicates_across_chunks(
     folder.mkdir()
     shutil.copy(loan_dir / "train.csv", folder / "a.csv")
     shutil.copy(loan_dir / "train.csv", folder / "b.csv")  # every id again in a second file
-    summary = run_etl(spec, folder, store, chunk_rows=50, max_rejected_share=0.6)
+    # cache_rows=100: too big to keep, so the write pass reads and validates again
+    summary = run_etl(spec, folder, store, chunk_rows=50, max_rejected_share=0.6, cache_rows=100)
     assert (summary.valid, summary.rejected, summary.inserted) == (614, 614, 614)
+    assert store.count("loan") == 614
     q = store.find("loan_quarantine", {"row": 1})
     assert any("first seen at a.csv row 1" in d["reason"] for d in q)

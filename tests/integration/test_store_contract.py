@@ -101,3 +101,16 @@ def test_drop_removes_a_collection(store: Store) -> None:
 
 def test_ping_succeeds_on_a_live_backend(store: Store) -> None:
     store.ping()
+
+
+def test_large_hash_lookups_stay_current_after_writes(store: Store) -> None:
+    """Large lookups may be served from one scan (MongoDB backend); writes keep it current."""
+    rows = [_row(i) for i in range(2500)]
+    ids = [r["_id"] for r in rows]
+    store.write_rows("loan", rows[:2000], [])
+    assert len(store.fetch_hashes("loan", ids)) == 2000
+    store.write_rows("loan", rows[2000:], [_row(0, h="new")])
+    hashes = store.fetch_hashes("loan", ids)
+    assert len(hashes) == 2500
+    assert hashes["ID0000"] == "new0"
+    assert hashes["ID2499"] == "h2499"

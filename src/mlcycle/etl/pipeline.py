@@ -17,21 +17,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlcycle import __version__
 from mlcycle.errors import MlcycleError, RejectedShareExceeded
 from mlcycle.etl.extract import RawChunk, discover, file_sha256, read_file
-from mlcycle.etl.transform import duplicate_mask, plan_writes, to_documents
-from mlcycle.etl.validate import ChunkResult, validate_chunk
+from mlcycle.etl.transform import plan_writes, to_documents
+from mlcycle.etl.validate import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int | None], None]
-CACHE_BYTES = 64 * 1024 * 1024
-"""Inputs up to this size are validated once; larger ones are re-read for the write pass."""
+CACHE_ROWS = 2_000_000
+"""Inputs up to this many rows are validated once and kept (compactly typed, ~120 bytes a
+row) for the write pass; larger ones are read and validated again, so memory stays bounded."""
 
 
 @dataclass
@@ -79,12 +81,13 @@ class EtlSummary:
 
 @dataclass
 class _Checked:
-    """One chunk after validation and the duplicate-id rule."""
+    """One chunk after validation and the duplicate-id rule: what the write pass needs."""
 
-    chunk: RawChunk
-    result: ChunkResult
-    duplicates: pd.DataFrame  # issue rows for duplicate ids
+    rows: int
+    rejected: int
+    dropped: int
     accepted: pd.DataFrame  # valid rows that are not duplicates
+    quarantine: list[Document]
 
 
 def _now() -> str:
@@ -95,58 +98,81 @@ def new_batch_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
+_ROW_BITS = 40
+
+
 class _DuplicateTracker:
-    """Remembers where each id was first accepted during one run."""
+    """Remembers where each id was first accepted during one run (file number and row,
+    packed in one int to keep a million ids in ~100 MB)."""
 
     def __init__(self) -> None:
-        self.first_seen: dict[str, tuple[int, int]] = {}
+        self.first_seen: dict[str, int] = {}
         self.files: list[str] = []
 
-    def check(self, chunk: RawChunk, result: ChunkResult, id_column: str) -> _Checked:
-        valid = result.valid
-        ids = valid[id_column].astype(str)
-        dupes = duplicate_mask(ids, self.first_seen)
+    def where(self, packed: int, file_no: int) -> str:
+        f_no, row = packed >> _ROW_BITS, packed & ((1 << _ROW_BITS) - 1)
+        return f"row {row}" if f_no == file_no else f"{self.files[f_no]} row {row}"
+
+    def split(
+        self, chunk: RawChunk, valid: pd.DataFrame, id_column: str
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        """Mark duplicates of ids seen before; return (accept mask, issue rows)."""
         file_no = len(self.files) - 1
-        issues = pd.DataFrame(columns=["pos", "column", "value", "reason"])
-        if dupes.any():
-            positions = valid.index.to_numpy()
-            rows = []
-            local: dict[str, int] = {}
-            for pos, ident, dup in zip(positions, ids, dupes, strict=True):
-                if not dup:
-                    local.setdefault(ident, int(pos))
-                    continue
-                if ident in self.first_seen:
-                    f_no, row = self.first_seen[ident]
-                    where = f"row {row}" if f_no == file_no else f"{self.files[f_no]} row {row}"
-                else:
-                    where = f"row {chunk.first_row + local[ident]}"
-                rows.append((int(pos), id_column, ident, f"duplicate id: first seen at {where}"))
-            issues = pd.DataFrame(rows, columns=["pos", "column", "value", "reason"])
-        accepted = valid[~dupes]
-        for pos, ident in zip(
-            accepted.index.to_numpy(), accepted[id_column].astype(str), strict=True
+        first_seen = self.first_seen
+        accept = np.ones(len(valid), dtype=bool)
+        rows = []
+        base = (file_no << _ROW_BITS) + chunk.first_row
+        for k, (pos, ident) in enumerate(
+            zip(valid.index.tolist(), valid[id_column].tolist(), strict=True)
         ):
-            self.first_seen[ident] = (file_no, chunk.first_row + int(pos))
-        return _Checked(chunk, result, issues, accepted)
+            prev = first_seen.get(ident)
+            if prev is None:
+                first_seen[ident] = base + pos
+            else:
+                accept[k] = False
+                rows.append(
+                    (
+                        pos,
+                        id_column,
+                        ident,
+                        f"duplicate id: first seen at {self.where(prev, file_no)}",
+                    )
+                )
+        return accept, pd.DataFrame(rows, columns=["pos", "column", "value", "reason"])
 
 
 def _checked_chunks(
-    files: list[tuple[Path, FileSummary]], spec: DatasetSpec, chunk_rows: int
+    files: list[tuple[Path, FileSummary]], spec: DatasetSpec, chunk_rows: int, batch_id: str
 ) -> Iterator[tuple[FileSummary, _Checked]]:
     tracker = _DuplicateTracker()
     for path, info in files:
         tracker.files.append(path.name)
         for chunk in read_file(path, spec, chunk_rows):
             result = validate_chunk(chunk.frame, spec)
-            yield info, tracker.check(chunk, result, spec.id_column)
+            accept, dup_issues = tracker.split(chunk, result.valid, spec.id_column)
+            issues = (
+                pd.concat([result.issues, dup_issues], ignore_index=True)
+                if len(dup_issues)
+                else result.issues
+            )
+            quarantine = _quarantine_docs(chunk, issues, info, batch_id)
+            yield (
+                info,
+                _Checked(
+                    rows=len(chunk.frame),
+                    rejected=len(quarantine),
+                    dropped=result.dropped,
+                    accepted=result.valid[accept],
+                    quarantine=quarantine,
+                ),
+            )
 
 
-def _quarantine_docs(item: _Checked, info: FileSummary, batch_id: str) -> list[Document]:
-    issues = pd.concat([item.result.issues, item.duplicates], ignore_index=True)
+def _quarantine_docs(
+    chunk: RawChunk, issues: pd.DataFrame, info: FileSummary, batch_id: str
+) -> list[Document]:
     if issues.empty:
         return []
-    chunk = item.chunk
     raw = chunk.frame.reset_index(drop=True)
     at = _now()
     docs = []
@@ -177,12 +203,6 @@ def _quarantine_docs(item: _Checked, info: FileSummary, batch_id: str) -> list[D
     return docs
 
 
-def _rows_rejected(item: _Checked) -> int:
-    return len(item.result.valid.index.difference(item.accepted.index)) + int(
-        item.result.issues["pos"].nunique()
-    )
-
-
 def run_etl(
     spec: DatasetSpec,
     source: Path,
@@ -190,6 +210,7 @@ def run_etl(
     *,
     chunk_rows: int = 100_000,
     max_rejected_share: float = 0.1,
+    cache_rows: int = CACHE_ROWS,
     progress: ProgressFn | None = None,
 ) -> EtlSummary:
     """Extract every supported file at `source`, validate, and upsert into `store`.
@@ -210,24 +231,21 @@ def run_etl(
         paths = discover(source)
         files = [(p, FileSummary(str(p), file_sha256(p))) for p in paths]
         summary.files = [info for _, info in files]
-        total_bytes = sum(p.stat().st_size for p in paths)
-        logger.info("etl batch %s: %d file(s), %d bytes", summary.batch_id, len(paths), total_bytes)
+        logger.info("etl batch %s: %d file(s)", summary.batch_id, len(paths))
 
         # Pass 1: validate and count; nothing is written.
-        cache: list[tuple[FileSummary, _Checked]] | None = (
-            [] if total_bytes <= CACHE_BYTES else None
-        )
-        for info, item in _checked_chunks(files, spec, chunk_rows):
-            n = len(item.chunk.frame)
-            rejected = _rows_rejected(item)
-            info.rows += n
-            info.rejected += rejected
-            info.dropped += item.result.dropped
+        cache: list[tuple[FileSummary, _Checked]] | None = []
+        for info, item in _checked_chunks(files, spec, chunk_rows, summary.batch_id):
+            info.rows += item.rows
+            info.rejected += item.rejected
+            info.dropped += item.dropped
             info.valid += len(item.accepted)
-            summary.rows_read += n
+            summary.rows_read += item.rows
             report("validate", summary.rows_read, None)
             if cache is not None:
                 cache.append((info, item))
+                if summary.rows_read > cache_rows:
+                    cache = None  # too big to keep: the write pass reads the files again
         summary.valid = sum(f.valid for f in summary.files)
         summary.rejected = sum(f.rejected for f in summary.files)
         summary.dropped = sum(f.dropped for f in summary.files)
@@ -236,13 +254,16 @@ def run_etl(
         store.put(BATCHES, [_batch_doc(summary, spec)])
 
         # Pass 2: quarantine always; rows only when the run passed.
-        items = iter(cache) if cache is not None else _checked_chunks(files, spec, chunk_rows)
+        items = (
+            iter(cache)
+            if cache is not None
+            else _checked_chunks(files, spec, chunk_rows, summary.batch_id)
+        )
         done = 0
-        for info, item in items:
-            quarantine = _quarantine_docs(item, info, summary.batch_id)
-            if quarantine:
-                store.put(quarantine_collection(spec.name), quarantine)
-                summary.quarantined += len(quarantine)
+        for _info, item in items:
+            if item.quarantine:
+                store.put(quarantine_collection(spec.name), item.quarantine)
+                summary.quarantined += len(item.quarantine)
             if passed and len(item.accepted):
                 docs = to_documents(item.accepted, spec.id_column, summary.batch_id)
                 stored = store.fetch_hashes(spec.name, [d["_id"] for d in docs])
@@ -251,7 +272,7 @@ def run_etl(
                 summary.inserted += len(plan.new)
                 summary.updated += len(plan.changed)
                 summary.unchanged += plan.unchanged
-            done += len(item.chunk.frame)
+            done += item.rows
             report("load", done, summary.rows_read)
 
         if not passed:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
 
@@ -17,9 +14,16 @@ HASH_FIELD = "_hash"
 BATCH_FIELD = "_batch_id"
 
 
-def row_hash(values: list[object]) -> str:
-    """Content hash of a row's canonical values (in spec column order)."""
-    return hashlib.blake2b(orjson.dumps(values), digest_size=16).hexdigest()
+def row_hashes(valid: pd.DataFrame) -> list[str]:
+    """Content hash of each row's typed, canonical values, as 16 hex digits.
+
+    pandas' vectorised `hash_pandas_object` (SipHash with a fixed key, combined across
+    columns): ~30x faster than hashing serialised rows one by one, and independent of
+    how rows are chunked. It only has to tell a changed row from an unchanged one.
+    """
+    hashes = pd.util.hash_pandas_object(valid, index=False, categorize=False).to_numpy()
+    text = hashes.astype(">u8").tobytes().hex()
+    return [text[i : i + 16] for i in range(0, len(text), 16)]
 
 
 def to_documents(valid: pd.DataFrame, id_column: str, batch_id: str) -> list[Document]:
@@ -28,17 +32,17 @@ def to_documents(valid: pd.DataFrame, id_column: str, batch_id: str) -> list[Doc
     NaN and missing values become None (JSON null) through Arrow, so NaN/inf never reach
     the store (inf was already rejected by validation).
     """
-    columns = list(valid.columns)
-    records = pa.Table.from_pandas(valid, preserve_index=False).to_pylist()
-    docs: list[Document] = []
-    append = docs.append
-    for rec in records:
-        values = [rec[c] for c in columns]
+    table = pa.Table.from_pandas(valid, preserve_index=False)
+    # categorical columns arrive dictionary-encoded; decoding first makes to_pylist ~10x faster
+    columns = [
+        c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns
+    ]
+    records = pa.table(columns, names=table.column_names).to_pylist()
+    for rec, digest in zip(records, row_hashes(valid), strict=True):
         rec["_id"] = rec[id_column]
-        rec[HASH_FIELD] = row_hash(values)
+        rec[HASH_FIELD] = digest
         rec[BATCH_FIELD] = batch_id
-        append(rec)
-    return docs
+    return records
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,3 @@ def plan_writes(docs: list[Document], stored: Mapping[str, str]) -> WritePlan:
         else:
             unchanged += 1
     return WritePlan(new, changed, unchanged)
-
-
-def duplicate_mask(ids: pd.Series, seen: Mapping[str, object]) -> np.ndarray:
-    """Rows whose id already occurred: earlier in this chunk or in `seen` (earlier chunks
-    or files of the same run). The rule: the first occurrence in a run wins; later ones
-    are rejected, so one run never stores two versions of a row."""
-    in_chunk = ids.duplicated(keep="first").to_numpy(bool)
-    if not seen:
-        return in_chunk
-    before = np.fromiter((i in seen for i in ids), dtype=bool, count=len(ids))
-    return in_chunk | before

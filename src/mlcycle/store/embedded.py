@@ -25,7 +25,6 @@ from mlcycle.store.base import Document
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_IN_CHUNK = 900  # stays below SQLite's bound-parameter limit on every build
 
 
 def _table(name: str) -> str:
@@ -111,15 +110,13 @@ class EmbeddedStore:
         if not ids or not self._exists(dataset):
             return {}
         table = self._ensure(dataset)
-        found: dict[str, str] = {}
         with self._lock:
-            for start in range(0, len(ids), _IN_CHUNK):
-                part = list(ids[start : start + _IN_CHUNK])
-                marks = ",".join("?" * len(part))
-                found.update(
-                    self.conn.execute(f"SELECT id, hash FROM {table} WHERE id IN ({marks})", part)
-                )
-        return found
+            # one query per call: the ids travel as one JSON array parameter
+            rows = self.conn.execute(
+                f"SELECT id, hash FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(ids)),),
+            )
+            return dict(rows)
 
     def write_rows(
         self, dataset: str, new: Sequence[Document], changed: Sequence[Document]

@@ -41,7 +41,7 @@ T = TypeVar("T")
 _TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
 _DUPLICATE_KEY = 11000
 _WRITE_CHUNK = 5_000
-_IN_CHUNK = 5_000
+_SCAN_THRESHOLD = 2_000
 
 
 class MongoStore:
@@ -55,6 +55,7 @@ class MongoStore:
         self._timeout_ms = timeout_ms
         self._retries = max(1, retries)
         self._client: MongoClient[Document] | None = None
+        self._hash_maps: dict[str, dict[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"MongoStore({redact_uri(self._uri)!r}, {self._database!r})"
@@ -98,26 +99,47 @@ class MongoStore:
         self._call("ping", lambda: self.db.command("ping"))
 
     def fetch_hashes(self, dataset: str, ids: Sequence[str]) -> dict[str, str]:
+        """Hashes of stored rows among `ids`.
+
+        Large requests read the whole id -> hash map once (one scan, cached for this
+        store object and kept current by `write_rows`): MongoDB-wire servers without
+        `$in` pushdown (FerretDB 1.x) scan the collection for every `$in` query, so one
+        scan beats one per chunk. Small requests use `$in`.
+        """
+        known = self._hash_maps.get(dataset)
+        if known is None and len(ids) >= _SCAN_THRESHOLD:
+            known = self._hash_maps[dataset] = self._all_hashes(dataset)
+        if known is not None:
+            return {i: known[i] for i in ids if i in known}
         coll = self._coll(dataset)
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            part = list(ids[start : start + _IN_CHUNK])
 
-            def query(part: list[str] = part) -> list[Document]:
-                return list(coll.find({"_id": {"$in": part}}, {"_hash": 1}))
+        def query() -> list[Document]:
+            return list(coll.find({"_id": {"$in": list(ids)}}, {"_hash": 1}))
 
-            for doc in self._call("read hashes", query):
-                found[doc["_id"]] = str(doc.get("_hash"))
-        return found
+        return {d["_id"]: str(d.get("_hash")) for d in self._call("read hashes", query)}
+
+    def _all_hashes(self, dataset: str) -> dict[str, str]:
+        coll = self._coll(dataset)
+
+        def scan() -> dict[str, str]:
+            return {
+                d["_id"]: str(d.get("_hash"))
+                for d in coll.find({}, {"_hash": 1}, batch_size=50_000)
+            }
+
+        return self._call("read hashes", scan)
 
     def write_rows(
         self, dataset: str, new: Sequence[Document], changed: Sequence[Document]
     ) -> None:
         coll = self._coll(dataset)
+        known = self._hash_maps.get(dataset)
         for start in range(0, len(new), _WRITE_CHUNK):
             self._insert_or_upsert(coll, new[start : start + _WRITE_CHUNK])
         for start in range(0, len(changed), _WRITE_CHUNK):
             self._upsert(coll, changed[start : start + _WRITE_CHUNK])
+        if known is not None:
+            known.update((d["_id"], d["_hash"]) for d in (*new, *changed))
 
     def _insert_or_upsert(self, coll: Collection[Document], docs: Sequence[Document]) -> None:
         """Insert rows believed new; any that exist by now (a retried batch, a concurrent
@@ -188,6 +210,7 @@ class MongoStore:
         return int(self._call("count", lambda: coll.count_documents({})))
 
     def drop(self, collection: str) -> None:
+        self._hash_maps.pop(collection, None)
         coll = self._coll(collection)
         self._call("drop", coll.drop)
 
@@ -195,3 +218,4 @@ class MongoStore:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._hash_maps.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,6 +161,170 @@ def _print_etl(s: Any) -> None:
     )
     if s.rejected:
         console.print(f"rejected rows are in the quarantine collection '{s.dataset}_quarantine'")
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Training config YAML (default: MLCYCLE_TRAIN_CONFIG)."),
+]
+
+
+@app.command()
+def preprocess(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Pull the newest labelled snapshot from the store and print its profile.
+
+    Example: mlcycle preprocess --json
+    """
+    from mlcycle.spec import load_spec
+    from mlcycle.store import open_store
+    from mlcycle.train.train import load_snapshot, profile
+
+    settings = _settings()
+    store = open_store(settings)
+    try:
+        spec = load_spec(spec_path or settings.spec)
+        report = profile(load_snapshot(store, spec), spec)
+    except MlcycleError as err:
+        raise _fail(err, as_json) from err
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table(
+        title=f"{spec.name}: {report['rows']:,} labelled rows (data {report['data_hash'][:12]})"
+    )
+    table.add_column("column")
+    table.add_column("missing", justify="right")
+    for col, share in report["missing_share"].items():
+        table.add_row(col, f"{share:.1%}")
+    console.print(table)
+    balance = ", ".join(f"{k}: {v:,}" for k, v in report["class_balance"].items())
+    console.print(f"class balance: {balance} · ETL batches: {len(report['etl_batches'])}")
+
+
+@app.command()
+def train(spec_path: SpecOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Train on the newest data, log to MLflow, register, and promote if the gate passes.
+
+    Example: mlcycle train --config configs/train.yaml
+    """
+    from mlcycle.spec import load_spec
+    from mlcycle.store import open_store
+    from mlcycle.train.config import load_train_config
+    from mlcycle.train.train import run_train
+
+    settings = _settings()
+    store = open_store(settings)
+    try:
+        spec = load_spec(spec_path or settings.spec)
+        cfg = load_train_config(config or settings.train_config)
+        with console.status("training", spinner="dots") if not as_json else nullcontext():
+            result = run_train(settings, spec, cfg, store)
+    except MlcycleError as err:
+        raise _fail(err, as_json) from err
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+        return
+    champ = result.champion_before
+    table = Table(title=f"{result.model_name} v{result.version} on {result.rows:,} rows")
+    for col in (
+        "metric",
+        "candidate",
+        "baseline (majority)",
+        f"champion v{champ['version']}" if champ else "champion",
+    ):
+        table.add_column(col, justify="right")
+    for metric, value in result.metrics.items():
+        other = champ["metrics"].get(metric) if champ else None
+        table.add_row(
+            metric,
+            f"{value:.4f}",
+            f"{result.baseline[metric]:.4f}",
+            "—" if other is None else f"{other:.4f}",
+        )
+    console.print(table)
+    cv = result.cv
+    console.print(
+        f"{result.params.get('cv_folds')}-fold CV on the training part: "
+        f"accuracy {cv['cv_accuracy_mean']:.3f} ± {cv['cv_accuracy_std']:.3f}, "
+        f"ROC AUC {cv['cv_roc_auc_mean']:.3f} ± {cv['cv_roc_auc_std']:.3f}",
+        highlight=False,
+    )
+    verdict = "[green]promoted[/]" if result.decision["promote"] else "[yellow]not promoted[/]"
+    console.print(f"gate: {verdict}: {result.decision['reason']}")
+    console.print(f"champion: v{result.champion_after} · {result.run_url}", highlight=False)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Model version to make champion.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if the gate refuses.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Point the champion alias at VERSION, after showing the gate's checks.
+
+    Example: mlcycle promote 3
+    """
+    from mlcycle.train import registry
+    from mlcycle.train.config import load_train_config
+    from mlcycle.train.gate import should_promote
+
+    settings = _settings()
+    try:
+        cfg = load_train_config(config or settings.train_config)
+        client = registry.connect(settings)
+        name = cfg.registered_model
+        target = registry.get_version(client, name, version=version)
+        current = registry.champion(client, name)
+        metric: str = cfg.gate.metric
+        cand = {metric: target.metrics.get(f"test_{metric}", float("nan"))}
+        base = {metric: target.metrics.get(f"baseline_{metric}", float("-inf"))}
+        champ = (
+            {metric: current.metrics[f"test_{metric}"]}
+            if current and f"test_{metric}" in current.metrics
+            else None
+        )
+        decision = should_promote(cand, base, champ, cfg.gate)
+        console.print(
+            f"gate (logged metrics): {'pass' if decision.promote else 'refuse'}: {decision.reason}"
+        )
+        if current is not None and current.version == target.version:
+            console.print(f"{name} v{version} is already the champion")
+            return
+        if not decision.promote and not force:
+            raise _fail(
+                MlcycleError("the gate refuses this version; use --force to promote it anyway")
+            )
+        registry.set_champion(client, name, target.version, current.version if current else None)
+    except MlcycleError as err:
+        raise _fail(err) from err
+    console.print(
+        f"champion: {name} v{target.version} (was {'v' + current.version if current else 'none'})"
+    )
+
+
+@app.command()
+def rollback(config: ConfigOpt = None) -> None:
+    """Point the champion alias back at the version it replaced.
+
+    Example: mlcycle rollback
+    """
+    from mlcycle.train import registry
+    from mlcycle.train.config import load_train_config
+
+    settings = _settings()
+    try:
+        cfg = load_train_config(config or settings.train_config)
+        client = registry.connect(settings)
+        old, new = registry.rollback(client, cfg.registered_model)
+    except MlcycleError as err:
+        raise _fail(err) from err
+    console.print(f"champion: {cfg.registered_model} v{new} (rolled back from v{old})")
 
 
 @app.command()

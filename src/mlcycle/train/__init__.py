@@ -1,0 +1,1 @@
+"""The training stage: store snapshot -> sklearn Pipeline -> MLflow run and registry."""

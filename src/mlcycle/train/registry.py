@@ -1,0 +1,127 @@
+"""MLflow plumbing: connecting, the experiment, and the `champion` alias (promote, rollback)."""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from mlcycle.config import Settings, redact_uri
+from mlcycle.errors import ModelNotFound, TrackingUnavailable
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+TAG = "mlcycle."
+
+
+def connect(settings: Settings, retries: int = 3) -> Any:
+    """Point MLflow at the configured tracking store and return an MlflowClient.
+
+    A tracking server is probed first (bounded retries with backoff), so an unreachable
+    server fails fast with a clear message instead of hanging inside MLflow's own retries.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = settings.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        probe(uri, retries)
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def probe(uri: str, retries: int = 3) -> None:
+    def once() -> None:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+            if resp.status != 200:
+                raise OSError(f"HTTP {resp.status}")
+
+    try:
+        Retrying(
+            stop=stop_after_attempt(max(1, retries)),
+            wait=wait_exponential(multiplier=0.3, max=3),
+            retry=retry_if_exception_type((OSError, urllib.error.URLError)),
+            reraise=True,
+        )(once)
+    except (OSError, urllib.error.URLError) as err:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {redact_uri(uri)} is unreachable ({err}). Start it, or "
+            "unset MLFLOW_TRACKING_URI to use the embedded tracking store."
+        ) from err
+
+
+def ensure_experiment(client: Any, name: str, settings: Settings) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        root = settings.artifact_root
+        root.mkdir(parents=True, exist_ok=True)
+        location = Path(root).as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def get_version(
+    client: Any, name: str, version: str | None = None, alias: str | None = None
+) -> VersionInfo:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if alias is not None:
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            mv = client.get_model_version(name, str(version))
+    except MlflowException as err:
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        raise ModelNotFound(f"registered model {name!r} has no {what}") from err
+    metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+    return VersionInfo(name, str(mv.version), str(mv.run_id), dict(mv.tags or {}), metrics)
+
+
+def champion(client: Any, name: str) -> VersionInfo | None:
+    try:
+        return get_version(client, name, alias=CHAMPION)
+    except ModelNotFound:
+        return None
+
+
+def set_champion(client: Any, name: str, version: str, previous: str | None) -> None:
+    """Point `champion` at `version`, remembering the previous champion for rollback."""
+    client.set_model_version_tag(name, version, TAG + "previous_champion", previous or "")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    logger.info("%s: alias %s -> version %s (was %s)", name, CHAMPION, version, previous)
+
+
+def rollback(client: Any, name: str) -> tuple[str, str]:
+    """Move `champion` back to the version it replaced; returns (from, to)."""
+    current = champion(client, name)
+    if current is None:
+        raise ModelNotFound(f"registered model {name!r} has no champion to roll back")
+    previous = current.tags.get(TAG + "previous_champion") or ""
+    if not previous:
+        raise ModelNotFound(
+            f"{name} version {current.version} is the first champion: there is nothing to roll back to"
+        )
+    get_version(client, name, version=previous)  # still exists?
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_model_version_tag(name, current.version, TAG + "rolled_back", "true")
+    return current.version, previous

@@ -1,0 +1,418 @@
+"""Train, evaluate, track and register: `run_train` is the stage's one entry point.
+
+store snapshot (labelled rows) -> stratified hold-out + k-fold CV -> Pipeline fit on
+the training part -> metrics next to a majority-class baseline and the current champion
+(re-scored on the same hold-out) -> MLflow run (params, metrics, plots, lineage tags,
+model with signature) -> registered version -> quality gate -> alias `champion`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlcycle import __version__
+from mlcycle.config import Settings
+from mlcycle.errors import TrainingError
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import Store
+from mlcycle.train import registry
+from mlcycle.train.config import TrainConfig
+from mlcycle.train.features import build_pipeline, model_frame
+from mlcycle.train.gate import Decision, should_promote
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The labelled rows training uses, sorted by id so the split is reproducible."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    ids: list[str]
+    data_hash: str
+    batch_ids: list[str]
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_url: str
+    model_name: str
+    version: str
+    rows: int
+    data_hash: str
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    cv: dict[str, float]
+    champion_before: dict[str, Any] | None
+    decision: dict[str, Any]
+    champion_after: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
+    """Read the newest labelled rows and check they can train a model."""
+    if spec.target is None:
+        raise TrainingError(f"dataset spec {spec.name!r} has no target column")
+    target = spec.target.column
+    columns = [spec.id_column, *spec.feature_columns, target, "_hash", "_batch_id"]
+    frame = store.read_snapshot(spec.name, columns=columns, require=target)
+    if frame.empty:
+        raise TrainingError(
+            f"no labelled rows for dataset {spec.name!r} in the {store.name} store: "
+            "run `mlcycle etl` on files that have the target column first"
+        )
+    empty = [c for c in spec.feature_columns if frame[c].isna().all()]
+    if empty:
+        raise TrainingError(
+            f"feature column(s) {', '.join(empty)} have no values in the snapshot "
+            "(missing from the stored rows?); fix the data or the spec's features"
+        )
+    frame = frame.sort_values(spec.id_column, kind="stable").reset_index(drop=True)
+    labels = spec.target.labels
+    y = frame[target].map(labels)
+    if y.isna().any():
+        bad = sorted(set(frame.loc[y.isna(), target].astype(str)))
+        raise TrainingError(f"target values {bad} have no label mapping in the spec")
+    classes = y.value_counts()
+    if len(classes) < 2:
+        raise TrainingError(
+            f"only one class ({frame[target].iloc[0]!r}) among {len(frame)} labelled rows: "
+            "a classifier needs both"
+        )
+    digest = hashlib.sha256()
+    for ident, h in zip(frame[spec.id_column].astype(str), frame["_hash"].astype(str), strict=True):
+        digest.update(f"{ident}\t{h}\n".encode())
+    return Snapshot(
+        X=model_frame(frame, spec),
+        y=y.to_numpy(dtype=np.int64),
+        ids=frame[spec.id_column].astype(str).tolist(),
+        data_hash=digest.hexdigest(),
+        batch_ids=sorted(frame["_batch_id"].dropna().astype(str).unique().tolist()),
+    )
+
+
+def profile(snapshot: Snapshot, spec: DatasetSpec) -> dict[str, Any]:
+    """What `mlcycle preprocess` prints: rows, missing share per column, class balance."""
+    assert spec.target is not None
+    names = {v: k for k, v in spec.target.labels.items()}
+    counts = pd.Series(snapshot.y).map(names).value_counts()
+    return {
+        "rows": len(snapshot.ids),
+        "data_hash": snapshot.data_hash,
+        "etl_batches": snapshot.batch_ids,
+        "missing_share": {c: round(float(snapshot.X[c].isna().mean()), 4) for c in snapshot.X},
+        "class_balance": {str(k): int(v) for k, v in counts.items()},
+    }
+
+
+def evaluate(model: Any, X: pd.DataFrame, y: np.ndarray, positive: int) -> dict[str, float]:
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    classes = list(model.classes_)
+    proba = model.predict_proba(X)
+    pos = proba[:, classes.index(positive)] if positive in classes else np.zeros(len(X))
+    pred = np.asarray(classes)[proba.argmax(axis=1)]
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, pos_label=positive, zero_division=0)),
+        "recall": float(recall_score(y, pred, pos_label=positive, zero_division=0)),
+        "f1": float(f1_score(y, pred, pos_label=positive, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y == positive, pos)),
+        "log_loss": float(
+            log_loss(y == positive, np.clip(pos, 1e-15, 1 - 1e-15), labels=[False, True])
+        ),
+    }
+
+
+def git_commit() -> str:
+    if os.environ.get("MLCYCLE_GIT_COMMIT"):
+        return os.environ["MLCYCLE_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _plots(model: Any, X: pd.DataFrame, y: np.ndarray, positive: int, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay.from_estimator(model, X, y, ax=ax, colorbar=False)
+    ax.set_title("Confusion matrix (hold-out)")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    RocCurveDisplay.from_estimator(model, X, y, pos_label=positive, ax=ax)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_title("ROC curve (hold-out)")
+    fig.tight_layout()
+    fig.savefig(out / "roc_curve.png", dpi=100)
+    plt.close(fig)
+
+
+def _importances(model: Any) -> pd.DataFrame | None:
+    names = model.named_steps["features"].get_feature_names_out()
+    est = model.named_steps["model"]
+    if hasattr(est, "coef_"):
+        return pd.DataFrame({"feature": names, "coefficient": est.coef_.ravel()})
+    if hasattr(est, "feature_importances_"):
+        return pd.DataFrame({"feature": names, "importance": est.feature_importances_})
+    return None
+
+
+def fit(
+    snapshot: Snapshot, spec: DatasetSpec, cfg: TrainConfig
+) -> tuple[
+    Any,
+    dict[str, Any],
+    dict[str, float],
+    dict[str, float],
+    dict[str, float],
+    tuple[pd.DataFrame, np.ndarray],
+]:
+    """Split, cross-validate, (grid-search,) fit and evaluate. Pure apart from CPU."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.model_selection import (
+        GridSearchCV,
+        StratifiedKFold,
+        cross_validate,
+        train_test_split,
+    )
+
+    assert spec.target is not None
+    positive = spec.target.labels[spec.target.positive]
+    min_class = int(np.bincount(snapshot.y).min())
+    if min_class < cfg.cv_folds + 1:
+        raise TrainingError(
+            f"the smaller class has {min_class} rows: too few for a hold-out and "
+            f"{cfg.cv_folds}-fold CV (need more than {cfg.cv_folds})"
+        )
+    X_train, X_test, y_train, y_test = train_test_split(
+        snapshot.X, snapshot.y, test_size=cfg.test_size, stratify=snapshot.y, random_state=cfg.seed
+    )
+    folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    pipeline = build_pipeline(spec, cfg.model, cfg.seed)
+    best: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # e.g. unknown categories in a fold
+        if cfg.search is not None:
+            grid = {f"model__{k}": v for k, v in cfg.search.grid.items()}
+            search = GridSearchCV(pipeline, grid, scoring=cfg.search.scoring, cv=folds, n_jobs=1)
+            search.fit(X_train, y_train)
+            best = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
+            pipeline = search.best_estimator_
+        scores = cross_validate(
+            build_pipeline(
+                spec,
+                cfg.model.model_copy(update={"params": {**cfg.model.params, **best}}),
+                cfg.seed,
+            ),
+            X_train,
+            y_train,
+            cv=folds,
+            scoring=["accuracy", "roc_auc", "f1"],
+            n_jobs=1,
+        )
+        if cfg.search is None:
+            pipeline.fit(X_train, y_train)
+    cv = {}
+    for metric in ("accuracy", "roc_auc", "f1"):
+        vals = scores[f"test_{metric}"]
+        cv[f"cv_{metric}_mean"] = float(np.mean(vals))
+        cv[f"cv_{metric}_std"] = float(np.std(vals))
+    metrics = evaluate(pipeline, X_test, y_test, positive)
+    dummy = DummyClassifier(strategy="most_frequent").fit(X_train, y_train)
+    baseline = evaluate(dummy, X_test, y_test, positive)
+    return pipeline, best, metrics, baseline, cv, (X_test, y_test)
+
+
+def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store) -> TrainResult:
+    """The training stage; see the module docstring."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    assert spec.target is not None
+    client = registry.connect(settings)  # fail fast if tracking is unreachable
+    snapshot = load_snapshot(store, spec)
+    logger.info(
+        "training on %d labelled rows (data %s)", len(snapshot.ids), snapshot.data_hash[:12]
+    )
+    positive = spec.target.labels[spec.target.positive]
+    pipeline, best, metrics, baseline, cv, (X_test, y_test) = fit(snapshot, spec, cfg)
+
+    name = cfg.registered_model
+    current = registry.champion(client, name)
+    champion_before: dict[str, Any] | None = None
+    if current is not None:
+        champ_metrics = _rescore(current, X_test, y_test, positive)
+        champion_before = {"version": current.version, "metrics": champ_metrics}
+
+    experiment_id = registry.ensure_experiment(client, cfg.experiment, settings)
+    est_params = {
+        f"model.{k}": v
+        for k, v in pipeline.named_steps["model"].get_params().items()
+        if isinstance(v, str | int | float | bool) or v is None
+    }
+    params = {
+        "dataset": spec.name,
+        "model.kind": cfg.model.kind,
+        "seed": cfg.seed,
+        "test_size": cfg.test_size,
+        "cv_folds": cfg.cv_folds,
+        "rows_total": len(snapshot.ids),
+        "rows_train": len(snapshot.ids) - len(y_test),
+        "rows_test": len(y_test),
+        "features": ",".join(spec.feature_columns),
+        "gate.metric": cfg.gate.metric,
+        "gate.tolerance": cfg.gate.tolerance,
+        "gate.min_lift": cfg.gate.min_lift,
+        **est_params,
+        **{f"search.best.{k}": v for k, v in best.items()},
+    }
+    tags = {
+        registry.TAG + "stage": "train",
+        registry.TAG + "dataset": spec.name,
+        registry.TAG + "data_hash": snapshot.data_hash,
+        registry.TAG + "row_count": str(len(snapshot.ids)),
+        registry.TAG + "etl_batch_ids": ",".join(snapshot.batch_ids)[:4900],
+        registry.TAG + "spec_hash": spec.fingerprint,
+        registry.TAG + "git_commit": git_commit(),
+        registry.TAG + "seed": str(cfg.seed),
+        registry.TAG + "version": __version__,
+    }
+    with (
+        mlflow.start_run(experiment_id=experiment_id, tags=tags) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        out = Path(tmp)
+        mlflow.log_params(params)
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items()})
+        mlflow.log_metrics(cv)
+        _plots(pipeline, X_test, y_test, positive, out)
+        (out / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "test": metrics,
+                    "baseline": baseline,
+                    "cv": cv,
+                    "champion_before": champion_before,
+                },
+                indent=2,
+            )
+        )
+        weights = _importances(pipeline)
+        if weights is not None:
+            weights.to_csv(out / "feature_weights.csv", index=False)
+        (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
+        (out / "dataset_spec.json").write_text(spec.model_dump_json(indent=2, exclude_none=True))
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+        example = snapshot.X.head(5)
+        signature = infer_signature(example, pipeline.predict(example))
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            serialization_format="cloudpickle",
+        )
+        version = str(info.registered_model_version)
+        run_id = run.info.run_id
+
+    candidate: dict[str, float] = {str(cfg.gate.metric): metrics[cfg.gate.metric]}
+    decision: Decision = should_promote(
+        candidate, baseline, champion_before["metrics"] if champion_before else None, cfg.gate
+    )
+    client.set_model_version_tag(
+        name,
+        version,
+        registry.TAG + "gate_decision",
+        "promoted" if decision.promote else "rejected",
+    )
+    client.set_model_version_tag(name, version, registry.TAG + "gate_reason", decision.reason)
+    client.set_model_version_tag(name, version, registry.TAG + "data_hash", snapshot.data_hash)
+    if decision.promote:
+        registry.set_champion(client, name, version, current.version if current else None)
+    after = registry.champion(client, name)
+    return TrainResult(
+        run_id=run_id,
+        run_url=_run_url(settings, experiment_id, run_id),
+        model_name=name,
+        version=version,
+        rows=len(snapshot.ids),
+        data_hash=snapshot.data_hash,
+        metrics=metrics,
+        baseline=baseline,
+        cv=cv,
+        champion_before=champion_before,
+        decision={
+            "promote": decision.promote,
+            "reason": decision.reason,
+            "metric": cfg.gate.metric,
+        },
+        champion_after=after.version if after else None,
+        params=params,
+    )
+
+
+def _rescore(
+    current: registry.VersionInfo, X: pd.DataFrame, y: np.ndarray, positive: int
+) -> dict[str, float]:
+    """The champion's metrics on the candidate's hold-out, so both are judged on the same
+    rows; falls back to its logged metrics if it cannot be loaded."""
+    import mlflow
+
+    try:
+        model = mlflow.sklearn.load_model(f"models:/{current.name}/{current.version}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            return evaluate(model, X, y, positive)
+    except Exception as err:  # a broken or foreign model must not block training
+        logger.warning(
+            "could not re-score champion v%s (%s); using its logged metrics", current.version, err
+        )
+        return {
+            k.removeprefix("test_"): v for k, v in current.metrics.items() if k.startswith("test_")
+        }
+
+
+def _run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
+    uri = settings.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} (view with: mlflow ui --backend-store-uri {uri})"

@@ -67,3 +67,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def settings() -> Settings:
     return get_settings()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real `mlflow server` (SQLite backend store, local artifacts) on 127.0.0.1."""
+    from tests.servers import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def loan_store(spec: DatasetSpec, loan_dir: Path, tmp_path: Path) -> Iterator[Store]:
+    """An embedded store holding the real loan table (614 labelled + 367 unlabelled rows)."""
+    from mlcycle.etl.pipeline import run_etl
+
+    store = EmbeddedStore(tmp_path / "loan.sqlite3")
+    run_etl(spec, loan_dir, store)
+    yield store
+    store.close()

@@ -1,0 +1,174 @@
+"""Training logic without MLflow: snapshot checks, reproducibility, model behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle.errors import TrainingError
+from mlcycle.etl.pipeline import run_etl
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import Store
+from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train.config import ModelConfig, TrainConfig
+from mlcycle.train.train import fit, load_snapshot, profile
+
+
+def test_empty_store_is_a_clear_error(spec: DatasetSpec, tmp_path) -> None:
+    with pytest.raises(TrainingError, match=r"no labelled rows .* run `mlcycle etl`"):
+        load_snapshot(EmbeddedStore(tmp_path / "s.sqlite3"), spec)
+
+
+def test_unlabelled_rows_only_is_a_clear_error(spec: DatasetSpec, loan_dir, tmp_path) -> None:
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    run_etl(spec, loan_dir / "test.csv", store)
+    with pytest.raises(TrainingError, match="no labelled rows"):
+        load_snapshot(store, spec)
+
+
+def _docs(n: int, label: str, credit: float | None = 1.0) -> list[dict]:
+    return [
+        {
+            "_id": f"X{label}{i}",
+            "Loan_ID": f"X{label}{i}",
+            "Gender": "Male",
+            "Married": "Yes",
+            "Dependents": "0",
+            "Education": "Graduate",
+            "Self_Employed": "No",
+            "ApplicantIncome": 1000.0 + i,
+            "CoapplicantIncome": 0.0,
+            "LoanAmount": 100.0,
+            "Loan_Amount_Term": 360.0,
+            "Credit_History": credit,
+            "Property_Area": "Urban",
+            "Loan_Status": label,
+            "_hash": f"h{i}",
+            "_batch_id": "b",
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_single_class_is_a_clear_error(spec: DatasetSpec, tmp_path) -> None:
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    store.write_rows("loan", _docs(30, "Y"), [])
+    with pytest.raises(TrainingError, match="only one class"):
+        load_snapshot(store, spec)
+
+
+def test_a_feature_missing_from_the_snapshot_is_a_clear_error(spec: DatasetSpec, tmp_path) -> None:
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    store.write_rows("loan", _docs(30, "Y", credit=None) + _docs(30, "N", credit=None), [])
+    with pytest.raises(TrainingError, match="Credit_History have no values"):
+        load_snapshot(store, spec)
+
+
+def test_too_few_rows_for_cv_is_a_clear_error(spec: DatasetSpec, tmp_path) -> None:
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    store.write_rows("loan", _docs(30, "Y") + _docs(4, "N"), [])
+    with pytest.raises(TrainingError, match="too few for a hold-out and 5-fold CV"):
+        fit(load_snapshot(store, spec), spec, TrainConfig())
+
+
+def test_profile_reports_rows_missing_and_balance(spec: DatasetSpec, loan_store: Store) -> None:
+    report = profile(load_snapshot(loan_store, spec), spec)
+    assert report["rows"] == 614
+    assert report["class_balance"] == {"Y": 422, "N": 192}
+    assert report["missing_share"]["Credit_History"] == pytest.approx(50 / 614, abs=1e-4)
+
+
+def test_same_data_config_and_seed_give_identical_metrics_and_parameters(
+    spec: DatasetSpec, loan_store: Store
+) -> None:
+    snap = load_snapshot(loan_store, spec)
+    first = fit(snap, spec, TrainConfig())
+    second = fit(load_snapshot(loan_store, spec), spec, TrainConfig())
+    assert first[2] == second[2]  # hold-out metrics
+    assert first[4] == second[4]  # CV
+    np.testing.assert_array_equal(
+        first[0].named_steps["model"].coef_, second[0].named_steps["model"].coef_
+    )
+    third = fit(snap, spec, TrainConfig(seed=7))
+    assert third[2] != first[2]
+
+
+def test_model_beats_the_majority_baseline_on_the_real_table(
+    spec: DatasetSpec, loan_store: Store
+) -> None:
+    _, _, metrics, baseline, cv, _ = fit(load_snapshot(loan_store, spec), spec, TrainConfig())
+    assert metrics["roc_auc"] > baseline["roc_auc"] + 0.1
+    assert metrics["accuracy"] > baseline["accuracy"]
+    assert 0.7 < cv["cv_accuracy_mean"] < 0.9
+
+
+def test_imputation_statistics_come_from_the_training_split_only(
+    spec: DatasetSpec, loan_store: Store
+) -> None:
+    from sklearn.model_selection import train_test_split
+
+    snap = load_snapshot(loan_store, spec)
+    model = fit(snap, spec, TrainConfig())[0]
+    X_train, _, _, _ = train_test_split(
+        snap.X, snap.y, test_size=0.2, stratify=snap.y, random_state=42
+    )
+    imputer = model.named_steps["features"].named_transformers_["num"].named_steps["impute"]
+    assert list(imputer.statistics_) == list(X_train[spec.numeric_features].median())
+
+
+def test_grid_search_and_alternative_models(spec: DatasetSpec, loan_store: Store) -> None:
+    snap = load_snapshot(loan_store, spec)
+    cfg = TrainConfig.model_validate({"search": {"grid": {"C": [0.1, 1.0]}}, "cv_folds": 3})
+    model, best, metrics, *_ = fit(snap, spec, cfg)
+    assert metrics["roc_auc"] > 0.6
+    assert best["C"] in (0.1, 1.0)
+    assert best["C"] == model.named_steps["model"].C
+    hgb = TrainConfig(
+        model=ModelConfig(kind="hist_gradient_boosting", params={"max_iter": 50}), cv_folds=3
+    )
+    assert fit(snap, spec, hgb)[2]["roc_auc"] > 0.6
+
+
+@pytest.fixture(scope="module")
+def model_and_rows(
+    spec: DatasetSpec, loan_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple:
+    store = EmbeddedStore(tmp_path_factory.mktemp("behaviour") / "s.sqlite3")
+    run_etl(spec, loan_dir / "train.csv", store)
+    snap = load_snapshot(store, spec)
+    return fit(snap, spec, TrainConfig())[0], snap.X
+
+
+class TestBehaviour:
+    """Behavioural checks of the trained loan model (Made-With-ML style)."""
+
+    def test_loan_id_does_not_change_the_prediction(self, model_and_rows) -> None:
+        model, X = model_and_rows
+        rows = X.head(20).copy()
+        with_ids = rows.assign(Loan_ID=[f"LP{i:06d}" for i in range(20)])
+        other_ids = rows.assign(Loan_ID=[f"ZZ{i:06d}" for i in range(20)])
+        np.testing.assert_array_equal(model.predict_proba(with_ids), model.predict_proba(other_ids))
+
+    def test_good_credit_history_never_lowers_approval(self, model_and_rows) -> None:
+        model, X = model_and_rows
+        bad, good = X.copy(), X.copy()
+        bad["Credit_History"] = 0.0
+        good["Credit_History"] = 1.0
+        classes = list(model.classes_)
+        p_bad = model.predict_proba(bad)[:, classes.index(1)]
+        p_good = model.predict_proba(good)[:, classes.index(1)]
+        assert (p_good >= p_bad).all()
+        assert (p_good - p_bad).mean() > 0.2
+
+    def test_unknown_category_and_missing_values_still_predict(self, model_and_rows) -> None:
+        model, X = model_and_rows
+        row = X.head(1).copy()
+        row["Property_Area"] = "Moon"
+        row["LoanAmount"] = np.nan
+        row["Gender"] = np.nan
+        proba = model.predict_proba(pd.DataFrame(row))
+        assert proba.shape == (1, 2)
+        assert np.isfinite(proba).all()

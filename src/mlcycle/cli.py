@@ -328,6 +328,54 @@ def rollback(config: ConfigOpt = None) -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (default MLCYCLE_SERVE_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default MLCYCLE_SERVE_PORT).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes.")
+    ] = None,
+) -> None:
+    """Serve the champion model over HTTP: POST /predict, /docs, /metrics.
+
+    Example: mlcycle serve --port 8000
+    """
+    import uvicorn
+
+    settings = _settings()
+    bind_host = host or settings.serve_host
+    bind_port = port or settings.serve_port
+    console.print(f"serving on http://{bind_host}:{bind_port} (docs at /docs)", highlight=False)
+    uvicorn.run(
+        "mlcycle.serve.app:app_factory",
+        factory=True,
+        host=bind_host,
+        port=bind_port,
+        workers=workers or settings.serve_workers,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("hash-key")
+def hash_key_cmd() -> None:
+    """Read an API key on stdin and print its SHA-256, for MLCYCLE_API_KEYS.
+
+    Example: printf %s "$KEY" | mlcycle hash-key
+    """
+    from mlcycle.serve.security import hash_key
+
+    key = sys.stdin.read().strip()
+    if not key:
+        raise _fail(MlcycleError("no key on standard input"))
+    print(hash_key(key))
+
+
+@app.command()
 def doctor() -> None:
     """Check settings, spec, store and MLflow; say what is wrong and how to fix it.
 

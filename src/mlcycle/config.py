@@ -42,6 +42,20 @@ class Settings(BaseSettings):
     experiment: str = "Loan_Approval_Experiment"
     model_name: str = "loan-approval"
 
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_workers: int = 1
+    model_alias: str = "champion"
+    reload_interval: float = Field(default=10.0, ge=0.0)
+    """Seconds between checks of the model alias; 0 turns polling off."""
+    max_batch: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    api_keys: str | None = None
+    """JSON list of {"name", "role": "predict"|"admin", "sha256"}: hashes, never keys."""
+    access_log: bool = True
+    prediction_log: bool = True
+    prediction_log_queue: int = Field(default=10_000, ge=1)
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -59,6 +73,10 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def serving_cache(self) -> Path:
+        return self.data_dir / "serving-cache"
 
     @property
     def artifact_root(self) -> Path:

@@ -29,7 +29,8 @@ from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train import registry
 from mlcycle.train.config import TrainConfig
-from mlcycle.train.features import build_pipeline, model_frame
+from mlcycle.train.export import export_onnx
+from mlcycle.train.features import MISSING, build_pipeline, model_frame
 from mlcycle.train.gate import Decision, should_promote
 
 logger = logging.getLogger(__name__)
@@ -341,6 +342,12 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
         (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
         (out / "dataset_spec.json").write_text(spec.model_dump_json(indent=2, exclude_none=True))
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
+        serving = _serving_bundle(pipeline, spec, snapshot, out / "serving")
+        mlflow.log_artifacts(str(out / "serving"), artifact_path="serving")
+        mlflow.log_metric(
+            "onnx_max_abs_diff",
+            serving["onnx_max_abs_diff"] if serving["onnx_max_abs_diff"] is not None else -1,
+        )
         example = snapshot.X.head(5)
         signature = infer_signature(example, pipeline.predict(example))
         info = mlflow.sklearn.log_model(
@@ -366,6 +373,9 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
     )
     client.set_model_version_tag(name, version, registry.TAG + "gate_reason", decision.reason)
     client.set_model_version_tag(name, version, registry.TAG + "data_hash", snapshot.data_hash)
+    client.set_model_version_tag(
+        name, version, registry.TAG + "serving_runtime", serving["runtime"]
+    )
     if decision.promote:
         registry.set_champion(client, name, version, current.version if current else None)
     after = registry.champion(client, name)
@@ -388,6 +398,36 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
         champion_after=after.version if after else None,
         params=params,
     )
+
+
+def _serving_bundle(
+    pipeline: Any, spec: DatasetSpec, snapshot: Snapshot, folder: Path
+) -> dict[str, Any]:
+    """What the serving stage loads: the ONNX graph (when it matches scikit-learn) and a
+    small JSON describing inputs, labels and the spec used to validate requests."""
+    assert spec.target is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    positive = spec.target.labels[spec.target.positive]
+    exported = export_onnx(pipeline, spec, snapshot.X, positive)
+    if exported.usable and exported.model is not None:
+        (folder / "model.onnx").write_bytes(exported.model)
+    meta = {
+        "format": 1,
+        "runtime": "onnx" if exported.usable else "sklearn",
+        "onnx_max_abs_diff": exported.max_abs_diff,
+        "onnx_note": exported.reason,
+        "numeric": spec.numeric_features,
+        "categorical": spec.categorical_features,
+        "missing": MISSING,
+        "classes": [int(c) for c in pipeline.classes_],
+        "labels": spec.target.labels,
+        "positive": spec.target.positive,
+        "data_hash": snapshot.data_hash,
+        "spec": spec.model_dump(mode="json", exclude_none=True),
+    }
+    (folder / "serving.json").write_text(json.dumps(meta, indent=2))
+    logger.info("serving runtime: %s (%s)", meta["runtime"], exported.reason)
+    return meta
 
 
 def _rescore(

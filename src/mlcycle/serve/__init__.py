@@ -1,0 +1,1 @@
+"""The serving stage: a FastAPI app that scores requests with the champion model."""

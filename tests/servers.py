@@ -164,3 +164,58 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc = None
+
+
+class UvicornServer:
+    """`mlcycle serve` as a real uvicorn process with its own environment."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **env, "MLCYCLE_SERVE_PORT": str(self.port)}
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> UvicornServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / f"uvicorn-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlcycle.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=str(REPO),
+        )
+        deadline = time.monotonic() + 60
+        path = "/health/ready" if wait_ready else "/health/live"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"uvicorn not ready: {log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None

@@ -63,7 +63,13 @@ def test_train_logs_registers_and_promotes_version_1(
     assert client.get_experiment(run.info.experiment_id).name == "Loan_Approval_Experiment"
     assert run.data.params["model.max_iter"] == "1000"  # the real estimator's value
     assert run.data.params["model.kind"] == "logistic_regression"
-    for key in ("test_accuracy", "test_roc_auc", "cv_accuracy_mean", "cv_accuracy_std", "baseline_accuracy"):
+    for key in (
+        "test_accuracy",
+        "test_roc_auc",
+        "cv_accuracy_mean",
+        "cv_accuracy_std",
+        "baseline_accuracy",
+    ):
         assert key in run.data.metrics
     tags = run.data.tags
     assert tags["mlcycle.data_hash"] == result.data_hash
@@ -72,14 +78,20 @@ def test_train_logs_registers_and_promotes_version_1(
     assert tags["mlcycle.etl_batch_ids"]
     assert tags["mlcycle.seed"] == "42"
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
-    assert {"evaluation/confusion_matrix.png", "evaluation/roc_curve.png", "evaluation/metrics.json",
-            "evaluation/feature_weights.csv"} <= artifacts
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/roc_curve.png",
+        "evaluation/metrics.json",
+        "evaluation/feature_weights.csv",
+    } <= artifacts
     version = client.get_model_version(cfg.registered_model, "1")
     assert version.tags["mlcycle.gate_decision"] == "promoted"
 
     # interoperability: the registered champion loads with plain MLflow and predicts raw rows
     # (numbers as the spec types them: MLflow refuses int64 -> float64 as unsafe)
-    raw = pd.read_csv(loan_dir / "test.csv", dtype={c: "float64" for c in spec.numeric_features}).head(25)
+    raw = pd.read_csv(
+        loan_dir / "test.csv", dtype={c: "float64" for c in spec.numeric_features}
+    ).head(25)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
     features = raw[spec.feature_columns].astype({c: object for c in spec.categorical_features})
     features["Dependents"] = features["Dependents"].astype(str).replace("nan", np.nan)
@@ -112,7 +124,10 @@ def test_a_model_that_predicts_one_class_is_refused_by_the_gate(
     assert "does not beat the majority-class baseline" in bad.decision["reason"]
     assert bad.champion_after == good.version
     client = MlflowClient(tracked.tracking_uri)
-    assert client.get_model_version(cfg.registered_model, bad.version).tags["mlcycle.gate_decision"] == "rejected"
+    assert (
+        client.get_model_version(cfg.registered_model, bad.version).tags["mlcycle.gate_decision"]
+        == "rejected"
+    )
     # the first ever candidate is refused too when it is no better than the baseline
     fresh = bad_cfg.model_copy(update={"registered_model": cfg.registered_model + "-x"})
     assert run_train(tracked, spec, fresh, loan_store).champion_after is None
@@ -142,7 +157,9 @@ def test_unreachable_tracking_server_fails_fast_and_registers_nothing(
         run_train(get_settings(), spec, cfg, loan_store)
 
 
-def test_embedded_tracking_needs_no_server(spec: DatasetSpec, cfg: TrainConfig, loan_store: Store) -> None:
+def test_embedded_tracking_needs_no_server(
+    spec: DatasetSpec, cfg: TrainConfig, loan_store: Store
+) -> None:
     settings = get_settings()
     assert settings.tracking_uri.startswith("sqlite:///")
     result = run_train(settings, spec, cfg, loan_store)

@@ -1,0 +1,392 @@
+"""The inference API as a real uvicorn process, serving a model trained and registered
+on a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle.config import get_settings
+from mlcycle.etl.pipeline import run_etl
+from mlcycle.serve.security import hash_key
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train import registry
+from mlcycle.train.config import load_train_config
+from mlcycle.train.train import run_train
+from tests.servers import REPO, UvicornServer
+
+pytestmark = pytest.mark.integration
+
+PREDICT_KEY, ADMIN_KEY = "predict-" + uuid.uuid4().hex, "admin-" + uuid.uuid4().hex
+
+
+class Deployment:
+    """One registered model, its training data and the environment a server needs."""
+
+    def __init__(self, root: Path, tracking: str, name: str, config: Path) -> None:
+        self.root, self.tracking, self.name, self.config = root, tracking, name, config
+
+    def env(self, **extra: str) -> dict[str, str]:
+        keys = [
+            {"name": "client", "role": "predict", "sha256": hash_key(PREDICT_KEY)},
+            {"name": "ops", "role": "admin", "sha256": hash_key(ADMIN_KEY)},
+        ]
+        base = {
+            "MLFLOW_TRACKING_URI": self.tracking,
+            "MLCYCLE_DATA_DIR": str(self.root / "data"),
+            "MLCYCLE_TRAIN_CONFIG": str(self.config),
+            "MLCYCLE_SPEC": str(REPO / "datasets" / "loan.yaml"),
+            "MLCYCLE_API_KEYS": json.dumps(keys),
+            "MLCYCLE_RELOAD_INTERVAL": "1",
+            "MLCYCLE_MAX_BATCH": "2000",
+            "MLCYCLE_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+            "MLCYCLE_ACCESS_LOG": "false",
+        }
+        return {**base, **extra}
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    mlflow_server: Any, spec: DatasetSpec, loan_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Deployment:
+    root = tmp_path_factory.mktemp("deploy")
+    name = f"serve-{uuid.uuid4().hex[:8]}"
+    cfg = load_train_config(REPO / "configs" / "train.yaml").model_copy(
+        update={"registered_model": name}
+    )
+    config = root / "train.yaml"
+    config.write_text(json.dumps(cfg.model_dump()))
+    store = EmbeddedStore(root / "train-store.sqlite3")
+    run_etl(spec, loan_dir / "train.csv", store)
+    settings = get_settings().model_copy(
+        update={"mlflow_tracking_uri": mlflow_server.uri, "data_dir": root / "train-data"}
+    )
+    assert run_train(settings, spec, cfg, store).champion_after == "1"
+    store.close()
+    return Deployment(root, mlflow_server.uri, name, config)
+
+
+@pytest.fixture(scope="module")
+def server(deployment: Deployment) -> Iterator[UvicornServer]:
+    srv = UvicornServer(deployment.env(), deployment.root / "srv").start()
+    yield srv
+    srv.stop()
+
+
+def _rows(loan_dir: Path, name: str) -> list[dict[str, Any]]:
+    frame = pd.read_csv(loan_dir / name, dtype=str, keep_default_na=False)
+    rows = []
+    for rec in frame.to_dict("records"):
+        row: dict[str, Any] = {}
+        for k, v in rec.items():
+            if k == "Loan_Status":
+                continue
+            if v == "":
+                row[k] = None
+            elif k in (
+                "ApplicantIncome",
+                "CoapplicantIncome",
+                "LoanAmount",
+                "Loan_Amount_Term",
+                "Credit_History",
+            ):
+                row[k] = float(v)
+            else:
+                row[k] = v
+        rows.append(row)
+    return rows
+
+
+def _post(
+    server: UvicornServer, body: Any, key: str | None = PREDICT_KEY, **kw: Any
+) -> httpx.Response:
+    headers = {"X-API-Key": key} if key else {}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(server.url + "/predict", content=content, headers=headers, timeout=30, **kw)
+
+
+def test_one_raw_loan_row_gets_label_probability_and_version(
+    server: UvicornServer, loan_dir: Path
+) -> None:
+    row = _rows(loan_dir, "test.csv")[0]
+    resp = (
+        _post(server, row, headers={"X-Request-ID": "abc-123"})
+        if False
+        else httpx.post(
+            server.url + "/predict",
+            json=row,
+            headers={"X-API-Key": PREDICT_KEY, "X-Request-ID": "abc-123"},
+        )
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["request_id"] == "abc-123"
+    assert body["model"]["version"] == "1"
+    (pred,) = body["predictions"]
+    assert pred["id"] == row["Loan_ID"]
+    assert pred["label"] in ("Y", "N")
+    assert 0.0 <= pred["probability"] <= 1.0
+    assert pred["label"] == ("Y" if pred["probability"] > 0.5 else "N")
+
+
+def test_the_api_agrees_with_mlflow_pyfunc_on_every_real_row(
+    server: UvicornServer, deployment: Deployment, loan_dir: Path, spec: DatasetSpec
+) -> None:
+    rows = _rows(loan_dir, "train.csv") + _rows(loan_dir, "test.csv")
+    resp = _post(server, {"records": rows})
+    assert resp.status_code == 200, resp.text
+    preds = resp.json()["predictions"]
+    assert [p["id"] for p in preds] == [r["Loan_ID"] for r in rows]
+
+    mlflow.set_tracking_uri(deployment.tracking)
+    frame = pd.DataFrame(rows)[spec.feature_columns]
+    for col in spec.categorical_features:
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), np.nan)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{deployment.name}/1")
+    labels = pyfunc.predict(frame)
+    assert [p["label"] for p in preds] == ["Y" if v == 1 else "N" for v in labels]
+    sk = mlflow.sklearn.load_model(f"models:/{deployment.name}/1")
+    proba = sk.predict_proba(frame)[:, list(sk.classes_).index(1)]
+    api = np.array([p["probability"] for p in preds])
+    assert np.max(np.abs(api - proba)) < 1e-5
+
+
+BASE = {
+    "Gender": "Male",
+    "Married": "Yes",
+    "Dependents": "0",
+    "Education": "Graduate",
+    "Self_Employed": "No",
+    "ApplicantIncome": 4000.0,
+    "CoapplicantIncome": 0.0,
+    "LoanAmount": 120.0,
+    "Loan_Amount_Term": 360.0,
+    "Credit_History": 1.0,
+    "Property_Area": "Urban",
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({**BASE, "Gender": "Robot"}, "Gender", "must be one of: Male, Female"),
+        ({**BASE, "ApplicantIncome": -1e9}, "ApplicantIncome", "must be >= 0"),
+        ({**BASE, "ApplicantIncome": "lots"}, "ApplicantIncome", "must be a number"),
+        ({**BASE, "ApplicantIncome": True}, "ApplicantIncome", "must be a number"),
+        ({**BASE, "ApplicantIncome": None}, "ApplicantIncome", "not nullable"),
+        (
+            {k: v for k, v in BASE.items() if k != "ApplicantIncome"},
+            "ApplicantIncome",
+            "not nullable",
+        ),
+        ({**BASE, "Credit_History": 0.5}, "Credit_History", "must be one of: 0, 1"),
+        ({**BASE, "Gendr": "Male"}, "Gendr", "unknown field"),
+        ({**BASE, "Property_Area": ["Urban"]}, "Property_Area", "must be a string"),
+    ],
+)
+def test_bad_input_gets_422_naming_the_field(
+    server: UvicornServer, body: dict, field: str, message: str
+) -> None:
+    resp = _post(server, body)
+    assert resp.status_code == 422, resp.text
+    detail = resp.json()["detail"]
+    assert any(d["loc"][-1] == field and message in d["msg"] for d in detail), detail
+
+
+def test_batch_errors_name_the_record(server: UvicornServer) -> None:
+    resp = _post(server, {"records": [BASE, {**BASE, "Married": "Maybe"}]})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "records", 1, "Married"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'"text"',
+        b'{"records": {}}',
+        b'{"records": []}',
+        b'{"records": [1]}',
+        b'{"records": [], "x": 1}',
+        b"",
+        b"NaN",
+    ],
+)
+def test_malformed_bodies_get_4xx_never_5xx(server: UvicornServer, body: bytes) -> None:
+    resp = _post(server, body)
+    assert resp.status_code == 422, resp.text
+
+
+def test_nullable_fields_may_be_missing_and_aliases_are_accepted(server: UvicornServer) -> None:
+    minimal = {
+        "ApplicantIncome": 3000,
+        "Dependents": 3,
+        "Property_Area": "semi-urban",
+        "Married": "Y",
+    }
+    resp = _post(server, minimal)
+    assert resp.status_code == 200, resp.text
+
+
+def test_limits_give_413(server: UvicornServer) -> None:
+    assert _post(server, {"records": [BASE] * 2001}).status_code == 413
+    huge = b'{"records": [' + b",".join([json.dumps(BASE).encode()] * 12000) + b"]}"
+    assert len(huge) > 2 * 1024 * 1024
+    assert _post(server, huge).status_code == 413
+
+
+def test_api_keys_and_roles(server: UvicornServer) -> None:
+    assert _post(server, BASE, key=None).status_code == 401
+    assert _post(server, BASE, key="wrong").status_code == 401
+    assert _post(server, BASE, key=ADMIN_KEY).status_code == 200
+    reload_url = server.url + "/admin/reload"
+    assert httpx.post(reload_url).status_code == 401
+    assert httpx.post(reload_url, headers={"X-API-Key": PREDICT_KEY}).status_code == 403
+    ok = httpx.post(reload_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert ok.status_code == 200
+    assert ok.json()["model"]["version"] == "1"
+
+
+def test_health_model_and_metrics(server: UvicornServer, deployment: Deployment) -> None:
+    assert httpx.get(server.url + "/health/live").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/health/ready").status_code == 200
+    info = httpx.get(server.url + "/model").json()
+    assert info["name"] == deployment.name
+    assert info["alias"] == "champion"
+    assert info["runtime"] == "onnx"
+    assert info["source"] == "registry"
+    assert len(info["training_data_hash"]) == 64
+    assert "Credit_History" in info["signature"]["numeric"]
+    _post(server, BASE)
+    text = httpx.get(server.url + "/metrics").text
+    assert 'mlcycle_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert "mlcycle_http_request_duration_seconds_bucket" in text
+    assert (
+        f'mlcycle_model_info{{name="{deployment.name}",runtime="onnx",source="registry",version="1"}} 1.0'
+        in text
+    )
+    assert "mlcycle_prediction_log_dropped_total" in text
+    assert PREDICT_KEY not in text
+
+
+def test_openapi_documents_the_record_fields(server: UvicornServer) -> None:
+    doc = httpx.get(server.url + "/openapi.json").json()
+    schema = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
+    record = schema["anyOf"][0]
+    assert "Gender" in record["properties"]
+    assert record["additionalProperties"] is False
+
+
+def test_predictions_are_logged_to_the_store(server: UvicornServer, deployment: Deployment) -> None:
+    rid = "log-" + uuid.uuid4().hex[:8]
+    resp = httpx.post(
+        server.url + "/predict",
+        json={"records": [BASE, BASE]},
+        headers={"X-API-Key": PREDICT_KEY, "X-Request-ID": rid},
+    )
+    assert resp.status_code == 200
+    store = EmbeddedStore(deployment.root / "data" / "store.sqlite3")
+    deadline = time.monotonic() + 10
+    docs: list[dict] = []
+    while time.monotonic() < deadline and len(docs) < 2:
+        docs = store.find("loan_predictions", {"request_id": rid})
+        time.sleep(0.2)
+    store.close()
+    assert len(docs) == 2
+    assert docs[0]["model_version"] == "1"
+    assert docs[0]["inputs"]["Gender"] == "Male"
+    assert docs[0]["label"] in ("Y", "N")
+
+
+def test_cached_model_serves_when_tracking_is_down(
+    server: UvicornServer, deployment: Deployment
+) -> None:
+    # `server` has run, so its data dir holds the last good model
+    offline = UvicornServer(
+        deployment.env(MLFLOW_TRACKING_URI="http://127.0.0.1:9"), deployment.root / "off"
+    )
+    offline.start()
+    try:
+        info = httpx.get(offline.url + "/model").json()
+        assert info["source"] == "cache"
+        assert info["tracking_reachable"] is False
+        assert _post(offline, BASE).status_code == 200
+    finally:
+        offline.stop()
+
+
+def test_no_model_means_not_ready(deployment: Deployment, tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({"registered_model": "does-not-exist"}))
+    srv = UvicornServer(
+        deployment.env(MLCYCLE_TRAIN_CONFIG=str(config), MLCYCLE_DATA_DIR=str(tmp_path / "d")),
+        tmp_path,
+    )
+    srv.start(wait_ready=False)
+    try:
+        assert httpx.get(srv.url + "/health/live").status_code == 200
+        assert httpx.get(srv.url + "/health/ready").status_code == 503
+        assert _post(srv, BASE).status_code == 503
+    finally:
+        srv.stop()
+
+
+def test_promoting_a_new_version_swaps_without_failing_a_request(
+    server: UvicornServer, deployment: Deployment, spec: DatasetSpec, loan_dir: Path
+) -> None:
+    """Load runs in threads while v2 is trained, promoted and picked up by the poller."""
+    results: Counter[tuple[int, str]] = Counter()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                r = client.post(
+                    server.url + "/predict", json=BASE, headers={"X-API-Key": PREDICT_KEY}
+                )
+                version = r.json()["model"]["version"] if r.status_code == 200 else "-"
+                results[(r.status_code, version)] += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        cfg = load_train_config(deployment.config)
+        store = EmbeddedStore(deployment.root / "train-store.sqlite3")
+        settings = get_settings().model_copy(
+            update={
+                "mlflow_tracking_uri": deployment.tracking,
+                "data_dir": deployment.root / "train-data",
+            }
+        )
+        result = run_train(settings, spec, cfg, store)
+        store.close()
+        assert result.champion_after == "2"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and results[(200, "2")] < 20:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert {status for status, _ in results} == {200}, results
+    assert results[(200, "1")] > 0
+    assert results[(200, "2")] >= 20
+    client = registry.connect(settings)
+    registry.rollback(client, deployment.name)  # leave v1 as champion for other tests

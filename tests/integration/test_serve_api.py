@@ -122,14 +122,10 @@ def test_one_raw_loan_row_gets_label_probability_and_version(
     server: UvicornServer, loan_dir: Path
 ) -> None:
     row = _rows(loan_dir, "test.csv")[0]
-    resp = (
-        _post(server, row, headers={"X-Request-ID": "abc-123"})
-        if False
-        else httpx.post(
-            server.url + "/predict",
-            json=row,
-            headers={"X-API-Key": PREDICT_KEY, "X-Request-ID": "abc-123"},
-        )
+    resp = httpx.post(
+        server.url + "/predict",
+        json=row,
+        headers={"X-API-Key": PREDICT_KEY, "X-Request-ID": "abc-123"},
     )
     assert resp.status_code == 200, resp.text
     body = resp.json()

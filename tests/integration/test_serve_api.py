@@ -4,6 +4,8 @@ on a real `mlflow server`."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -386,3 +388,32 @@ def test_promoting_a_new_version_swaps_without_failing_a_request(
     assert results[(200, "2")] >= 20
     client = registry.connect(settings)
     registry.rollback(client, deployment.name)  # leave v1 as champion for other tests
+
+
+def test_schemathesis_finds_no_server_error_or_schema_violation(server: UvicornServer) -> None:
+    """A real fuzzer, driven by our own OpenAPI document."""
+    st = shutil.which("st") or shutil.which("schemathesis")
+    assert st is not None, "schemathesis is a dev dependency: run `make install`"
+    out = subprocess.run(
+        [
+            st,
+            "run",
+            server.url + "/openapi.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "150",
+            "--seed",
+            "1",
+            "-H",
+            f"X-API-Key: {ADMIN_KEY}",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert "passed" in out.stdout

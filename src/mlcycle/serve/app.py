@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -321,6 +321,19 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 probs, ids = _score(model, records, single)
         except InvalidRequest as err:
             return _error(422, err.errors)
+        if not np.isfinite(probs).all():  # defensive: never answer a NaN score
+            bad = np.flatnonzero(~np.isfinite(probs)).tolist()[:50]
+            return _error(
+                422,
+                [
+                    {
+                        "loc": ["body", "records", i],
+                        "msg": "the model cannot score this record",
+                        "type": "value_error",
+                    }
+                    for i in bad
+                ],
+            )
         positive = probs > 0.5
         labels = np.where(positive, model.positive_label, model.negative_label)
         rid = request.headers.get("x-request-id", "")
@@ -412,7 +425,11 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             }
         )
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
     async def prometheus() -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ each, too much for 10,000-row batches.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -19,6 +20,8 @@ from mlcycle.spec import ColumnSpec, DatasetSpec
 
 MISSING = "__missing__"
 MAX_ERRORS = 50
+MAX_MAGNITUDE = 1e30
+"""Numbers are scored as float32 (max ~3.4e38); larger ones would overflow to inf."""
 
 
 class InvalidRequest(Exception):
@@ -94,6 +97,18 @@ class RequestValidator:
         if errors:
             raise InvalidRequest(errors)
 
+        id_col = self.spec.id_column
+        id_pattern = self.spec.columns[id_col].pattern
+        id_re = re.compile(id_pattern) if id_pattern else None
+        for i, rec in enumerate(records):
+            ident = rec.get(id_col)
+            if ident is None:
+                continue
+            if not isinstance(ident, str):
+                add(i, id_col, f"must be a string, got {type(ident).__name__}", "string_type")
+            elif id_re is not None and not id_re.fullmatch(ident):
+                add(i, id_col, f"must match {id_pattern}", "string_pattern_mismatch")
+
         feed: dict[str, np.ndarray] = {}
         for c in self.numeric:
             values = [rec.get(c.name) for rec in records]
@@ -111,6 +126,8 @@ class RequestValidator:
                 x = float(v)
                 if not math.isfinite(x):
                     add(i, c.name, "must be a finite number", "finite_number")
+                elif abs(x) > MAX_MAGNITUDE:
+                    add(i, c.name, f"must be within ±{MAX_MAGNITUDE:g}", "finite_number")
                 elif col.min is not None and x < col.min:
                     add(i, c.name, f"must be >= {col.min:g}", "greater_than_equal")
                 elif col.max is not None and x > col.max:
@@ -181,7 +198,11 @@ def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) 
             (kind | None) if col.nullable else kind,
             Field(None if col.nullable else ..., description=col.description),
         )
-    fields[spec.id_column] = (str | None, Field(None, description="Echoed back; not a model input"))
+    id_spec = spec.columns[spec.id_column]
+    fields[spec.id_column] = (
+        str | None,
+        Field(None, pattern=id_spec.pattern, description="Echoed back; not a model input"),
+    )
     model = create_model(
         f"{spec.name.title()}Record", __config__=ConfigDict(extra="forbid"), **fields
     )

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,8 +56,8 @@ ROUTES = {
     "/openapi.json",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-THREADPOOL_ROWS = 200
-"""Batches larger than this are scored in a worker thread, off the event loop."""
+THREADPOOL_BYTES = 64 * 1024
+"""Bodies larger than this are scored in a worker thread, off the event loop."""
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -104,12 +104,20 @@ class Metrics:
 
 
 class ObservabilityMiddleware:
-    """Pure ASGI: counts and times every request; optional one-line access log."""
+    """Pure ASGI: counts and times every request; optional one-line access log.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
+    `POST /predict` is answered here by `fast_predict` (the same handler FastAPI routes
+    to), skipping the framework's routing and request objects on the hot path."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, access_log: bool, fast_predict: ASGIApp | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.fast_predict = fast_predict
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,14 +132,28 @@ class ObservabilityMiddleware:
                 status = message["status"]
             await send(message)
 
+        path = scope["path"]
+        target = (
+            self.fast_predict
+            if path == "/predict" and scope["method"] == "POST" and self.fast_predict
+            else self.app
+        )
         try:
-            await self.app(scope, receive, send_wrapper)
+            await target(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            path = scope["path"]
             route = path if path in ROUTES else "other"
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            key = (route, scope["method"], status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.metrics.requests.labels(
+                    route, scope["method"], str(status)
+                )
+            counter.inc()
+            timer = self._timers.get(route)
+            if timer is None:
+                timer = self._timers[route] = self.metrics.latency.labels(route)
+            timer.observe(elapsed)
             if self.access_log:
                 access.info(
                     "%s %s %d %.2fms",
@@ -148,12 +170,32 @@ class ObservabilityMiddleware:
                 )
 
 
-def _score(model: LoadedModel, records: list[Any], single: bool) -> tuple[np.ndarray, list[Any]]:
-    feed = model.validator.validate(records, single)
-    probs = model.scorer.positive_proba(feed)
-    id_col = model.spec.id_column
-    ids = [r.get(id_col) for r in records]
-    return probs, ids
+class Reply:
+    """A response before encoding: shared by the fast ASGI path and the FastAPI route."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+    def encoded(self) -> bytes:
+        return orjson.dumps(self.body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def send(self, send: Send) -> None:
+        payload = self.encoded()
+        raw = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, body, headers)
 
 
 def create_app(settings: Settings | None = None, manager: ModelManager | None = None) -> FastAPI:
@@ -212,28 +254,185 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         f'`{manager.alias}`. Send one record, or `{{"records": [...]}}` for a batch.',
         lifespan=lifespan,
     )
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
     app.state.manager = manager
     app.state.metrics = metrics
 
     record = record_model(spec, spec.numeric_features, spec.categorical_features)
     request_schema = _request_schema(record, settings.max_batch)
 
-    def api_key(request: Request) -> str | None:
-        key = request.headers.get("x-api-key")
+    def api_key(headers: Mapping[str, str]) -> str | None:
+        key = headers.get("x-api-key")
         if key is None:
-            auth = request.headers.get("authorization", "")
+            auth = headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 key = auth[7:].strip()
         return key
 
-    def denied(request: Request, role: str) -> Response | None:
-        status = keys.check(api_key(request), role)
+    def denied(headers: Mapping[str, str], role: str) -> Reply | None:
+        status = keys.check(api_key(headers), role)
         if status == 401:
-            return _error(401, "missing or invalid API key", {"WWW-Authenticate": "ApiKey"})
+            return _reply(
+                401, {"detail": "missing or invalid API key"}, {"www-authenticate": "ApiKey"}
+            )
         if status == 403:
-            return _error(403, f"this API key lacks the {role!r} role")
+            return _reply(403, {"detail": f"this API key lacks the {role!r} role"})
         return None
+
+    def invalid(msg: str, loc: list[Any] | None = None, kind: str = "value_error") -> Reply:
+        return _reply(422, {"detail": [{"loc": loc or ["body"], "msg": msg, "type": kind}]})
+
+    def parse(
+        payload: Any, model: LoadedModel
+    ) -> tuple[dict[str, np.ndarray], list[Any], int, str] | Reply:
+        """Body -> (model inputs, ids, rows, shape) where shape is single|records|columns."""
+        if not isinstance(payload, dict):
+            return invalid("expected a JSON object", kind="model_attributes_type")
+        validator = model.validator
+        if "records" in payload or "columns" in payload:
+            if len(payload) != 1:
+                return invalid(
+                    'a batch is {"records": [...]} or {"columns": {...}} and nothing else'
+                )
+            if "records" in payload:
+                records = payload["records"]
+                if not isinstance(records, list) or not records:
+                    return invalid("records must be a non-empty list", ["body", "records"])
+                if len(records) > settings.max_batch:
+                    return _reply(
+                        413,
+                        {
+                            "detail": f"batch of {len(records)} records exceeds the limit of {settings.max_batch}"
+                        },
+                    )
+                feed = validator.validate(records, single=False)
+                ids = [r.get(model.spec.id_column) for r in records]
+                return feed, ids, len(records), "records"
+            columns = payload["columns"]
+            if not isinstance(columns, dict) or not columns:
+                return invalid("columns must be a non-empty object of lists", ["body", "columns"])
+            first = next(iter(columns.values()))
+            n = len(first) if isinstance(first, list) else 0
+            if n == 0:
+                return invalid("columns must hold non-empty lists", ["body", "columns"])
+            if n > settings.max_batch:
+                return _reply(
+                    413, {"detail": f"batch of {n} rows exceeds the limit of {settings.max_batch}"}
+                )
+            feed = validator.validate_columns(columns, n)
+            return feed, columns.get(model.spec.id_column) or [None] * n, n, "columns"
+        return (
+            validator.validate([payload], single=True),
+            [payload.get(model.spec.id_column)],
+            1,
+            "single",
+        )
+
+    def score(body: bytes, model: LoadedModel) -> tuple[Reply, dict[str, Any] | None]:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as err:
+            return invalid(f"invalid JSON: {err}", kind="json_invalid"), None
+        try:
+            parsed = parse(payload, model)
+            if isinstance(parsed, Reply):
+                return parsed, None
+            feed, ids, n, shape = parsed
+            probs = model.scorer.positive_proba(feed)
+        except InvalidRequest as err:
+            return _reply(422, {"detail": err.errors}), None
+        if not np.isfinite(probs).all():  # defensive: never answer a NaN score
+            bad = np.flatnonzero(~np.isfinite(probs)).tolist()[:50]
+            return _reply(
+                422,
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "records", i],
+                            "msg": "the model cannot score this record",
+                            "type": "value_error",
+                        }
+                        for i in bad
+                    ]
+                },
+            ), None
+        positive = probs > 0.5
+        labels = np.where(positive, model.positive_label, model.negative_label).tolist()
+        rounded = np.round(probs, 6).tolist() if n > 8 else [round(float(p), 6) for p in probs]
+        n_pos = int(positive.sum())
+        if n_pos:
+            metrics.predictions.labels(model.positive_label).inc(n_pos)
+        if n - n_pos:
+            metrics.predictions.labels(model.negative_label).inc(n - n_pos)
+        if shape == "columns":
+            predictions: Any = {"id": ids, "label": labels, "probability": rounded}
+        else:
+            predictions = [
+                {"id": i, "label": lab, "probability": p}
+                for i, lab, p in zip(ids, labels, rounded, strict=True)
+            ]
+        out = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
+        log_doc = {"inputs": payload, "labels": labels, "probabilities": rounded, "rows": n}
+        return Reply(200, out, {"x-model-version": model.version}), log_doc
+
+    def predict_core(body: bytes, headers: Mapping[str, str]) -> Reply:
+        if (resp := denied(headers, "predict")) is not None:
+            return resp
+        model = manager.current
+        if model is None:
+            return _reply(503, {"detail": "no model is loaded yet"})
+        if len(body) > settings.max_body_bytes:
+            return _reply(413, {"detail": f"body larger than {settings.max_body_bytes} bytes"})
+        started = time.perf_counter()
+        reply, log_doc = score(body, model)
+        rid = headers.get("x-request-id", "")
+        request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+        reply.headers["x-request-id"] = request_id
+        if isinstance(reply.body, dict) and reply.status == 200:
+            reply.body = {"request_id": request_id, **reply.body}
+        log = state["log"]
+        if log is not None and log_doc is not None:
+            log.submit(
+                [
+                    {
+                        "_id": request_id,
+                        "request_id": request_id,
+                        "ts": time.time(),
+                        "model_name": model.name,
+                        "model_version": model.version,
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                        **log_doc,
+                    }
+                ]
+            )
+        return reply
+
+    async def fast_predict(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = settings.max_body_bytes
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            reply = _reply(413, {"detail": f"body larger than {limit} bytes"})
+        else:
+            chunks: list[bytes] = []
+            size = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size <= limit:
+                    chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks) if size <= limit else b"x" * (limit + 1)
+            if size > limit:
+                reply = _reply(413, {"detail": f"body larger than {limit} bytes"})
+            elif size > THREADPOOL_BYTES:
+                reply = await run_in_threadpool(predict_core, body, headers)
+            else:
+                reply = predict_core(body, headers)
+        await reply.send(send)
 
     @app.post(
         "/predict",
@@ -251,133 +450,10 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         },
     )
     async def predict(request: Request) -> Response:
-        """Score one record (the raw columns) or a batch `{"records": [...]}`."""
-        if (resp := denied(request, "predict")) is not None:
-            return resp
-        model = manager.current
-        if model is None:
-            return _error(503, "no model is loaded yet")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return _error(413, f"body larger than {settings.max_body_bytes} bytes")
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return _error(413, f"body larger than {settings.max_body_bytes} bytes")
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as err:
-            return _error(
-                422, [{"loc": ["body"], "msg": f"invalid JSON: {err}", "type": "json_invalid"}]
-            )
-        single = True
-        if isinstance(payload, dict) and "records" in payload:
-            records = payload["records"]
-            single = False
-            if len(payload) != 1 or not isinstance(records, list):
-                return _error(
-                    422,
-                    [
-                        {
-                            "loc": ["body"],
-                            "msg": 'a batch is {"records": [ ... ]} and nothing else',
-                            "type": "value_error",
-                        }
-                    ],
-                )
-            if not records:
-                return _error(
-                    422,
-                    [
-                        {
-                            "loc": ["body", "records"],
-                            "msg": "at least one record",
-                            "type": "too_short",
-                        }
-                    ],
-                )
-            if len(records) > settings.max_batch:
-                return _error(
-                    413,
-                    f"batch of {len(records)} records exceeds the limit of {settings.max_batch}",
-                )
-        elif isinstance(payload, dict):
-            records = [payload]
-        else:
-            return _error(
-                422,
-                [
-                    {
-                        "loc": ["body"],
-                        "msg": "expected a JSON object",
-                        "type": "model_attributes_type",
-                    }
-                ],
-            )
-        started = time.perf_counter()
-        try:
-            if len(records) > THREADPOOL_ROWS:
-                probs, ids = await run_in_threadpool(_score, model, records, single)
-            else:
-                probs, ids = _score(model, records, single)
-        except InvalidRequest as err:
-            return _error(422, err.errors)
-        if not np.isfinite(probs).all():  # defensive: never answer a NaN score
-            bad = np.flatnonzero(~np.isfinite(probs)).tolist()[:50]
-            return _error(
-                422,
-                [
-                    {
-                        "loc": ["body", "records", i],
-                        "msg": "the model cannot score this record",
-                        "type": "value_error",
-                    }
-                    for i in bad
-                ],
-            )
-        positive = probs > 0.5
-        labels = np.where(positive, model.positive_label, model.negative_label)
-        rid = request.headers.get("x-request-id", "")
-        request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
-        n_pos = int(positive.sum())
-        if n_pos:
-            metrics.predictions.labels(model.positive_label).inc(n_pos)
-        if len(records) - n_pos:
-            metrics.predictions.labels(model.negative_label).inc(len(records) - n_pos)
-        rounded = np.round(probs, 6).tolist()
-        label_list = labels.tolist()
-        body_out = {
-            "request_id": request_id,
-            "model": {"name": model.name, "version": model.version},
-            "predictions": [
-                {"id": i, "label": lab, "probability": p}
-                for i, lab, p in zip(ids, label_list, rounded, strict=True)
-            ],
-        }
-        log = state["log"]
-        if log is not None:
-            latency_ms = round((time.perf_counter() - started) * 1000, 3)
-            ts = time.time()
-            log.submit(
-                [
-                    {
-                        "_id": f"{request_id}:{k}",
-                        "request_id": request_id,
-                        "ts": ts,
-                        "model_name": model.name,
-                        "model_version": model.version,
-                        "inputs": rec,
-                        "label": lab,
-                        "probability": p,
-                        "latency_ms": latency_ms,
-                    }
-                    for k, (rec, lab, p) in enumerate(
-                        zip(records, label_list, rounded, strict=True)
-                    )
-                ]
-            )
-        return _json(
-            body_out, headers={"X-Request-ID": request_id, "X-Model-Version": model.version}
-        )
+        """Score one record (the raw columns), a batch `{"records": [...]}`, or a columnar
+        batch `{"columns": {"Gender": [...], ...}}` (answered column-wise, the fastest)."""
+        reply = await run_in_threadpool(predict_core, await request.body(), request.headers)
+        return Response(reply.encoded(), reply.status, reply.headers, "application/json")
 
     @app.get("/health/live")
     async def live() -> Response:
@@ -412,8 +488,8 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     )
     async def reload(request: Request) -> Response:
         """Check the alias now and swap to its version if it changed (admin role)."""
-        if (resp := denied(request, "admin")) is not None:
-            return resp
+        if (resp := denied(request.headers, "admin")) is not None:
+            return Response(resp.encoded(), resp.status, resp.headers, "application/json")
         swapped = await run_in_threadpool(manager.refresh)
         model = manager.current
         return _json(
@@ -434,6 +510,12 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         """Prometheus metrics."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=metrics,
+        access_log=settings.access_log,
+        fast_predict=fast_predict,
+    )
     return app
 
 

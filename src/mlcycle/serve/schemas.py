@@ -60,6 +60,10 @@ class _Column:
             self.lookup[fold(_text(v))] = _text(v)
         for alias, canonical in col.aliases.items():
             self.lookup[fold(str(alias))] = _text(canonical)
+        # values sent exactly as spelled in the spec (the common case) skip folding
+        self.exact: dict[Any, str] = {_text(v): _text(v) for v in col.values or []}
+        if col.type == "boolean":
+            self.exact.update({True: "true", False: "false"})
         allowed = ", ".join(_text(v) for v in col.values or [])
         self.allowed_msg = f"must be one of: {allowed}" if allowed else "not an allowed value"
 
@@ -74,96 +78,192 @@ class RequestValidator:
         self.allowed_fields = {*numeric, *categorical, spec.id_column}
         if spec.target_column:
             self.allowed_fields.add(spec.target_column)
+        pattern = spec.columns[spec.id_column].pattern
+        self._id_re = re.compile(pattern) if pattern else None
 
     def validate(self, records: list[Any], single: bool) -> dict[str, np.ndarray]:
+        """Validate records (dicts); return the model's input arrays or raise InvalidRequest."""
+        if set(map(type, records)) != {dict}:
+            bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
+            raise InvalidRequest(
+                [
+                    _err(single, i, None, "each record must be a JSON object", "type_error")
+                    for i in bad[:MAX_ERRORS]
+                ]
+            )
+        keys: set[str] = set().union(*records)
+        if not keys <= self.allowed_fields:
+            errors = [
+                _err(single, i, field, "unknown field", "extra_forbidden")
+                for i, rec in enumerate(records)
+                for field in sorted(rec.keys() - self.allowed_fields)
+            ]
+            raise InvalidRequest(errors[:MAX_ERRORS])
+        columns = {name: [rec.get(name) for rec in records] for name in self.allowed_fields}
+        return self.validate_columns(columns, len(records), single)
+
+    def validate_columns(
+        self, columns: dict[str, list[Any]], n: int, single: bool = False
+    ) -> dict[str, np.ndarray]:
+        """The same rules on column lists (`{"columns": {...}}` batches, or records above)."""
         errors: list[dict[str, Any]] = []
-
-        def loc(i: int, field: str | None = None) -> list[Any]:
-            base: list[Any] = ["body"] if single else ["body", "records", i]
-            return [*base, field] if field else base
-
-        def add(i: int, field: str | None, msg: str, kind: str) -> None:
-            if len(errors) < MAX_ERRORS:
-                errors.append({"loc": loc(i, field), "msg": msg, "type": kind})
-
-        allowed = self.allowed_fields
-        for i, rec in enumerate(records):
-            if not isinstance(rec, dict):
-                add(i, None, "each record must be a JSON object", "type_error")
-                continue
-            extra = rec.keys() - allowed
-            for field in sorted(extra):
-                add(i, field, "unknown field", "extra_forbidden")
+        unknown = columns.keys() - self.allowed_fields
+        for field in sorted(unknown):
+            errors.append(
+                {
+                    "loc": ["body", "columns", field],
+                    "msg": "unknown field",
+                    "type": "extra_forbidden",
+                }
+            )
+        for name, values in columns.items():
+            if not isinstance(values, list) or len(values) != n:
+                errors.append(
+                    {
+                        "loc": ["body", "columns", name],
+                        "msg": f"must be a list of {n} values",
+                        "type": "list_type",
+                    }
+                )
         if errors:
-            raise InvalidRequest(errors)
+            raise InvalidRequest(errors[:MAX_ERRORS])
+        none_list = [None] * n
+        self._check_ids(columns.get(self.spec.id_column) or none_list, single, errors)
+        feed: dict[str, np.ndarray] = {}
+        for c in self.numeric:
+            feed[c.name] = self._numeric(c, columns.get(c.name) or none_list, single, errors)
+        for c in self.categorical:
+            feed[c.name] = self._category(c, columns.get(c.name) or none_list, single, errors)
+        if errors:
+            raise InvalidRequest(errors[:MAX_ERRORS])
+        return feed
 
-        id_col = self.spec.id_column
-        id_pattern = self.spec.columns[id_col].pattern
-        id_re = re.compile(id_pattern) if id_pattern else None
-        for i, rec in enumerate(records):
-            ident = rec.get(id_col)
+    def _check_ids(self, values: list[Any], single: bool, errors: list[dict[str, Any]]) -> None:
+        if set(map(type, values)) <= {str, type(None)} and self._id_re is None:
+            return
+        for i, ident in enumerate(values):
             if ident is None:
                 continue
             if not isinstance(ident, str):
-                add(i, id_col, f"must be a string, got {type(ident).__name__}", "string_type")
-            elif id_re is not None and not id_re.fullmatch(ident):
-                add(i, id_col, f"must match {id_pattern}", "string_pattern_mismatch")
+                errors.append(
+                    _err(
+                        single,
+                        i,
+                        self.spec.id_column,
+                        f"must be a string, got {type(ident).__name__}",
+                        "string_type",
+                    )
+                )
+            elif self._id_re is not None and not self._id_re.fullmatch(ident):
+                errors.append(
+                    _err(
+                        single,
+                        i,
+                        self.spec.id_column,
+                        f"must match {self._id_re.pattern}",
+                        "string_pattern_mismatch",
+                    )
+                )
 
-        feed: dict[str, np.ndarray] = {}
-        for c in self.numeric:
-            values = [rec.get(c.name) for rec in records]
-            out = np.empty(len(values), dtype=np.float64)
-            col = c.col
-            for i, v in enumerate(values):
-                if v is None:
-                    if not col.nullable:
-                        add(i, c.name, "field required (not nullable)", "missing")
-                    out[i] = math.nan
-                    continue
-                if type(v) is bool or not isinstance(v, int | float):
-                    add(i, c.name, f"must be a number, got {type(v).__name__}", "float_type")
-                    continue
-                x = float(v)
-                if not math.isfinite(x):
-                    add(i, c.name, "must be a finite number", "finite_number")
-                elif abs(x) > MAX_MAGNITUDE:
-                    add(i, c.name, f"must be within ±{MAX_MAGNITUDE:g}", "finite_number")
-                elif col.min is not None and x < col.min:
-                    add(i, c.name, f"must be >= {col.min:g}", "greater_than_equal")
-                elif col.max is not None and x > col.max:
-                    add(i, c.name, f"must be <= {col.max:g}", "less_than_equal")
-                elif c.allowed is not None and x not in c.allowed:
-                    add(i, c.name, c.allowed_msg, "enum")
-                elif col.type == "integer" and not x.is_integer():
-                    add(i, c.name, "must be a whole number", "int_type")
-                out[i] = x
-            feed[c.name] = out.astype(np.float32).reshape(-1, 1)
-        for c in self.categorical:
+    def _numeric(
+        self, c: _Column, values: list[Any], single: bool, errors: list[dict[str, Any]]
+    ) -> np.ndarray:
+        col = c.col
+        if set(map(type, values)) <= _NUMBER_TYPES:  # fast path: numbers and nulls only
+            arr = np.array(values, dtype=np.float64)  # None -> nan
+            missing = np.isnan(arr)
+            bad = np.zeros(len(arr), dtype=bool)
+            if not col.nullable:
+                bad |= missing
+            present = ~missing
+            bad |= present & (np.abs(arr) > MAX_MAGNITUDE)
+            if col.min is not None:
+                bad |= present & (arr < col.min)
+            if col.max is not None:
+                bad |= present & (arr > col.max)
+            if c.allowed is not None:
+                bad |= present & ~np.isin(arr, list(c.allowed))
+            if col.type == "integer":
+                bad |= present & (arr % 1 != 0)
+            if not bad.any():
+                return arr.astype(np.float32).reshape(-1, 1)
+        out = np.full(len(values), np.nan, dtype=np.float64)
+        for i, v in enumerate(values):
+            msg = self._numeric_error(c, v)
+            if msg is not None:
+                errors.append(_err(single, i, c.name, msg[0], msg[1]))
+            elif v is not None:
+                out[i] = float(v)
+        return out.astype(np.float32).reshape(-1, 1)
+
+    @staticmethod
+    def _numeric_error(c: _Column, v: Any) -> tuple[str, str] | None:
+        col = c.col
+        if v is None:
+            return None if col.nullable else ("field required (not nullable)", "missing")
+        if type(v) is bool or not isinstance(v, int | float):
+            return f"must be a number, got {type(v).__name__}", "float_type"
+        x = float(v)
+        if not math.isfinite(x):
+            return "must be a finite number", "finite_number"
+        if abs(x) > MAX_MAGNITUDE:
+            return f"must be within ±{MAX_MAGNITUDE:g}", "finite_number"
+        if col.min is not None and x < col.min:
+            return f"must be >= {col.min:g}", "greater_than_equal"
+        if col.max is not None and x > col.max:
+            return f"must be <= {col.max:g}", "less_than_equal"
+        if c.allowed is not None and x not in c.allowed:
+            return c.allowed_msg, "enum"
+        if col.type == "integer" and not x.is_integer():
+            return "must be a whole number", "int_type"
+        return None
+
+    def _category(
+        self, c: _Column, values: list[Any], single: bool, errors: list[dict[str, Any]]
+    ) -> np.ndarray:
+        try:
+            found = list(map(c.exact.get, values))  # fast path: canonical spellings
+        except TypeError:  # an unhashable value (list, object): check one by one
+            found = [None] * len(values)
+        if None in found:
             lookup, fold = c.lookup, c.fold
-            cats: list[str] = []
-            for i, rec in enumerate(records):
-                v = rec.get(c.name)
+            for i, v in enumerate(values):
+                if found[i] is not None:
+                    continue
                 if v is None:
                     if not c.col.nullable:
-                        add(i, c.name, "field required (not nullable)", "missing")
-                    cats.append(MISSING)
-                    continue
-                if not isinstance(v, str | int | float) or (
-                    type(v) is bool and c.col.type != "boolean"
+                        errors.append(
+                            _err(single, i, c.name, "field required (not nullable)", "missing")
+                        )
+                    found[i] = MISSING
+                elif (isinstance(v, bool) and c.col.type != "boolean") or not isinstance(
+                    v, str | int | float
                 ):
-                    add(i, c.name, f"must be a string, got {type(v).__name__}", "string_type")
-                    cats.append(MISSING)
-                    continue
-                found = lookup.get(fold(_text(v).strip()))
-                if found is None:
-                    add(i, c.name, c.allowed_msg, "enum")
-                    cats.append(MISSING)
+                    errors.append(
+                        _err(
+                            single,
+                            i,
+                            c.name,
+                            f"must be a string, got {type(v).__name__}",
+                            "string_type",
+                        )
+                    )
                 else:
-                    cats.append(found)
-            feed[c.name] = np.array(cats, dtype=object).reshape(-1, 1)
-        if errors:
-            raise InvalidRequest(errors)
-        return feed
+                    hit = lookup.get(fold(_text(v).strip()))
+                    if hit is None:
+                        errors.append(_err(single, i, c.name, c.allowed_msg, "enum"))
+                    found[i] = hit or MISSING
+        return np.array(found, dtype=object).reshape(-1, 1)
+
+
+_NUMBER_TYPES = {int, float, type(None)}
+
+
+def _err(single: bool, i: int, field: str | None, msg: str, kind: str) -> dict[str, Any]:
+    loc: list[Any] = ["body"] if single else ["body", "records", i]
+    if field is not None:
+        loc.append(field)
+    return {"loc": loc, "msg": msg, "type": kind}
 
 
 def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) -> type[BaseModel]:

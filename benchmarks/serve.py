@@ -1,0 +1,222 @@
+"""Serving benchmark: our API vs `mlflow models serve` on the same registered model.
+
+    python benchmarks/serve.py            # needs wrk (Debian package `wrk`)
+
+Trains and registers a model on the loan table (../shared/data/loan/train.csv when
+present, else a synthetic one) in a temporary embedded MLflow store, starts both servers
+on 127.0.0.1 with one worker each, and prints req/s, p50 and p99 for single rows at 16
+and 64 connections (wrk, 10 s each), then the time for batches of 1,000 and 10,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+LOAN = REPO.parent / "shared" / "data" / "loan" / "train.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({url})")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"not ready: {url}")
+
+
+def wrk(
+    url: str, body: str, connections: int, seconds: int, workdir: Path
+) -> tuple[float, float, float]:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    if "Non-2xx" in out:
+        raise RuntimeError(f"non-2xx responses from {url}:\n{out}")
+    return rps, pct("50"), pct("99")
+
+
+def batch_ms(url: str, payload: dict, repeats: int = 7) -> float:
+    body = json.dumps(payload).encode()
+    times = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            r = client.post(url, content=body, headers={"Content-Type": "application/json"})
+            times.append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--prediction-log", choices=["true", "false"], default="true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is required: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="mlcycle-serve-bench-"))
+    env = {
+        **os.environ,
+        "MLCYCLE_DATA_DIR": str(work / "data"),
+        "MLCYCLE_ACCESS_LOG": "false",
+        "MLCYCLE_RELOAD_INTERVAL": "0",
+        "MLCYCLE_LOG_LEVEL": "WARNING",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MONGO_URI", None)
+    cli = [sys.executable, "-m", "mlcycle.cli"]
+    raw = work / "raw"
+    raw.mkdir()
+    if LOAN.exists():
+        shutil.copy(LOAN, raw / "train.csv")
+    else:
+        subprocess.run(
+            [*cli, "demo-data", "--rows", "1000", "--out", str(raw)], env=env, check=True, cwd=REPO
+        )
+    subprocess.run(
+        [*cli, "etl", "--source", str(raw)], env=env, check=True, cwd=REPO, capture_output=True
+    )
+    subprocess.run([*cli, "train", "--json"], env=env, check=True, cwd=REPO, capture_output=True)
+
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO / "src"))
+    frame = pd.read_csv(raw / next(p.name for p in raw.iterdir()))
+    numeric = [
+        "ApplicantIncome",
+        "CoapplicantIncome",
+        "LoanAmount",
+        "Loan_Amount_Term",
+        "Credit_History",
+    ]
+    records = []
+    for rec in frame.drop(columns=["Loan_Status"], errors="ignore").to_dict("records"):
+        records.append(
+            {
+                k: (None if pd.isna(v) else (float(v) if k in numeric else str(v)))
+                for k, v in rec.items()
+            }
+        )
+    one = records[0]
+    rows_1k = (records * 20)[:1000]
+    rows_10k = (records * 20)[:10000]
+
+    ours_port, mlflow_port = free_port(), free_port()
+    ours = subprocess.Popen(
+        [*cli, "serve", "--port", str(ours_port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tracking = f"sqlite:///{(work / 'data' / 'mlflow.db').resolve()}"
+    mlf = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/loan-approval/1",
+            "-p",
+            str(mlflow_port),
+            "-h",
+            "127.0.0.1",
+            "--env-manager",
+            "local",
+            "-w",
+            "1",
+        ],
+        env={**env, "MLFLOW_TRACKING_URI": tracking},
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait(f"http://127.0.0.1:{ours_port}/health/ready", ours)
+        wait(f"http://127.0.0.1:{mlflow_port}/ping", mlf)
+        targets = {
+            "mlcycle (FastAPI + onnxruntime, 1 worker)": (
+                f"http://127.0.0.1:{ours_port}/predict",
+                one,
+                lambda rows: {"records": rows},
+            ),
+            "mlflow models serve (1 worker)": (
+                f"http://127.0.0.1:{mlflow_port}/invocations",
+                {"dataframe_records": [one]},
+                lambda rows: {"dataframe_records": rows},
+            ),
+        }
+        lines = [
+            "| server | c16 req/s | c16 p50 | c16 p99 | c64 req/s | c64 p50 | c64 p99 | 1,000 rows | 10,000 rows |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        results = {}
+        for name, (url, single, batch) in targets.items():
+            wrk(url, json.dumps(single), 16, 2, work)  # warm up
+            r16 = wrk(url, json.dumps(single), 16, args.seconds, work)
+            r64 = wrk(url, json.dumps(single), 64, args.seconds, work)
+            b1 = batch_ms(url, batch(rows_1k))
+            b10 = batch_ms(url, batch(rows_10k))
+            results[name] = r16
+            lines.append(
+                f"| {name} | {r16[0]:,.0f} | {r16[1]:.1f} ms | {r16[2]:.1f} ms | {r64[0]:,.0f} | "
+                f"{r64[1]:.1f} ms | {r64[2]:.1f} ms | {b1:.1f} ms | {b10:.1f} ms |"
+            )
+            print(lines[-1], flush=True)
+        ours_rps, mlflow_rps = (r[0] for r in results.values())
+        ratio = ours_rps / mlflow_rps
+        print()
+        print("\n".join(lines))
+        print(f"\nsingle-row throughput at 16 connections: {ratio:.0f}x mlflow models serve")
+    finally:
+        for proc in (ours, mlf):
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

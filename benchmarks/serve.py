@@ -86,6 +86,14 @@ def batch_ms(url: str, payload: dict, repeats: int = 7) -> float:
     return statistics.median(times)
 
 
+def columnar(rows: list[dict]) -> dict:
+    return {"columns": {k: [r.get(k) for r in rows] for k in rows[0]}}
+
+
+def dataframe_split(rows: list[dict]) -> dict:
+    return {"dataframe_split": {"columns": list(rows[0]), "data": [list(r.values()) for r in rows]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
@@ -200,20 +208,13 @@ def main() -> None:
             b1 = batch_ms(url, batch(rows_1k))
             b10 = batch_ms(url, batch(rows_10k))
             if "mlcycle" in name:  # the columnar form, our fastest batch shape
-                cols = lambda rows: {"columns": {k: [r.get(k) for r in rows] for k in rows[0]}}  # noqa: E731
-                extra.append(
-                    f"| mlcycle, columnar body | | | | | | | {batch_ms(url, cols(rows_1k)):.1f} ms | {batch_ms(url, cols(rows_10k)):.1f} ms |"
-                )
+                label, shape = "mlcycle, columnar body", columnar
             else:
-                split = lambda rows: {
-                    "dataframe_split": {
-                        "columns": list(rows[0]),
-                        "data": [list(r.values()) for r in rows],
-                    }
-                }
-                extra.append(
-                    f"| mlflow, dataframe_split body | | | | | | | {batch_ms(url, split(rows_1k)):.1f} ms | {batch_ms(url, split(rows_10k)):.1f} ms |"
-                )
+                label, shape = "mlflow, dataframe_split body", dataframe_split
+            extra.append(
+                f"| {label} | | | | | | | {batch_ms(url, shape(rows_1k)):.1f} ms "
+                f"| {batch_ms(url, shape(rows_10k)):.1f} ms |"
+            )
             results[name] = r16
             lines.append(
                 f"| {name} | {r16[0]:,.0f} | {r16[1]:.1f} ms | {r16[2]:.1f} ms | {r64[0]:,.0f} | "

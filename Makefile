@@ -6,8 +6,8 @@ ROWS ?= 1000
 
 .DEFAULT_GOAL := help
 .PHONY: help install setup run all etl preprocess train promote rollback inference serve \
-        test test-unit lint check-env demo-data ferretdb ferretdb-start ferretdb-stop \
-        benchmark clean
+        test test-unit lint lint-tools lint-deploy up down check-env demo-data ferretdb \
+        ferretdb-start ferretdb-stop benchmark benchmark-serve clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -67,8 +67,23 @@ lint: ## ruff + mypy
 	$(PYTHON) -m ruff format --check src tests benchmarks
 	$(PYTHON) -m mypy
 
+lint-tools: ## Install the offline validators for lint-deploy (PyPI, Go, npm, Debian)
+	bash scripts/install-lint-tools.sh
+
+lint-deploy: ## Validate Dockerfile, compose, Kubernetes overlays, workflows and /metrics offline
+	bash scripts/lint-deploy.sh
+
+up: ## docker compose: MongoDB, MLflow, etl -> train -> serve (needs a Docker engine and .env)
+	docker compose -f deploy/compose.yaml --env-file .env up -d --build
+
+down: ## Stop the compose stack (volumes are kept)
+	docker compose -f deploy/compose.yaml --env-file .env down
+
 benchmark: ## Print the ETL benchmark table (1,000,000 rows; takes minutes)
 	$(PYTHON) benchmarks/etl.py
+
+benchmark-serve: ## Print the serving benchmark table (needs wrk)
+	$(PYTHON) benchmarks/serve.py
 
 clean: ## Remove caches, build output and local data (data/, mlruns/); keeps the FerretDB build
 	rm -rf data mlruns mlartifacts build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

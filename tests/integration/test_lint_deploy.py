@@ -1,0 +1,96 @@
+"""`make lint-deploy` passes on the shipped files and fails on a planted error in each."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.servers import REPO
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = REPO / "scripts" / "lint-deploy.sh"
+
+
+def _tools_ready() -> bool:
+    return (REPO / ".cache" / "tools" / "bin" / "kustomize").exists() and shutil.which(
+        "hadolint"
+    ) is not None
+
+
+def _run(root: Path, skip_metrics: bool = True) -> subprocess.CompletedProcess[str]:
+    if not _tools_ready():
+        if os.environ.get("MLCYCLE_REQUIRE_SERVERS") == "1":
+            pytest.fail("lint tools missing: scripts/install-lint-tools.sh")
+        pytest.skip("lint tools missing: run scripts/install-lint-tools.sh")
+    env = {**os.environ, "LINT_SKIP_METRICS": "1" if skip_metrics else "0"}
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(root)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for part in ("deploy", ".github", "configs", "datasets"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    return tmp_path
+
+
+def test_shipped_files_pass_including_live_metrics() -> None:
+    out = _run(REPO, skip_metrics=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ok    /metrics" in out.stdout
+
+
+def _plant(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "failure"),
+    [
+        (
+            "deploy/docker/Dockerfile",
+            "WORKDIR /app\n",
+            "WORKDIR /app\nRUN cd /tmp && ls\n",
+            "FAIL  Dockerfile",
+        ),
+        (
+            "deploy/compose.yaml",
+            "condition: service_healthy\n",
+            "condition: service_healthy\n      nosuch:\n        condition: service_started\n",
+            "FAIL  compose.yaml",
+        ),
+        (
+            "deploy/compose.yaml",
+            "${MONGO_ROOT_PASSWORD:?set MONGO_ROOT_PASSWORD in .env}",
+            "${MONGO_ROOT_PASSWORD:-}",
+            "FAIL  compose.yaml renders without",
+        ),
+        ("configs/train.yaml", "seed: 42\n", "seed: 42\nseed: 7\n", "FAIL  yamllint"),
+        ("deploy/k8s/base/serve.yaml", "  replicas: 2\n", "  replica: 2\n", "FAIL  overlay"),
+        (
+            "deploy/k8s/base/namespace.yaml",
+            "name: mlcycle\n",
+            "name: mlcycle\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n",
+            "FAIL  overlay",
+        ),
+        (
+            ".github/workflows/ci.yml",
+            "    timeout-minutes: 45\n",
+            "    timeout-minutes: 45\n    step: []\n",
+            "FAIL  actionlint",
+        ),
+    ],
+)
+def test_a_planted_error_fails(tree: Path, file: str, old: str, new: str, failure: str) -> None:
+    _plant(tree / file, old, new)
+    out = _run(tree)
+    assert out.returncode == 1, out.stdout
+    assert failure in out.stdout

@@ -13,7 +13,7 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 install: ## Install mlcycle with training, serving and dev extras (pinned by constraints.txt)
-	$(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[train,serve,dev]"
+	$(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[etl,train,serve,dev]"
 
 setup: install ## install + .env from .env.example + synthetic demo data if data/raw is empty
 	@test -f .env || cp .env.example .env

@@ -438,3 +438,32 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(server: UvicornS
     )
     assert out.returncode == 0, out.stdout[-4000:]
     assert "passed" in out.stdout
+
+
+BLOCKER = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pandas", "pyarrow", "sklearn", "scipy", "matplotlib", "skl2onnx"):
+            raise ImportError("not part of the serving install: " + name)
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_serving_needs_no_pandas_pyarrow_or_scikit_learn(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The serving install (`mlcycle[serve]`) keeps the heavy data-science stack out."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = deployment.env(PYTHONPATH=str(tmp_path), MLCYCLE_DATA_DIR=str(tmp_path / "data"))
+    srv = UvicornServer(env, tmp_path / "srv").start()
+    try:
+        resp = _post(srv, BASE)
+        assert resp.status_code == 200, resp.text
+        assert httpx.get(srv.url + "/model").json()["runtime"] == "onnx"
+    finally:
+        srv.stop()
+    assert (
+        "not part of the serving install"
+        not in (tmp_path / "srv" / f"uvicorn-{srv.port}.log").read_text()
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import pandas as pd
-
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mlcycle.config import Settings
 
 Document = dict[str, Any]

@@ -14,13 +14,15 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 
 from mlcycle.errors import StoreUnavailable
 from mlcycle.store.base import Document
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +140,8 @@ class EmbeddedStore:
     def read_snapshot(
         self, dataset: str, columns: Sequence[str] | None = None, require: str | None = None
     ) -> pd.DataFrame:
+        import pandas as pd
+
         if not self._exists(dataset):
             return pd.DataFrame(columns=list(columns) if columns else None)
         table = self._ensure(dataset)

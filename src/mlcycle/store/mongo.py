@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 from pymongo import InsertOne, MongoClient, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import (
@@ -34,6 +33,9 @@ from tenacity import (
 from mlcycle.config import redact_uri
 from mlcycle.errors import StoreUnavailable
 from mlcycle.store.base import Document
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +172,8 @@ class MongoStore:
     def read_snapshot(
         self, dataset: str, columns: Sequence[str] | None = None, require: str | None = None
     ) -> pd.DataFrame:
+        import pandas as pd
+
         coll = self._coll(dataset)
         query: dict[str, Any] = {require: {"$ne": None}} if require else {}
         projection: dict[str, int] | None = None

@@ -6,7 +6,7 @@ ROWS ?= 1000
 
 .DEFAULT_GOAL := help
 .PHONY: help install setup run all etl preprocess train promote rollback inference serve \
-        test test-unit lint lint-tools lint-deploy up down check-env demo-data ferretdb \
+        test test-unit lint lint-tools lint-deploy image image-smoke up down check-env demo-data ferretdb \
         ferretdb-start ferretdb-stop benchmark benchmark-serve clean
 
 help: ## List the targets
@@ -72,6 +72,12 @@ lint-tools: ## Install the offline validators for lint-deploy (PyPI, Go, npm, De
 
 lint-deploy: ## Validate Dockerfile, compose, Kubernetes overlays, workflows and /metrics offline
 	bash scripts/lint-deploy.sh
+
+image: ## Build the serve and pipeline images here with podman (offline, from a wheelhouse)
+	bash scripts/image.sh build
+
+image-smoke: ## Build the images, run the serving container and get a prediction from it
+	bash scripts/image.sh smoke
 
 up: ## docker compose: MongoDB, MLflow, etl -> train -> serve (needs a Docker engine and .env)
 	docker compose -f deploy/compose.yaml --env-file .env up -d --build

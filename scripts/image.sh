@@ -34,7 +34,7 @@ base() {
   chroot "$rootfs" /opt/python/bin/pip --version >/dev/null
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | "${PODMAN[@]}" import \
-    --change 'ENV PATH=/opt/python/bin:/usr/local/bin:/usr/bin:/bin' \
+    --change 'ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' - "$BASE" >/dev/null
   rm -rf "$rootfs"
 }
@@ -47,7 +47,7 @@ build() {
   python3 -m pip wheel -q -w "$ROOT/wheelhouse" "setuptools>=68" wheel >/dev/null  # the build backend, offline
   for target in serve pipeline; do
     echo "image.sh: podman build --target $target (offline, from the wheelhouse) ..." >&2
-    "${PODMAN[@]}" build -q --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
+    "${PODMAN[@]}" build -q --format docker --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
       -f "$ROOT/deploy/docker/Dockerfile" --target "$target" \
       --build-arg PYTHON_IMAGE="$BASE" --build-arg PIP_OFFLINE=1 \
       --build-arg VERSION="$VERSION" --build-arg GIT_COMMIT="$COMMIT" \

@@ -63,7 +63,7 @@ sizes() {
 
 smoke() {
   build
-  local work port model
+  # not local: the EXIT trap below still needs them
   work="$(mktemp -d)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   echo "image.sh: training a small model on synthetic data (embedded stores) ..." >&2

@@ -55,6 +55,31 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"server did not listen on {port}: {log.read_text()[-2000:]}")
 
 
+def _wait_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready: {log.read_text()[-3000:]}")
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 class FerretDB:
     """A FerretDB process with its SQLite data in `workdir`; can be stopped and restarted."""
 
@@ -144,25 +169,11 @@ class MlflowServer:
             stderr=subprocess.STDOUT,
             env=env,
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"mlflow server did not start: {log.read_text()[-3000:]}")
+        _wait_http(f"{self.uri}/health", self.proc, log, "mlflow server", 120)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _terminate(self.proc)
         self.proc = None
 
 
@@ -198,24 +209,10 @@ class UvicornServer:
             env=self.env,
             cwd=str(REPO),
         )
-        deadline = time.monotonic() + 60
         path = "/health/ready" if wait_ready else "/health/live"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"uvicorn not ready: {log.read_text()[-3000:]}")
+        _wait_http(self.url + path, self.proc, log, "uvicorn", 60)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _terminate(self.proc)
         self.proc = None

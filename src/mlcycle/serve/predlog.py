@@ -1,16 +1,15 @@
-"""The prediction log: a bounded in-memory buffer drained to the store by one thread.
+"""The prediction log: a bounded queue drained to the store in batches by one thread.
 
-`submit` never blocks and never raises: it appends to a list (no lock, no thread wake-up
-on the request path); when the buffer is full, entries are dropped and counted. The
-writer wakes every `flush_interval` seconds and writes what has accumulated in batches,
-so a slow or unreachable store cannot slow or fail a request.
+`submit` never blocks and never raises: when the queue is full the entries are dropped
+and counted, so a slow or unreachable store cannot slow or fail a request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 from mlcycle.store.base import Document, Store
@@ -24,46 +23,47 @@ class PredictionLog:
         store: Store,
         collection: str,
         maxsize: int = 10_000,
-        batch: int = 100,
-        flush_interval: float = 0.5,
+        batch: int = 500,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.collection = collection
-        self.maxsize = maxsize
         self.batch = batch
-        self.flush_interval = flush_interval
+        self.queue: queue.Queue[Document | None] = queue.Queue(maxsize=maxsize)
         self.dropped = 0
         self.written = 0
         self.failed = 0
-        self._buffer: list[Document] = []
         self._on_drop = on_drop or (lambda n: None)
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def submit(self, docs: Sequence[Document]) -> None:
-        room = self.maxsize - len(self._buffer)
-        if room >= len(docs):
-            self._buffer.extend(docs)  # atomic under the GIL
-            return
-        kept = max(room, 0)
-        self._buffer.extend(docs[:kept])
-        lost = len(docs) - kept
-        self.dropped += lost
-        self._on_drop(lost)
-
-    def _drain(self) -> None:
-        pending, self._buffer = self._buffer, []
-        for start in range(0, len(pending), self.batch):
-            self._write(pending[start : start + self.batch])
-            time.sleep(0.001)  # small batches with a pause: no long hold of the GIL
+        put = self.queue.put_nowait
+        for i, doc in enumerate(docs):
+            try:
+                put(doc)
+            except queue.Full:
+                lost = len(docs) - i
+                self.dropped += lost
+                self._on_drop(lost)
+                return
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            if self._buffer:
-                self._drain()
-        self._drain()
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            docs = [first]
+            while len(docs) < self.batch:
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._write(docs)
+                    return
+                docs.append(nxt)
+            self._write(docs)
 
     def _write(self, docs: list[Document]) -> None:
         try:
@@ -75,6 +75,6 @@ class PredictionLog:
             logger.warning("prediction log: %d entries lost: %s", len(docs), err)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the writer after a last flush."""
-        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put(None, timeout=timeout)
         self._thread.join(timeout)

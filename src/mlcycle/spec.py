@@ -22,6 +22,13 @@ TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_STRINGS = frozenset({"false", "f", "no", "n", "0"})
 
 
+def value_text(value: object) -> str:
+    """A spec value as text; whole floats lose their ".0" so 1.0 matches "1"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class ColumnSpec(BaseModel):
     """Rules for one column."""
 
@@ -39,6 +46,23 @@ class ColumnSpec(BaseModel):
     on_missing: Literal["keep", "drop", "fill"] = "keep"
     fill_value: str | float | int | bool | None = None
     description: str | None = None
+
+    def fold(self, text: str) -> str:
+        return text.lower() if self.case_insensitive else text
+
+    @cached_property
+    def spellings(self) -> dict[str, str]:
+        """Every accepted spelling (folded) -> its canonical text: the allowed values,
+        their aliases, and for booleans the usual true/false words. The ETL and the API
+        both validate with this one table."""
+        table: dict[str, str] = {}
+        if self.type == "boolean":
+            table.update({t: "true" for t in TRUE_STRINGS} | {f: "false" for f in FALSE_STRINGS})
+        for value in self.values or []:
+            table[self.fold(value_text(value))] = value_text(value)
+        for alias, canonical in self.aliases.items():
+            table[self.fold(str(alias))] = value_text(canonical)
+        return table
 
     @model_validator(mode="after")
     def _check(self) -> ColumnSpec:

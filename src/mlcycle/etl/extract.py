@@ -86,11 +86,6 @@ def _check_columns(path: Path, columns: list[str], spec: DatasetSpec) -> None:
     )
 
 
-def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cast every column to pandas' string dtype, keeping missing values missing."""
-    return frame.astype("string")
-
-
 def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as fh:
@@ -133,9 +128,7 @@ def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChu
         raise StructuralError(f"{path}: malformed CSV: {err}") from err
 
 
-def _records_frame(
-    records: list[object], spec: DatasetSpec, path: Path, first: int
-) -> pd.DataFrame:
+def _records_frame(records: list[object], spec: DatasetSpec, first: int) -> pd.DataFrame:
     """Build a raw frame from parsed JSON values; non-objects become record errors."""
     cols = list(spec.columns)
     rows: list[dict[str, object]] = []
@@ -185,7 +178,7 @@ def _read_json(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawCh
     _present_columns(path, data, spec)
     for start in range(0, len(data), chunk_rows):
         part = data[start : start + chunk_rows]
-        yield RawChunk(path, start + 1, _records_frame(part, spec, path, start + 1), 0)
+        yield RawChunk(path, start + 1, _records_frame(part, spec, start + 1), 0)
 
 
 def _read_jsonl(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
@@ -207,17 +200,17 @@ def _read_jsonl(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawC
                 if not checked:
                     _present_columns(path, batch, spec)
                     checked = True
-                yield RawChunk(path, first, _jsonl_frame(batch, spec, path, first), 0)
+                yield RawChunk(path, first, _jsonl_frame(batch, spec, first), 0)
                 first += len(batch)
                 batch = []
     if batch:
         if not checked:
             _present_columns(path, batch, spec)
-        yield RawChunk(path, first, _jsonl_frame(batch, spec, path, first), 0)
+        yield RawChunk(path, first, _jsonl_frame(batch, spec, first), 0)
 
 
-def _jsonl_frame(batch: list[object], spec: DatasetSpec, path: Path, first: int) -> pd.DataFrame:
-    frame = _records_frame(batch, spec, path, first)
+def _jsonl_frame(batch: list[object], spec: DatasetSpec, first: int) -> pd.DataFrame:
+    frame = _records_frame(batch, spec, first)
     for i, rec in enumerate(batch):
         if isinstance(rec, str):  # the decode error recorded above
             frame.loc[i, RECORD_ERROR] = rec

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcycle.etl.extract import RECORD_ERROR
-from mlcycle.spec import FALSE_STRINGS, TRUE_STRINGS, ColumnSpec, DatasetSpec
+from mlcycle.spec import FALSE_STRINGS, TRUE_STRINGS, ColumnSpec, DatasetSpec, value_text
 
 ISSUE_COLUMNS = ["pos", "column", "value", "reason"]
 
@@ -48,23 +48,6 @@ def _issues(mask: pd.Series | np.ndarray, column: str, raw: pd.Series, reason: s
             "reason": reason,
         }
     )
-
-
-def _category_lookup(col: ColumnSpec) -> dict[str, object]:
-    """Map accepted spellings (values and aliases, maybe lower-cased) to canonical values."""
-    lookup: dict[str, object] = {}
-    fold = str.lower if col.case_insensitive else str
-    for value in col.values or []:
-        lookup[fold(_text(value))] = value
-    for alias, canonical in col.aliases.items():
-        lookup[fold(str(alias))] = canonical
-    return lookup
-
-
-def _text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
@@ -104,7 +87,7 @@ def _numeric(
         problems.append(_issues(ok & (num > col.max), name, raw, f"above the maximum {col.max:g}"))
     if col.values is not None:
         outside = ok & ~num.isin([float(v) for v in col.values])
-        allowed = ", ".join(_text(v) for v in col.values)
+        allowed = ", ".join(value_text(v) for v in col.values)
         problems.append(_issues(outside, name, raw, f"not one of the allowed values ({allowed})"))
     return (num.astype("Int64") if col.type == "integer" else num), problems
 
@@ -113,12 +96,10 @@ def _category(
     name: str, col: ColumnSpec, raw: pd.Series, present: pd.Series
 ) -> tuple[pd.Series, list[pd.DataFrame]]:
     """Map accepted spellings to canonical values with an Arrow hash lookup."""
-    lookup = _category_lookup(col)
-    canon = [_text(v) for v in col.values or []]
+    lookup = col.spellings
+    canon = [value_text(v) for v in col.values or []]
     keys = pa.array(list(lookup), type=pa.string())
-    targets = np.array(
-        [canon.index(_text(v)) if _text(v) in canon else -1 for v in lookup.values()]
-    )
+    targets = np.array([canon.index(c) if c in canon else -1 for c in lookup.values()])
     arr = pa.array(raw, type=pa.string(), from_pandas=True)
     if col.case_insensitive:
         arr = pc.utf8_lower(arr)

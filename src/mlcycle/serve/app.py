@@ -60,16 +60,6 @@ THREADPOOL_BYTES = 64 * 1024
 """Bodies larger than this are scored in a worker thread, off the event loop."""
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, "application/json"
-    )
-
-
-def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
-    return _json({"detail": detail}, status, headers)
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -183,6 +173,9 @@ class Reply:
     def encoded(self) -> bytes:
         return orjson.dumps(self.body, option=orjson.OPT_SERIALIZE_NUMPY)
 
+    def response(self) -> Response:
+        return Response(self.encoded(), self.status, self.headers, "application/json")
+
     async def send(self, send: Send) -> None:
         payload = self.encoded()
         raw = [
@@ -192,10 +185,6 @@ class Reply:
         raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
         await send({"type": "http.response.body", "body": payload})
-
-
-def _reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, body, headers)
 
 
 def create_app(settings: Settings | None = None, manager: ModelManager | None = None) -> FastAPI:
@@ -271,15 +260,15 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     def denied(headers: Mapping[str, str], role: str) -> Reply | None:
         status = keys.check(api_key(headers), role)
         if status == 401:
-            return _reply(
+            return Reply(
                 401, {"detail": "missing or invalid API key"}, {"www-authenticate": "ApiKey"}
             )
         if status == 403:
-            return _reply(403, {"detail": f"this API key lacks the {role!r} role"})
+            return Reply(403, {"detail": f"this API key lacks the {role!r} role"})
         return None
 
     def invalid(msg: str, loc: list[Any] | None = None, kind: str = "value_error") -> Reply:
-        return _reply(422, {"detail": [{"loc": loc or ["body"], "msg": msg, "type": kind}]})
+        return Reply(422, {"detail": [{"loc": loc or ["body"], "msg": msg, "type": kind}]})
 
     def parse(
         payload: Any, model: LoadedModel
@@ -298,7 +287,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 if not isinstance(records, list) or not records:
                     return invalid("records must be a non-empty list", ["body", "records"])
                 if len(records) > settings.max_batch:
-                    return _reply(
+                    return Reply(
                         413,
                         {
                             "detail": f"batch of {len(records)} records exceeds the limit of {settings.max_batch}"
@@ -315,7 +304,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             if n == 0:
                 return invalid("columns must hold non-empty lists", ["body", "columns"])
             if n > settings.max_batch:
-                return _reply(
+                return Reply(
                     413, {"detail": f"batch of {n} rows exceeds the limit of {settings.max_batch}"}
                 )
             feed = validator.validate_columns(columns, n)
@@ -339,10 +328,10 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             feed, ids, n, shape = parsed
             probs = model.scorer.positive_proba(feed)
         except InvalidRequest as err:
-            return _reply(422, {"detail": err.errors}), None
+            return Reply(422, {"detail": err.errors}), None
         if not np.isfinite(probs).all():  # defensive: never answer a NaN score
             bad = np.flatnonzero(~np.isfinite(probs)).tolist()[:50]
-            return _reply(
+            return Reply(
                 422,
                 {
                     "detail": [
@@ -379,9 +368,9 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             return resp
         model = manager.current
         if model is None:
-            return _reply(503, {"detail": "no model is loaded yet"})
+            return Reply(503, {"detail": "no model is loaded yet"})
         if len(body) > settings.max_body_bytes:
-            return _reply(413, {"detail": f"body larger than {settings.max_body_bytes} bytes"})
+            return Reply(413, {"detail": f"body larger than {settings.max_body_bytes} bytes"})
         started = time.perf_counter()
         reply, log_doc = score(body, model)
         rid = headers.get("x-request-id", "")
@@ -411,7 +400,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         limit = settings.max_body_bytes
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            reply = _reply(413, {"detail": f"body larger than {limit} bytes"})
+            reply = Reply(413, {"detail": f"body larger than {limit} bytes"})
         else:
             chunks: list[bytes] = []
             size = 0
@@ -427,7 +416,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 more = message.get("more_body", False)
             body = b"".join(chunks) if size <= limit else b"x" * (limit + 1)
             if size > limit:
-                reply = _reply(413, {"detail": f"body larger than {limit} bytes"})
+                reply = Reply(413, {"detail": f"body larger than {limit} bytes"})
             elif size > THREADPOOL_BYTES:
                 reply = await run_in_threadpool(predict_core, body, headers)
             else:
@@ -453,34 +442,35 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         """Score one record (the raw columns), a batch `{"records": [...]}`, or a columnar
         batch `{"columns": {"Gender": [...], ...}}` (answered column-wise, the fastest)."""
         reply = await run_in_threadpool(predict_core, await request.body(), request.headers)
-        return Response(reply.encoded(), reply.status, reply.headers, "application/json")
+        return reply.response()
 
     @app.get("/health/live")
     async def live() -> Response:
         """The process is up."""
-        return _json({"status": "ok"})
+        return Reply(200, {"status": "ok"}).response()
 
     @app.get("/health/ready", responses={503: {"description": "No model loaded yet"}})
     async def ready() -> Response:
         """Ready when a model is loaded."""
         model = manager.current
         if model is None:
-            return _error(503, manager.last_error or "no model loaded yet")
-        return _json({"status": "ready", "model": model.name, "version": model.version})
+            return Reply(503, {"detail": manager.last_error or "no model loaded yet"}).response()
+        return Reply(
+            200, {"status": "ready", "model": model.name, "version": model.version}
+        ).response()
 
     @app.get("/model", responses={503: {"description": "No model loaded yet"}})
     async def model_info() -> Response:
         """The model being served: name, version, alias, run, training data hash, inputs."""
         model = manager.current
         if model is None:
-            return _error(503, manager.last_error or "no model loaded yet")
-        return _json(
-            {
-                **model.describe(),
-                "tracking_reachable": manager.tracking_reachable,
-                "last_error": manager.last_error,
-            }
-        )
+            return Reply(503, {"detail": manager.last_error or "no model loaded yet"}).response()
+        info = {
+            **model.describe(),
+            "tracking_reachable": manager.tracking_reachable,
+            "last_error": manager.last_error,
+        }
+        return Reply(200, info).response()
 
     @app.post(
         "/admin/reload",
@@ -489,17 +479,16 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     async def reload(request: Request) -> Response:
         """Check the alias now and swap to its version if it changed (admin role)."""
         if (resp := denied(request.headers, "admin")) is not None:
-            return Response(resp.encoded(), resp.status, resp.headers, "application/json")
+            return resp.response()
         swapped = await run_in_threadpool(manager.refresh)
         model = manager.current
-        return _json(
-            {
-                "reloaded": swapped,
-                "model": model.describe() if model else None,
-                "tracking_reachable": manager.tracking_reachable,
-                "last_error": manager.last_error,
-            }
-        )
+        body = {
+            "reloaded": swapped,
+            "model": model.describe() if model else None,
+            "tracking_reachable": manager.tracking_reachable,
+            "last_error": manager.last_error,
+        }
+        return Reply(200, body).response()
 
     @app.get(
         "/metrics",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mlcycle.spec import ColumnSpec, DatasetSpec
+from mlcycle.spec import ColumnSpec, DatasetSpec, value_text
 
 MISSING = "__missing__"
 MAX_ERRORS = 50
@@ -30,12 +30,6 @@ class InvalidRequest(Exception):
         self.errors = errors
 
 
-def _text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 class _Column:
     def __init__(self, name: str, col: ColumnSpec) -> None:
         self.name = name
@@ -44,27 +38,13 @@ class _Column:
         self.allowed: set[float] | None = (
             {float(v) for v in col.values} if self.numeric and col.values is not None else None
         )
-        fold = str.lower if col.case_insensitive else str
-        self.fold = fold
-        self.lookup: dict[str, str] = {}
-        if col.type == "boolean":
-            self.lookup = {
-                "true": "true",
-                "false": "false",
-                "yes": "true",
-                "no": "false",
-                "1": "true",
-                "0": "false",
-            }
-        for v in col.values or []:
-            self.lookup[fold(_text(v))] = _text(v)
-        for alias, canonical in col.aliases.items():
-            self.lookup[fold(str(alias))] = _text(canonical)
+        self.fold = col.fold
+        self.lookup = col.spellings
         # values sent exactly as spelled in the spec (the common case) skip folding
-        self.exact: dict[Any, str] = {_text(v): _text(v) for v in col.values or []}
+        self.exact: dict[Any, str] = {value_text(v): value_text(v) for v in col.values or []}
         if col.type == "boolean":
             self.exact.update({True: "true", False: "false"})
-        allowed = ", ".join(_text(v) for v in col.values or [])
+        allowed = ", ".join(value_text(v) for v in col.values or [])
         self.allowed_msg = f"must be one of: {allowed}" if allowed else "not an allowed value"
 
 
@@ -249,7 +229,7 @@ class RequestValidator:
                         )
                     )
                 else:
-                    hit = lookup.get(fold(_text(v).strip()))
+                    hit = lookup.get(fold(value_text(v).strip()))
                     if hit is None:
                         errors.append(_err(single, i, c.name, c.allowed_msg, "enum"))
                     found[i] = hit or MISSING
@@ -292,7 +272,7 @@ def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) 
             )
     for name in categorical:
         col = spec.columns[name]
-        choices = tuple(_text(v) for v in col.values or ["true", "false"])
+        choices = tuple(value_text(v) for v in col.values or ["true", "false"])
         kind = Literal[choices]
         fields[name] = (
             (kind | None) if col.nullable else kind,

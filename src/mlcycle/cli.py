@@ -16,7 +16,7 @@ from rich.table import Table
 
 from mlcycle import __version__
 from mlcycle.config import Settings, get_settings
-from mlcycle.errors import MlcycleError
+from mlcycle.errors import BadInput, MlcycleError
 from mlcycle.logging_setup import configure_logging
 
 app = typer.Typer(
@@ -48,15 +48,49 @@ def _settings() -> Settings:
     return get_settings()
 
 
-@app.callback()
-def _main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
-) -> None:
-    settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         print(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    try:
+        settings = _settings()
+    except ValueError as err:  # pydantic: a bad MLCYCLE_ variable or .env line
+        err_console.print(f"[bold red]error:[/] invalid settings: {err}", highlight=False)
+        raise typer.Exit(2) from err
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Project folder (default: here).")] = Path(),
+) -> None:
+    """Scaffold a project: datasets/loan.yaml, configs/train.yaml, .env and data/raw/.
+
+    Existing files are kept. Edit the spec for your own table (docs/spec.md lists every
+    key), put files in data/raw, then run `mlcycle etl`.
+
+    Example: mlcycle init && mlcycle demo-data && mlcycle etl && mlcycle train
+    """
+    from mlcycle.project import scaffold
+
+    for path, made in scaffold(folder):
+        console.print(f"{'created' if made else 'kept   '} {path}", highlight=False)
+    console.print(
+        "next: put CSV/JSON/JSONL/Parquet files in data/raw (or `mlcycle demo-data`), "
+        "then `mlcycle etl && mlcycle train && mlcycle serve`",
+        highlight=False,
+    )
 
 
 @app.command("demo-data")
@@ -67,21 +101,33 @@ def demo_data(
         Path | None, typer.Option("--out", help="CSV file or folder (default: raw dir).")
     ] = None,
     spec_path: SpecOpt = None,
+    if_empty: Annotated[
+        bool,
+        typer.Option("--if-empty", help="Only if the raw folder holds no data file at all."),
+    ] = False,
 ) -> None:
     """Write a seeded synthetic table for the dataset spec, for offline demos.
 
     Example: mlcycle demo-data --rows 5000
     """
     from mlcycle.datagen import write_demo
+    from mlcycle.etl.extract import data_files
     from mlcycle.spec import load_spec
 
     settings = _settings()
+    target = out or settings.raw_path
+    if if_empty and target.is_dir() and (existing := data_files(target)):
+        console.print(
+            f"{target} already holds {len(existing)} data file(s): no demo rows written",
+            highlight=False,
+        )
+        return
     try:
-        spec = load_spec(spec_path or settings.spec)
+        spec = load_spec(spec_path or settings.spec_path)
     except MlcycleError as err:
         raise _fail(err) from err
-    path = write_demo(spec, out or settings.raw_path, rows, seed)
-    console.print(f"wrote {rows} synthetic {spec.name} rows to {path}")
+    path = write_demo(spec, target, rows, seed)
+    console.print(f"wrote {rows} synthetic {spec.name} rows to {path}", highlight=False)
 
 
 @app.command()
@@ -122,7 +168,7 @@ def etl(
         progress.update(task, description=phase, completed=done, total=total)
 
     try:
-        spec = load_spec(spec_path or settings.spec)
+        spec = load_spec(spec_path or settings.spec_path)
         with progress:
             summary = run_etl(
                 spec,
@@ -182,7 +228,7 @@ def preprocess(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
     settings = _settings()
     store = open_store(settings)
     try:
-        spec = load_spec(spec_path or settings.spec)
+        spec = load_spec(spec_path or settings.spec_path)
         report = profile(load_snapshot(store, spec), spec)
     except MlcycleError as err:
         raise _fail(err, as_json) from err
@@ -217,8 +263,8 @@ def train(spec_path: SpecOpt = None, config: ConfigOpt = None, as_json: JsonOpt 
     settings = _settings()
     store = open_store(settings)
     try:
-        spec = load_spec(spec_path or settings.spec)
-        cfg = load_train_config(config or settings.train_config)
+        spec = load_spec(spec_path or settings.spec_path)
+        cfg = load_train_config(config or settings.train_config_path)
         with console.status("training", spinner="dots") if not as_json else nullcontext():
             result = run_train(settings, spec, cfg, store)
     except MlcycleError as err:
@@ -258,49 +304,63 @@ def train(spec_path: SpecOpt = None, config: ConfigOpt = None, as_json: JsonOpt 
     console.print(f"champion: v{result.champion_after} · {result.run_url}", highlight=False)
 
 
+def _spec_and_client(settings: Settings, spec_path: Path | None) -> tuple[Any, Any]:
+    from mlcycle import registry
+    from mlcycle.spec import load_spec
+
+    spec = load_spec(spec_path or settings.spec_path)
+    return spec, registry.connect(settings)
+
+
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Model version to make champion.")],
     force: Annotated[
-        bool, typer.Option("--force", help="Promote even if the gate refuses.")
+        bool, typer.Option("--force", help="Promote even if the gate refuses (needs --reason).")
     ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why --force: recorded on the version.")
+    ] = None,
+    spec_path: SpecOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Point the champion alias at VERSION, after showing the gate's checks.
 
-    Example: mlcycle promote 3
+    Example: mlcycle promote 3   (mlcycle promote 4 --force --reason "hotfix, see #12")
     """
-    from mlcycle.train import registry
+    from mlcycle import registry
     from mlcycle.train.config import load_train_config
-    from mlcycle.train.gate import should_promote
 
     settings = _settings()
+    if force and not (reason and reason.strip()):
+        raise _fail(BadInput("--force needs --reason: it is recorded on the version"))
     try:
-        cfg = load_train_config(config or settings.train_config)
-        client = registry.connect(settings)
-        name = cfg.registered_model
+        spec, client = _spec_and_client(settings, spec_path)
+        cfg = load_train_config(config or settings.train_config_path)
+        name = spec.registered_model
         target = registry.get_version(client, name, version=version)
         current = registry.champion(client, name)
-        metric: str = cfg.gate.metric
-        cand = {metric: target.metrics.get(f"test_{metric}", float("nan"))}
-        base = {metric: target.metrics.get(f"baseline_{metric}", float("-inf"))}
-        champ = (
-            {metric: current.metrics[f"test_{metric}"]}
-            if current and f"test_{metric}" in current.metrics
-            else None
-        )
-        decision = should_promote(cand, base, champ, cfg.gate)
+        decision = registry.promotion_check(target, current, cfg.gate)
         console.print(
-            f"gate (logged metrics): {'pass' if decision.promote else 'refuse'}: {decision.reason}"
+            f"gate (logged metrics): {'pass' if decision.promote else 'refuse'}: {decision.reason}",
+            highlight=False,
         )
         if current is not None and current.version == target.version:
             console.print(f"{name} v{version} is already the champion")
             return
         if not decision.promote and not force:
             raise _fail(
-                MlcycleError("the gate refuses this version; use --force to promote it anyway")
+                MlcycleError(
+                    "the gate refuses this version; use --force --reason '...' to promote it anyway"
+                )
             )
-        registry.set_champion(client, name, target.version, current.version if current else None)
+        registry.set_champion(
+            client,
+            name,
+            target.version,
+            current.version if current else None,
+            forced_reason=reason.strip() if force and reason else None,
+        )
     except MlcycleError as err:
         raise _fail(err) from err
     console.print(
@@ -309,22 +369,20 @@ def promote(
 
 
 @app.command()
-def rollback(config: ConfigOpt = None) -> None:
+def rollback(spec_path: SpecOpt = None) -> None:
     """Point the champion alias back at the version it replaced.
 
     Example: mlcycle rollback
     """
-    from mlcycle.train import registry
-    from mlcycle.train.config import load_train_config
+    from mlcycle import registry
 
     settings = _settings()
     try:
-        cfg = load_train_config(config or settings.train_config)
-        client = registry.connect(settings)
-        old, new = registry.rollback(client, cfg.registered_model)
+        spec, client = _spec_and_client(settings, spec_path)
+        old, new = registry.rollback(client, spec.registered_model)
     except MlcycleError as err:
         raise _fail(err) from err
-    console.print(f"champion: {cfg.registered_model} v{new} (rolled back from v{old})")
+    console.print(f"champion: {spec.registered_model} v{new} (rolled back from v{old})")
 
 
 @app.command()
@@ -338,27 +396,43 @@ def serve(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Worker processes.")
     ] = None,
+    spec_path: SpecOpt = None,
 ) -> None:
     """Serve the champion model over HTTP: POST /predict, /docs, /metrics.
 
+    Without a model it stops and says to run `mlcycle train`, unless
+    MLCYCLE_WAIT_FOR_MODEL=true (then /health/ready answers 503 until one is promoted).
+
     Example: mlcycle serve --port 8000
     """
-    import uvicorn
+    from mlcycle.serve.runner import run_server, serving_model
 
     settings = _settings()
+    if spec_path is not None:
+        settings = settings.model_copy(update={"spec": spec_path})
+    try:
+        found = serving_model(settings)
+    except MlcycleError as err:
+        raise _fail(err) from err
+    if found is None and not settings.wait_for_model:
+        raise _fail(
+            BadInput(
+                "no model to serve yet: run `mlcycle train` first (or set "
+                "MLCYCLE_WAIT_FOR_MODEL=true to start and wait for one)"
+            )
+        )
     bind_host = host or settings.serve_host
     bind_port = port or settings.serve_port
-    console.print(f"serving on http://{bind_host}:{bind_port} (docs at /docs)", highlight=False)
-    uvicorn.run(
-        "mlcycle.serve.app:app_factory",
-        factory=True,
-        host=bind_host,
-        port=bind_port,
-        workers=workers or settings.serve_workers,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+
+    def announce() -> None:
+        console.print(
+            f"serving {found or 'no model yet'} on http://{bind_host}:{bind_port} (docs at /docs)",
+            highlight=False,
+        )
+
+    code = run_server(settings, bind_host, bind_port, workers or settings.serve_workers, announce)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("hash-key")
@@ -395,7 +469,21 @@ def doctor() -> None:
 
 
 def main() -> None:
-    app()
+    """The console script: an unexpected error is one line, not a traceback
+    (MLCYCLE_DEBUG=1 shows the traceback)."""
+    import os
+
+    try:
+        app()
+    except Exception as err:  # the last line of defence; known errors exit earlier
+        if os.environ.get("MLCYCLE_DEBUG") == "1":
+            raise
+        err_console.print(
+            f"[bold red]error:[/] unexpected {type(err).__name__}: {str(err)[:500]} "
+            "(MLCYCLE_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     raw_dir: Path | None = None
-    spec: Path = Path("datasets/loan.yaml")
-    train_config: Path = Path("configs/train.yaml")
+    spec: Path | None = None
+    """Dataset spec YAML; unset: ./datasets/loan.yaml if present, else the packaged one."""
+    train_config: Path | None = None
+    """Training config YAML; unset: ./configs/train.yaml if present, else the packaged one."""
 
     mongo_uri: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("MONGO_URI", "MLCYCLE_MONGO_URI")
@@ -39,13 +41,14 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MLCYCLE_MLFLOW_TRACKING_URI"),
     )
-    experiment: str = "Loan_Approval_Experiment"
-    model_name: str = "loan-approval"
 
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
     serve_workers: int = 1
     model_alias: str = "champion"
+    wait_for_model: bool = False
+    """`serve` starts without a model and answers 503 until one is promoted (containers);
+    off, it refuses to start and says to run `mlcycle train`."""
     reload_interval: float = Field(default=10.0, ge=0.0)
     """Seconds between checks of the model alias; 0 turns polling off."""
     max_batch: int = Field(default=10_000, ge=1)
@@ -58,6 +61,14 @@ class Settings(BaseSettings):
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+
+    @property
+    def spec_path(self) -> Path:
+        return _project_file(self.spec, "datasets/loan.yaml")
+
+    @property
+    def train_config_path(self) -> Path:
+        return _project_file(self.train_config, "configs/train.yaml")
 
     @property
     def raw_path(self) -> Path:
@@ -81,6 +92,19 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return (self.data_dir / "mlartifacts").resolve()
+
+
+def _project_file(explicit: Path | None, relative: str) -> Path:
+    """An explicit path as given; else the project's own file (made by `mlcycle init`) in
+    the working folder; else the copy shipped in the package."""
+    if explicit is not None:
+        return explicit
+    local = Path(relative)
+    if local.is_file():
+        return local
+    from mlcycle.spec import packaged
+
+    return packaged(relative)
 
 
 def redact_uri(uri: str) -> str:

@@ -1,8 +1,12 @@
 """A seeded synthetic table for any dataset spec, so the pipeline runs offline.
 
-Values follow each column's rules (allowed values, ranges, a few missing values where
-nullable); the target follows a seeded logistic model of the features, so a model has
-real signal to learn. For the loan spec it yields a Loan Prediction–like table.
+Each column follows its rules (allowed values, ranges, nullability). A column's `demo`
+block in the spec shapes it like the real data (value shares, log-normal numbers around a
+median, zeros, missing values) and gives it a documented effect on the target's log-odds;
+the target is then drawn from that logistic model. Effects are fixed by the spec, never
+random, so the direction of every effect is known: for the bundled loan spec a better
+credit history or a higher income at an equal loan never lowers approval. Columns without
+a `demo` block get plain draws within their rules and no effect.
 """
 
 from __future__ import annotations
@@ -12,65 +16,84 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlcycle.spec import ColumnSpec, DatasetSpec
+from mlcycle.spec import ColumnSpec, DatasetSpec, DemoSpec, value_text
 
 
-def _numeric(col: ColumnSpec, n: int, rng: np.random.Generator) -> np.ndarray:
-    if col.values is not None:
-        values = np.array([float(v) for v in col.values])
-        weights = np.linspace(1.0, 3.0, len(values))
-        return rng.choice(values, size=n, p=weights / weights.sum())
+def _choose(
+    options: dict[str, float], n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
+    keys = list(options)
+    weights = np.array([max(float(w), 0.0) for w in options.values()])
+    codes = rng.choice(len(keys), size=n, p=weights / weights.sum())
+    return codes, keys
+
+
+def _numeric(col: ColumnSpec, demo: DemoSpec, n: int, rng: np.random.Generator) -> np.ndarray:
     low = col.min if col.min is not None else 0.0
-    high = col.max if col.max is not None else max(low, 0.0) + 10_000.0
-    if col.max is None:  # skewed, like incomes and amounts
-        scale = max(abs(low), 1.0) * 50 + 1000
-        out = low + rng.lognormal(mean=np.log(scale), sigma=0.6, size=n)
+    if demo.choices:
+        codes, keys = _choose(demo.choices, n, rng)
+        out = np.array([float(k) for k in keys])[codes]
+    elif col.values is not None:
+        options = demo.weights or {value_text(v): 1.0 for v in col.values}
+        codes, keys = _choose(options, n, rng)
+        out = np.array([float(k) for k in keys])[codes]
     else:
-        out = rng.uniform(low, high, size=n)
-    out = np.round(out, 0 if col.type == "integer" else 1)
+        median = demo.median if demo.median is not None else max(abs(low), 1.0) * 50 + 1000
+        out = rng.lognormal(mean=np.log(max(median, 1e-9)), sigma=demo.spread, size=n)
+        if demo.zero_share:
+            out = np.where(rng.random(n) < demo.zero_share, 0.0, out)
+        if col.max is not None:
+            out = np.minimum(out, col.max)
+        out = np.maximum(out, low)
+        out = np.round(out, 0 if col.type == "integer" else 1)
     return np.asarray(out, dtype=float)
 
 
-def generate(
-    spec: DatasetSpec, rows: int, seed: int = 42, missing_share: float = 0.02
-) -> pd.DataFrame:
-    """A DataFrame of `rows` synthetic, valid rows (as raw text-friendly values)."""
+def _numeric_effect(values: np.ndarray, weight: float) -> np.ndarray:
+    """`weight` per standard deviation of log(1 + value): monotone in the value."""
+    logged = np.log1p(np.maximum(values, 0.0))
+    std = logged.std() or 1.0
+    return np.asarray(weight * (logged - logged.mean()) / std)
+
+
+def generate(spec: DatasetSpec, rows: int, seed: int = 42) -> pd.DataFrame:
+    """A DataFrame of `rows` synthetic, valid rows (values as a raw file would have them)."""
     rng = np.random.default_rng(seed)
     data: dict[str, object] = {}
-    score = np.zeros(rows)
+    logit = np.zeros(rows)
     for name, col in spec.columns.items():
         if name == spec.target_column:
             continue
         if name == spec.id_column:
             data[name] = [f"SYN{seed:03d}{i:08d}" for i in range(rows)]
             continue
-        weight = rng.normal(0.0, 1.0)
+        demo = col.demo or DemoSpec()
+        effect = demo.effect
         if col.type in ("float", "integer"):
-            values = _numeric(col, rows, rng)
-            std = values.std() or 1.0
-            score += weight * (values - values.mean()) / std
+            values = _numeric(col, demo, rows, rng)
+            if isinstance(effect, dict):
+                logit += np.array([effect.get(value_text(v), 0.0) for v in values])
+            elif effect:
+                logit += _numeric_effect(values, effect)
             column: pd.Series = pd.Series(values)
-        elif col.type == "boolean":
-            flags = rng.random(rows) < 0.5
-            score += weight * (flags - 0.5)
-            column = pd.Series(np.where(flags, "true", "false"))
-        elif col.type == "category":
-            choices = [str(v) for v in col.values or []]
-            codes = rng.integers(0, len(choices), size=rows)
-            effects = rng.normal(0.0, 0.7, size=len(choices))
-            score += effects[codes]
-            column = pd.Series(np.array(choices, dtype=object)[codes])
+        elif col.type in ("category", "boolean"):
+            allowed = [value_text(v) for v in col.values or []] or ["true", "false"]
+            codes, keys = _choose(demo.weights or dict.fromkeys(allowed, 1.0), rows, rng)
+            picked = np.array(keys, dtype=object)[codes]
+            if isinstance(effect, dict):
+                logit += np.array([effect.get(k, 0.0) for k in keys])[codes]
+            column = pd.Series(picked)
         else:
             column = pd.Series([f"s{i}" for i in rng.integers(0, 1000, size=rows)])
-        if col.nullable and missing_share > 0:
-            column = column.astype(object).where(rng.random(rows) >= missing_share, None)
+        if col.nullable and demo.missing > 0:
+            column = column.astype(object).where(rng.random(rows) >= demo.missing, None)
         data[name] = column
     if spec.target is not None:
-        labels = sorted(spec.target.labels, key=lambda k: spec.target.labels[k])  # type: ignore[union-attr]
-        prob = 1.0 / (1.0 + np.exp(-(1.5 * score / max(score.std(), 1e-9) + 0.6)))
-        positive = spec.target.positive
-        negative = next(label for label in labels if label != positive)
-        data[spec.target.column] = np.where(rng.random(rows) < prob, positive, negative)
+        target = spec.target
+        prob = 1.0 / (1.0 + np.exp(-(logit + target.demo_intercept)))
+        labels = sorted(target.labels, key=lambda k: target.labels[k])
+        negative = next(label for label in labels if label != target.positive)
+        data[target.column] = np.where(rng.random(rows) < prob, target.positive, negative)
     return pd.DataFrame(data)
 
 

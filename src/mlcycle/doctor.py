@@ -23,7 +23,7 @@ class Check:
 
 def _check_spec(settings: Settings) -> Check:
     try:
-        spec = load_spec(settings.spec)
+        spec = load_spec(settings.spec_path)
     except MlcycleError as err:
         return Check("dataset spec", False, str(err), "fix the spec or set MLCYCLE_SPEC")
     return Check("dataset spec", True, f"{settings.spec}: {spec.name}, {len(spec.columns)} columns")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,14 @@ ColumnType = Literal["string", "integer", "float", "category", "boolean"]
 
 TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_STRINGS = frozenset({"false", "f", "no", "n", "0"})
+NUMBER_LIMIT = 1e15
+"""Numbers beyond ±1e15 are rejected by the ETL and the API alike: they are no real
+feature value, lose integer precision (2^53 ~ 9e15) and overflow float32 arithmetic."""
+
+
+def packaged(relative: str) -> Path:
+    """A file of the project template shipped inside the package (the loan example)."""
+    return Path(str(resources.files("mlcycle") / "project" / relative))
 
 
 def value_text(value: object) -> str:
@@ -27,6 +36,26 @@ def value_text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+class DemoSpec(BaseModel):
+    """How `mlcycle demo-data` draws a column, and its documented effect on the target.
+
+    Numbers are log-normal around `median` (`spread` is the sigma of the log) with an
+    optional share of exact zeros, or drawn from `choices` (value -> weight). Categories
+    use `weights` (value -> weight). `effect` adds to the target's log-odds: for a number,
+    per standard deviation of log(1 + value); for a category, per value.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    median: float | None = None
+    spread: float = Field(default=0.6, gt=0.0)
+    zero_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    choices: dict[str, float] | None = None
+    weights: dict[str, float] | None = None
+    missing: float = Field(default=0.0, ge=0.0, le=1.0)
+    effect: float | dict[str, float] = 0.0
 
 
 class ColumnSpec(BaseModel):
@@ -46,6 +75,7 @@ class ColumnSpec(BaseModel):
     on_missing: Literal["keep", "drop", "fill"] = "keep"
     fill_value: str | float | int | bool | None = None
     description: str | None = None
+    demo: DemoSpec | None = None
 
     def fold(self, text: str) -> str:
         return text.lower() if self.case_insensitive else text
@@ -74,6 +104,13 @@ class ColumnSpec(BaseModel):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if self.pattern is not None and self.type != "string":
             raise ValueError("'pattern' applies to string columns only")
+        if self.type != "boolean":
+            texts = [*(self.values or []), *self.aliases.values()]
+            if any(isinstance(v, bool) for v in texts):
+                raise ValueError(
+                    "true/false in 'values' or 'aliases' of a non-boolean column: "
+                    'quote them ("true") or make the column type: boolean'
+                )
         return self
 
 
@@ -83,6 +120,8 @@ class TargetSpec(BaseModel):
     column: str
     labels: dict[str, int]
     positive: str
+    demo_intercept: float = 0.0
+    """Base log-odds of the positive label in `mlcycle demo-data`."""
 
     @model_validator(mode="after")
     def _check(self) -> TargetSpec:
@@ -100,6 +139,10 @@ class DatasetSpec(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
     version: int = 1
+    experiment: str | None = Field(default=None, min_length=1, max_length=200)
+    """MLflow experiment of this dataset's training runs (default: the dataset name)."""
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    """Registered model name (default: the dataset name)."""
     id_column: str
     target: TargetSpec | None = None
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "None", "nan"])
@@ -126,6 +169,14 @@ class DatasetSpec(BaseModel):
             if feature in (self.id_column, self.target_column):
                 raise ValueError(f"feature {feature!r} is the id or the target column")
         return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.name
+
+    @property
+    def registered_model(self) -> str:
+        return self.model_name or self.name
 
     @property
     def target_column(self) -> str | None:
@@ -183,15 +234,71 @@ def parse_spec(data: Any, source: str = "<spec>") -> DatasetSpec:
         raise SpecError(f"{source}: invalid dataset spec: {_format_errors(err)}") from err
 
 
-def load_spec(path: Path | str) -> DatasetSpec:
-    """Read and validate a YAML dataset spec."""
-    path = Path(path)
+class _Word(str):
+    """A YAML 1.1 boolean word (yes/no/on/off) kept as written, so the loader can tell
+    `values: [yes, no]` (almost surely meant as text) from `nullable: no`."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool | _Word:
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return _Word(text)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+BOOLEAN_KEYS = frozenset({"nullable", "required", "case_insensitive"})
+
+
+def _resolve_words(data: Any, source: str, where: str = "") -> Any:
+    """Turn yes/no into booleans under boolean keys; anywhere else they are an error."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            at = f"{where}.{key}" if where else str(key)
+            if isinstance(key, bool | _Word):
+                raise SpecError(
+                    f'{source}: {at}: the key {key} is read by YAML as a boolean; quote it: "{key}"'
+                )
+            if isinstance(value, _Word):
+                if key not in BOOLEAN_KEYS:
+                    raise SpecError(
+                        f'{source}: {at}: {value} is read by YAML as a boolean; quote it: "{value}"'
+                    )
+                value = value.lower() in ("yes", "on")
+            out[key] = _resolve_words(value, source, at)
+        return out
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            if isinstance(item, _Word):
+                raise SpecError(
+                    f"{source}: {where}[{i}]: {item} is read by YAML as a boolean; quote it: "
+                    f'"{item}"'
+                )
+        return [_resolve_words(item, source, f"{where}[{i}]") for i, item in enumerate(data)]
+    return data
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file read strictly: yes/no/on/off only count as booleans where one is meant."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise SpecError(f"{path}: cannot read dataset spec: {err.strerror}") from err
+        raise SpecError(f"{path}: cannot read {what}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: {what} is not UTF-8 text") from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from err
-    return parse_spec(data, str(path))
+    return _resolve_words(data, str(path))
+
+
+def load_spec(path: Path | str) -> DatasetSpec:
+    """Read and validate a YAML dataset spec."""
+    path = Path(path)
+    return parse_spec(read_yaml(path, "dataset spec"), str(path))

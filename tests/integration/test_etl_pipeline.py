@@ -15,6 +15,7 @@ from mlcycle.errors import RejectedShareExceeded, StructuralError
 from mlcycle.etl.pipeline import run_etl
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Store
+from tests.data import counts
 
 HEADER = (
     "Loan_ID,Gender,Married,Dependents,Education,Self_Employed,ApplicantIncome,"
@@ -40,22 +41,26 @@ def write_dirty(folder: Path) -> Path:
     return path
 
 
-def test_real_loan_files_load_then_rerun_changes_nothing(
+def test_loan_files_load_then_rerun_changes_nothing(
     spec: DatasetSpec, store: Store, loan_dir: Path
 ) -> None:
+    n = counts(loan_dir, spec)
     first = run_etl(spec, loan_dir, store)
-    assert (first.rows_read, first.valid, first.rejected) == (981, 981, 0)
-    assert (first.inserted, first.updated, first.unchanged) == (981, 0, 0)
-    assert {Path(f.path).name: f.rows for f in first.files} == {"train.csv": 614, "test.csv": 367}
+    assert (first.rows_read, first.valid, first.rejected) == (n.total, n.total, 0)
+    assert (first.inserted, first.updated, first.unchanged) == (n.total, 0, 0)
+    assert {Path(f.path).name: f.rows for f in first.files} == {
+        "train.csv": n.train,
+        "test.csv": n.test,
+    }
 
     labelled = store.read_snapshot("loan", require="Loan_Status")
-    assert len(labelled) == 614
-    assert labelled["Loan_Status"].value_counts().to_dict() == {"Y": 422, "N": 192}
-    assert store.count("loan") == 981
+    assert len(labelled) == n.train
+    assert labelled["Loan_Status"].value_counts().to_dict() == n.labels
+    assert store.count("loan") == n.total
 
     second = run_etl(spec, loan_dir, store)
-    assert (second.inserted, second.updated, second.unchanged) == (0, 0, 981)
-    assert store.count("loan") == 981
+    assert (second.inserted, second.updated, second.unchanged) == (0, 0, n.total)
+    assert store.count("loan") == n.total
     batches = {b["_id"]: b for b in store.find(BATCHES)}
     assert batches[second.batch_id]["status"] == "succeeded"
     assert batches[first.batch_id]["files"][0]["sha256"]
@@ -64,9 +69,11 @@ def test_real_loan_files_load_then_rerun_changes_nothing(
 def test_missing_cells_are_stored_as_null(spec: DatasetSpec, store: Store, loan_dir: Path) -> None:
     run_etl(spec, loan_dir / "train.csv", store)
     snap = store.read_snapshot("loan").set_index("Loan_ID")
-    # LP001002 has an empty LoanAmount in train.csv
-    assert pd.isna(snap.loc["LP001002", "LoanAmount"])
-    assert snap["LoanAmount"].isna().sum() == 22
+    raw = pd.read_csv(loan_dir / "train.csv", dtype=str, keep_default_na=False)
+    empty = raw.loc[raw["LoanAmount"] == "", "Loan_ID"].tolist()
+    assert empty, "the file has rows without LoanAmount"
+    assert snap.loc[empty, "LoanAmount"].isna().all()
+    assert snap["LoanAmount"].isna().sum() == counts(loan_dir, spec).missing["LoanAmount"]
 
 
 def test_dirty_file_is_partly_loaded_and_each_bad_row_quarantined(
@@ -238,7 +245,8 @@ def test_small_chunks_give_the_same_result_and_catch_duplicates_across_chunks(
     shutil.copy(loan_dir / "train.csv", folder / "b.csv")  # every id again in a second file
     # cache_rows=100: too big to keep, so the write pass reads and validates again
     summary = run_etl(spec, folder, store, chunk_rows=50, max_rejected_share=0.6, cache_rows=100)
-    assert (summary.valid, summary.rejected, summary.inserted) == (614, 614, 614)
-    assert store.count("loan") == 614
+    n = counts(loan_dir, spec).train
+    assert (summary.valid, summary.rejected, summary.inserted) == (n, n, n)
+    assert store.count("loan") == n
     q = store.find("loan_quarantine", {"row": 1})
     assert any("first seen at a.csv row 1" in d["reason"] for d in q)

@@ -20,15 +20,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcycle import registry
 from mlcycle.config import get_settings
 from mlcycle.etl.pipeline import run_etl
 from mlcycle.serve.security import hash_key
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.embedded import EmbeddedStore
-from mlcycle.train import registry
 from mlcycle.train.config import load_train_config
 from mlcycle.train.train import run_train
-from tests.servers import REPO, UvicornServer
+from tests.data import CONFIG_PATH, renamed, write_spec
+from tests.servers import UvicornServer
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +39,9 @@ PREDICT_KEY, ADMIN_KEY = "predict-" + uuid.uuid4().hex, "admin-" + uuid.uuid4().
 class Deployment:
     """One registered model, its training data and the environment a server needs."""
 
-    def __init__(self, root: Path, tracking: str, name: str, config: Path) -> None:
-        self.root, self.tracking, self.name, self.config = root, tracking, name, config
+    def __init__(self, root: Path, tracking: str, spec: DatasetSpec, spec_path: Path) -> None:
+        self.root, self.tracking, self.spec, self.spec_path = root, tracking, spec, spec_path
+        self.name = spec.registered_model
 
     def env(self, **extra: str) -> dict[str, str]:
         keys = [
@@ -49,8 +51,8 @@ class Deployment:
         base = {
             "MLFLOW_TRACKING_URI": self.tracking,
             "MLCYCLE_DATA_DIR": str(self.root / "data"),
-            "MLCYCLE_TRAIN_CONFIG": str(self.config),
-            "MLCYCLE_SPEC": str(REPO / "datasets" / "loan.yaml"),
+            "MLCYCLE_TRAIN_CONFIG": str(CONFIG_PATH),
+            "MLCYCLE_SPEC": str(self.spec_path),
             "MLCYCLE_API_KEYS": json.dumps(keys),
             "MLCYCLE_RELOAD_INTERVAL": "1",
             "MLCYCLE_MAX_BATCH": "2000",
@@ -65,20 +67,16 @@ def deployment(
     mlflow_server: Any, spec: DatasetSpec, loan_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Deployment:
     root = tmp_path_factory.mktemp("deploy")
-    name = f"serve-{uuid.uuid4().hex[:8]}"
-    cfg = load_train_config(REPO / "configs" / "train.yaml").model_copy(
-        update={"registered_model": name}
-    )
-    config = root / "train.yaml"
-    config.write_text(json.dumps(cfg.model_dump()))
+    own = renamed(spec, f"serve-{uuid.uuid4().hex[:8]}")
+    cfg = load_train_config(CONFIG_PATH)
     store = EmbeddedStore(root / "train-store.sqlite3")
     run_etl(spec, loan_dir / "train.csv", store)
     settings = get_settings().model_copy(
         update={"mlflow_tracking_uri": mlflow_server.uri, "data_dir": root / "train-data"}
     )
-    assert run_train(settings, spec, cfg, store).champion_after == "1"
+    assert run_train(settings, own, cfg, store).champion_after == "1"
     store.close()
-    return Deployment(root, mlflow_server.uri, name, config)
+    return Deployment(root, mlflow_server.uri, own, write_spec(own, root / "spec.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -351,10 +349,13 @@ def test_cached_model_serves_when_tracking_is_down(
 
 
 def test_no_model_means_not_ready(deployment: Deployment, tmp_path: Path) -> None:
-    config = tmp_path / "train.yaml"
-    config.write_text(json.dumps({"registered_model": "does-not-exist"}))
+    other = write_spec(renamed(deployment.spec, "does-not-exist"), tmp_path / "spec.yaml")
     srv = UvicornServer(
-        deployment.env(MLCYCLE_TRAIN_CONFIG=str(config), MLCYCLE_DATA_DIR=str(tmp_path / "d")),
+        deployment.env(
+            MLCYCLE_SPEC=str(other),
+            MLCYCLE_DATA_DIR=str(tmp_path / "d"),
+            MLCYCLE_WAIT_FOR_MODEL="true",
+        ),
         tmp_path,
     )
     srv.start(wait_ready=False)
@@ -386,7 +387,7 @@ def test_promoting_a_new_version_swaps_without_failing_a_request(
     for t in threads:
         t.start()
     try:
-        cfg = load_train_config(deployment.config)
+        cfg = load_train_config(CONFIG_PATH)
         store = EmbeddedStore(deployment.root / "train-store.sqlite3")
         settings = get_settings().model_copy(
             update={
@@ -394,7 +395,7 @@ def test_promoting_a_new_version_swaps_without_failing_a_request(
                 "data_dir": deployment.root / "train-data",
             }
         )
-        result = run_train(settings, spec, cfg, store)
+        result = run_train(settings, deployment.spec, cfg, store)
         store.close()
         assert result.champion_after == "2"
         deadline = time.monotonic() + 20

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mlcycle import registry
 from mlcycle.config import Settings, get_settings
 from mlcycle.errors import ModelNotFound, TrackingUnavailable
 from mlcycle.etl.pipeline import run_etl
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
-from mlcycle.train import registry
 from mlcycle.train.config import ModelConfig, TrainConfig, load_train_config
 from mlcycle.train.train import run_train
-from tests.servers import REPO
+from tests.data import CONFIG_PATH, counts, renamed
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +32,14 @@ def tracked(mlflow_server, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @pytest.fixture
-def cfg() -> TrainConfig:
+def spec(spec: DatasetSpec) -> DatasetSpec:
     """A fresh registered-model name per test keeps tests independent on one server."""
-    shipped = load_train_config(REPO / "configs" / "train.yaml")
-    return shipped.model_copy(update={"registered_model": f"loan-{uuid.uuid4().hex[:8]}"})
+    return renamed(spec, f"loan-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def cfg() -> TrainConfig:
+    return load_train_config(CONFIG_PATH)
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def test_train_logs_registers_and_promotes_version_1(
     result = run_train(tracked, spec, cfg, mongo_loan_store)
     assert result.version == "1"
     assert result.champion_after == "1"
-    assert result.rows == 614
+    assert result.rows == counts(loan_dir, spec).train
     assert result.decision["promote"] is True
     assert result.metrics["roc_auc"] > result.baseline["roc_auc"]
     assert result.run_url.startswith(tracked.tracking_uri)
@@ -73,7 +77,7 @@ def test_train_logs_registers_and_promotes_version_1(
         assert key in run.data.metrics
     tags = run.data.tags
     assert tags["mlcycle.data_hash"] == result.data_hash
-    assert tags["mlcycle.row_count"] == "614"
+    assert tags["mlcycle.row_count"] == str(result.rows)
     assert tags["mlcycle.spec_hash"] == spec.fingerprint
     assert tags["mlcycle.etl_batch_ids"]
     assert tags["mlcycle.seed"] == "42"
@@ -84,7 +88,7 @@ def test_train_logs_registers_and_promotes_version_1(
         "evaluation/metrics.json",
         "evaluation/feature_weights.csv",
     } <= artifacts
-    version = client.get_model_version(cfg.registered_model, "1")
+    version = client.get_model_version(spec.registered_model, "1")
     assert version.tags["mlcycle.gate_decision"] == "promoted"
 
     # interoperability: the registered champion loads with plain MLflow and predicts raw rows
@@ -92,7 +96,7 @@ def test_train_logs_registers_and_promotes_version_1(
     raw = pd.read_csv(
         loan_dir / "test.csv", dtype={c: "float64" for c in spec.numeric_features}
     ).head(25)
-    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{spec.registered_model}@champion")
     features = raw[spec.feature_columns].astype({c: object for c in spec.categorical_features})
     features["Dependents"] = features["Dependents"].astype(str).replace("nan", np.nan)
     preds = model.predict(features)
@@ -125,12 +129,12 @@ def test_a_model_that_predicts_one_class_is_refused_by_the_gate(
     assert bad.champion_after == good.version
     client = MlflowClient(tracked.tracking_uri)
     assert (
-        client.get_model_version(cfg.registered_model, bad.version).tags["mlcycle.gate_decision"]
+        client.get_model_version(spec.registered_model, bad.version).tags["mlcycle.gate_decision"]
         == "rejected"
     )
     # the first ever candidate is refused too when it is no better than the baseline
-    fresh = bad_cfg.model_copy(update={"registered_model": cfg.registered_model + "-x"})
-    assert run_train(tracked, spec, fresh, loan_store).champion_after is None
+    fresh = renamed(spec, spec.registered_model + "-x")
+    assert run_train(tracked, fresh, bad_cfg, loan_store).champion_after is None
 
 
 def test_promote_and_rollback_move_the_alias(
@@ -139,13 +143,13 @@ def test_promote_and_rollback_move_the_alias(
     run_train(tracked, spec, cfg, loan_store)
     run_train(tracked, spec, cfg, loan_store)  # identical metrics: within tolerance, promoted
     client = registry.connect(tracked)
-    assert registry.champion(client, cfg.registered_model).version == "2"
-    assert registry.rollback(client, cfg.registered_model) == ("2", "1")
-    assert registry.champion(client, cfg.registered_model).version == "1"
+    assert registry.champion(client, spec.registered_model).version == "2"
+    assert registry.rollback(client, spec.registered_model) == ("2", "1")
+    assert registry.champion(client, spec.registered_model).version == "1"
     with pytest.raises(ModelNotFound, match="first champion"):
-        registry.rollback(client, cfg.registered_model)
+        registry.rollback(client, spec.registered_model)
     with pytest.raises(ModelNotFound, match="no version 99"):
-        registry.get_version(client, cfg.registered_model, version="99")
+        registry.get_version(client, spec.registered_model, version="99")
 
 
 def test_unreachable_tracking_server_fails_fast_and_registers_nothing(

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from mlcycle.gate import should_promote
 from mlcycle.train.config import GateConfig
-from mlcycle.train.gate import should_promote
 
 GATE = GateConfig(metric="roc_auc", tolerance=0.01, min_lift=0.0)
 BASE = {"roc_auc": 0.5}

@@ -44,18 +44,63 @@ class RawChunk:
     """Line of a row = row + line_offset (1 for a CSV header line, 0 for JSONL)."""
 
 
+def data_files(folder: Path) -> list[Path]:
+    """Entries of `folder` (not recursive) whose name has a supported suffix, sorted.
+    Folders that happen to be named like data files are left out."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as err:
+        raise StructuralError(f"{folder}: cannot list the folder: {err.strerror}") from err
+    return sorted(
+        p
+        for p in entries
+        if p.suffix.lower() in SUPPORTED_SUFFIXES and not (p.is_dir() and not p.is_symlink())
+    )
+
+
+def _readable(path: Path) -> None:
+    """A clear StructuralError for a path that cannot be read as a file."""
+    try:
+        if path.is_symlink():
+            path.resolve(strict=True)
+        if not path.is_file():
+            raise StructuralError(f"{path}: not a regular file")
+        with path.open("rb"):
+            pass
+    except RuntimeError as err:  # a symlink loop (Python < 3.13)
+        raise StructuralError(f"{path}: a symlink loop") from err
+    except OSError as err:
+        reason = "a symlink loop" if err.errno == 40 else err.strerror or str(err)
+        if isinstance(err, FileNotFoundError) and path.is_symlink():
+            reason = "a dangling symlink (its target does not exist)"
+        raise StructuralError(f"{path}: cannot read: {reason}") from err
+
+
 def discover(source: Path) -> list[Path]:
-    """The supported files at `source` (a file, or a folder searched non-recursively)."""
-    if source.is_file():
+    """The supported files at `source` (a file, or a folder searched non-recursively).
+
+    Every one is checked readable first, so a bad entry stops the run before anything
+    is written; a folder without data files is an error that says how to get some."""
+    if source.is_dir():
+        files = data_files(source)
+        if not files:
+            raise StructuralError(
+                f"{source}: no data files (CSV, JSON, JSONL or Parquet). Put your files "
+                "there, or run `mlcycle demo-data` for a synthetic table"
+            )
+    elif source.exists() or source.is_symlink():
         if source.suffix.lower() not in SUPPORTED_SUFFIXES:
             raise StructuralError(
                 f"{source}: unsupported file type {source.suffix!r}; "
                 f"expected one of {', '.join(SUPPORTED_SUFFIXES)}"
             )
-        return [source]
-    if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)
-    raise StructuralError(f"{source}: no such file or folder")
+        files = [source]
+    else:
+        hint = " (run `mlcycle demo-data` for a synthetic table)" if source.name == "raw" else ""
+        raise StructuralError(f"{source}: no such file or folder{hint}")
+    for path in files:
+        _readable(path)
+    return files
 
 
 def file_sha256(path: Path) -> str:

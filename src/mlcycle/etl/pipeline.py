@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import __version__
-from mlcycle.errors import MlcycleError, RejectedShareExceeded
+from mlcycle.errors import MlcycleError, RejectedShareExceeded, StoreUnavailable
 from mlcycle.etl.extract import RawChunk, discover, file_sha256, read_file
 from mlcycle.etl.transform import plan_writes, to_documents
 from mlcycle.etl.validate import validate_chunk
@@ -227,8 +227,8 @@ def run_etl(
         started_at=_now(),
     )
     report = progress or (lambda phase, done, total: None)
+    paths = discover(source)  # a missing or unreadable source stops before the store is touched
     try:
-        paths = discover(source)
         files = [(p, FileSummary(str(p), file_sha256(p))) for p in paths]
         summary.files = [info for _, info in files]
         logger.info("etl batch %s: %d file(s)", summary.batch_id, len(paths))
@@ -283,19 +283,23 @@ def run_etl(
                 f"{quarantine_collection(spec.name)!r} (batch {summary.batch_id})."
             )
         summary.status = "succeeded"
-    except MlcycleError as err:
+    except StoreUnavailable:
+        raise  # the store is gone: recording the batch would only retry again
+    except BaseException as err:
         summary.status = "failed"
-        summary.error = str(err)
+        summary.error = (
+            str(err) if isinstance(err, MlcycleError) else f"{type(err).__name__}: {err}"
+        )
+        _finish(store, summary, spec, started)
         raise
-    except Exception as err:
-        summary.status = "failed"
-        summary.error = f"{type(err).__name__}: {err}"
-        raise
-    finally:
-        summary.finished_at = _now()
-        summary.seconds = round(time.perf_counter() - started, 3)
-        _record_batch(store, summary, spec)
+    _finish(store, summary, spec, started)
     return summary
+
+
+def _finish(store: Store, summary: EtlSummary, spec: DatasetSpec, started: float) -> None:
+    summary.finished_at = _now()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    _record_batch(store, summary, spec)
 
 
 def _batch_doc(summary: EtlSummary, spec: DatasetSpec) -> Document:

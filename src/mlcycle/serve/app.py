@@ -193,8 +193,8 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     metrics = Metrics()
     from mlcycle.spec import load_spec
 
-    spec = load_spec(settings.spec)
-    manager = manager or ModelManager(settings, _model_name(settings))
+    spec = load_spec(settings.spec_path)
+    manager = manager or ModelManager(settings, spec.registered_model)
     state: dict[str, Any] = {"log": None, "store": None}
 
     def on_swap() -> None:
@@ -521,15 +521,6 @@ def _request_schema(record: Any, max_batch: int) -> dict[str, Any]:
         "title": "Batch",
     }
     return {"anyOf": [one, batch]}
-
-
-def _model_name(settings: Settings) -> str:
-    from mlcycle.train.config import load_train_config
-
-    try:
-        return load_train_config(settings.train_config).registered_model
-    except Exception:
-        return settings.model_name
 
 
 def app_factory() -> FastAPI:

@@ -158,7 +158,7 @@ class ModelManager:
         self._thread: threading.Thread | None = None
 
     def _client(self) -> Any:
-        from mlcycle.train import registry
+        from mlcycle import registry
 
         # fail fast instead of MLflow's long default retry schedule
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlcycle.errors import SpecError
+from mlcycle.gate import GateConfig
+from mlcycle.spec import read_yaml
 
 ModelKind = Literal["logistic_regression", "hist_gradient_boosting", "random_forest", "majority"]
 
@@ -27,19 +28,9 @@ class SearchConfig(BaseModel):
     grid: dict[str, list[Any]]
 
 
-class GateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    metric: Literal["roc_auc", "accuracy", "f1", "precision", "recall"] = "roc_auc"
-    tolerance: float = Field(default=0.01, ge=0.0)
-    min_lift: float = Field(default=0.0, ge=0.0)
-
-
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    experiment: str = "Loan_Approval_Experiment"
-    registered_model: str = "loan-approval"
     seed: int = 42
     test_size: float = Field(default=0.2, gt=0.0, lt=0.9)
     cv_folds: int = Field(default=5, ge=2, le=20)
@@ -50,12 +41,7 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: Path | str) -> TrainConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read training config: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from err
+    data = read_yaml(path, "training config") or {}
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:

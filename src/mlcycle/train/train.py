@@ -22,16 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlcycle import __version__
+from mlcycle import __version__, registry
 from mlcycle.config import Settings
 from mlcycle.errors import TrainingError
+from mlcycle.gate import Decision, should_promote
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
-from mlcycle.train import registry
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.export import export_onnx
 from mlcycle.train.features import MISSING, build_pipeline, model_frame
-from mlcycle.train.gate import Decision, should_promote
 
 logger = logging.getLogger(__name__)
 
@@ -275,14 +274,14 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
     positive = spec.target.labels[spec.target.positive]
     pipeline, best, metrics, baseline, cv, (X_test, y_test) = fit(snapshot, spec, cfg)
 
-    name = cfg.registered_model
+    name = spec.registered_model
     current = registry.champion(client, name)
     champion_before: dict[str, Any] | None = None
     if current is not None:
         champ_metrics = _rescore(current, X_test, y_test, positive)
         champion_before = {"version": current.version, "metrics": champ_metrics}
 
-    experiment_id = registry.ensure_experiment(client, cfg.experiment, settings)
+    experiment_id = registry.ensure_experiment(client, spec.experiment_name, settings)
     est_params = {
         f"model.{k}": v
         for k, v in pipeline.named_steps["model"].get_params().items()

@@ -20,11 +20,13 @@ CHAMPION = "champion"
 TAG = "mlcycle."
 
 
-def connect(settings: Settings, retries: int = 3) -> Any:
+def connect(settings: Settings, retries: int = 3, create: bool = True) -> Any:
     """Point MLflow at the configured tracking store and return an MlflowClient.
 
     A tracking server is probed first (bounded retries with backoff), so an unreachable
     server fails fast with a clear message instead of hanging inside MLflow's own retries.
+    With `create=False` (serving, doctor) an embedded tracking store that does not exist
+    yet is an error instead of a new empty one.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -32,6 +34,12 @@ def connect(settings: Settings, retries: int = 3) -> Any:
     uri = settings.tracking_uri
     if uri.startswith(("http://", "https://")):
         probe(uri, retries)
+    elif uri.startswith("sqlite:///") and not create:
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise TrackingUnavailable(
+                f"no embedded tracking store at {path}: run `mlcycle train` first"
+            )
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -104,9 +112,62 @@ def champion(client: Any, name: str) -> VersionInfo | None:
         return None
 
 
-def set_champion(client: Any, name: str, version: str, previous: str | None) -> None:
-    """Point `champion` at `version`, remembering the previous champion for rollback."""
-    client.set_model_version_tag(name, version, TAG + "previous_champion", previous or "")
+CONTRACT_TAG = TAG + "contract_hash"
+RUNTIME_TAG = TAG + "serving_runtime"
+
+
+def contract_change(candidate: VersionInfo, current: VersionInfo | None) -> str | None:
+    """How the candidate's feature contract (spec, features, labels) differs from the
+    champion's, or None when it is the same (or there is no champion)."""
+    if current is None:
+        return None
+    mine, theirs = candidate.tags.get(CONTRACT_TAG), current.tags.get(CONTRACT_TAG)
+    if mine and mine == theirs:
+        return None
+    if not theirs:
+        return f"champion v{current.version} records no contract"
+    return f"contract {mine and mine[:12]} vs champion v{current.version}'s {theirs[:12]}"
+
+
+def promotion_check(target: VersionInfo, current: VersionInfo | None, gate: Any) -> Any:
+    """The gate on logged metrics, for `mlcycle promote`."""
+    from mlcycle.gate import should_promote
+
+    metric = str(gate.metric)
+    cand = {metric: target.metrics.get(f"test_{metric}", float("nan"))}
+    base = {metric: target.metrics.get(f"baseline_{metric}", float("-inf"))}
+    champ = (
+        {metric: current.metrics[f"test_{metric}"]}
+        if current is not None and f"test_{metric}" in current.metrics
+        else None
+    )
+    runtime = target.tags.get(RUNTIME_TAG)
+    return should_promote(
+        cand,
+        base,
+        champ,
+        gate,
+        contract_change=contract_change(target, current),
+        runtime_problem=None if runtime == "onnx" else f"runtime {runtime or 'unknown'}",
+    )
+
+
+def set_champion(
+    client: Any,
+    name: str,
+    version: str,
+    previous: str | None,
+    forced_reason: str | None = None,
+) -> None:
+    """Point `champion` at `version`, remembering the previous champion for rollback and,
+    for a promotion that overrode the gate, why."""
+    if previous:
+        client.set_model_version_tag(name, version, TAG + "previous_champion", previous)
+    if forced_reason:
+        client.set_model_version_tag(name, version, TAG + "forced_reason", forced_reason[:4000])
+        client.update_model_version(
+            name, version, description=f"promoted by hand over the gate: {forced_reason}"[:4000]
+        )
     client.set_registered_model_alias(name, CHAMPION, version)
     logger.info("%s: alias %s -> version %s (was %s)", name, CHAMPION, version, previous)
 

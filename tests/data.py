@@ -1,0 +1,73 @@
+"""Test data the repository makes itself, and the real loan CSVs where they exist.
+
+`loan_files` writes a synthetic Loan Prediction table (labelled train.csv, unlabelled
+test.csv) from the bundled spec's `demo` hints. Tests that take the `loan_dir` fixture run
+on it always, and also on the real CSVs in ../shared/data/loan when that folder exists:
+nothing is skipped where it does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlcycle.datagen import generate
+from mlcycle.spec import DatasetSpec, packaged, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC_PATH = packaged("datasets/loan.yaml")
+CONFIG_PATH = packaged("configs/train.yaml")
+REAL_LOAN_DIR = REPO.parent / "shared" / "data" / "loan"
+
+
+def real_loan_available() -> bool:
+    return (REAL_LOAN_DIR / "train.csv").is_file() and (REAL_LOAN_DIR / "test.csv").is_file()
+
+
+def write_loan_files(spec: DatasetSpec, folder: Path, train: int = 614, test: int = 367) -> Path:
+    """A labelled train.csv and an unlabelled test.csv shaped like the real ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    generate(spec, train, seed=11).to_csv(folder / "train.csv", index=False)
+    unlabelled = generate(spec, test, seed=12).drop(columns=[spec.target_column])
+    unlabelled.to_csv(folder / "test.csv", index=False)
+    return folder
+
+
+@dataclass(frozen=True)
+class Counts:
+    train: int
+    test: int
+    labels: dict[str, int]
+    missing: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return self.train + self.test
+
+
+def counts(folder: Path, spec: DatasetSpec) -> Counts:
+    """Rows, label counts and empty cells per column of train.csv, read independently."""
+    train = pd.read_csv(folder / "train.csv", dtype=str, keep_default_na=False)
+    test = pd.read_csv(folder / "test.csv", dtype=str, keep_default_na=False)
+    assert spec.target_column is not None
+    return Counts(
+        train=len(train),
+        test=len(test),
+        labels=train[spec.target_column].value_counts().to_dict(),
+        missing={c: int((train[c].str.strip() == "").sum()) for c in train.columns},
+    )
+
+
+def renamed(spec: DatasetSpec, model_name: str, **changes: object) -> DatasetSpec:
+    """The spec with another registered model name (and other top-level changes)."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    return parse_spec({**data, "model_name": model_name, **changes})
+
+
+def write_spec(spec: DatasetSpec, path: Path) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
+    return path

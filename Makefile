@@ -1,7 +1,8 @@
 # mlcycle: `make help` lists the targets. Everything runs in the project virtualenv
 # ($(VENV)), made on first use: nothing is installed into the system Python.
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 PYTHON ?= python3
-VENV ?= .venv
+VENV ?= $(ROOT).venv
 PY := $(VENV)/bin/python
 MLCYCLE := $(PY) -m mlcycle.cli
 ROWS ?= 1000
@@ -17,14 +18,14 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	@bash scripts/venv.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)"
+$(STAMP): $(ROOT)pyproject.toml $(ROOT)constraints.txt
+	@bash $(ROOT)scripts/venv.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)"
 	@touch $@
 
 venv install: $(STAMP) ## Make .venv and install mlcycle with its extras (pinned by constraints.txt)
 
 setup: install ## install + .env from .env.example + demo data, only if data/raw holds no data file
-	@test -f .env || cp .env.example .env
+	@test -f .env || cp $(ROOT).env.example .env
 	@$(MLCYCLE) demo-data --rows $(ROWS) --if-empty
 
 run: setup all inference ## The whole pipeline on the embedded default: setup, etl, train, then serve
@@ -56,17 +57,17 @@ check-env: install ## Check settings, store, MLflow and dependencies
 	$(MLCYCLE) doctor
 
 ferretdb: ## Build FerretDB (MongoDB wire protocol on SQLite) once, for integration tests
-	bash scripts/ferretdb.sh build
+	bash $(ROOT)scripts/ferretdb.sh build
 
 ferretdb-start: ## Start FerretDB on 127.0.0.1:27018 (export MONGO_URI=mongodb://127.0.0.1:27018/)
-	bash scripts/ferretdb.sh start 27018
+	bash $(ROOT)scripts/ferretdb.sh start 27018
 
 ferretdb-stop: ## Stop the FerretDB started by ferretdb-start
-	bash scripts/ferretdb.sh stop
+	bash $(ROOT)scripts/ferretdb.sh stop
 
 test-tools: install ## Everything the tests need beside Python: FerretDB, validators, Chromium
-	@bash scripts/ferretdb.sh build
-	@PYTHON=$(PY) bash scripts/install-lint-tools.sh
+	@bash $(ROOT)scripts/ferretdb.sh build
+	@PYTHON=$(PY) bash $(ROOT)scripts/install-lint-tools.sh
 
 test: test-tools ## All tests: unit, integration (real FerretDB, mlflow server, uvicorn, Chromium) and e2e
 	$(PY) -m pytest
@@ -80,16 +81,16 @@ lint: install ## ruff + mypy
 	$(PY) -m mypy
 
 lint-tools: install ## Install the offline validators for lint-deploy (PyPI, Go, npm, Debian)
-	PYTHON=$(PY) bash scripts/install-lint-tools.sh
+	PYTHON=$(PY) bash $(ROOT)scripts/install-lint-tools.sh
 
 lint-deploy: lint-tools ## Validate Dockerfile, compose, Kubernetes overlays, workflows and /metrics offline
-	PYTHON=$(PY) PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/lint-deploy.sh
+	PYTHON=$(PY) PATH="$(abspath $(VENV))/bin:$$PATH" bash $(ROOT)scripts/lint-deploy.sh
 
 image: install ## Build the serve and pipeline images here with podman (offline, from a wheelhouse)
-	PYTHON=$(PY) bash scripts/image.sh build
+	PYTHON=$(PY) bash $(ROOT)scripts/image.sh build
 
 image-smoke: install ## Build the images, run the serving container and get a prediction from it
-	PYTHON=$(PY) bash scripts/image.sh smoke
+	PYTHON=$(PY) bash $(ROOT)scripts/image.sh smoke
 
 up: ## docker compose: MongoDB, MLflow, etl -> train -> serve (needs a Docker engine and .env)
 	docker compose -f deploy/compose.yaml --env-file .env up -d --build

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,10 @@ from tests.data import (
     write_loan_files,
 )
 from tests.servers import FerretDB, start_ferretdb
+
+# Commands installed beside this interpreter (mlflow, st, hadolint, yamllint ...) are
+# found without activating the virtualenv, as `make test` runs it.
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("MONGO_URI", "MLCYCLE_MONGO_URI")
     )
     mongo_db: str = "mlcycle"
-    store_timeout_ms: int = 5000
-    store_retries: int = 5
+    store_timeout_ms: int = 2000
+    """Per attempt: server selection and connect timeout."""
+    store_retries: int = 3
+    """Attempts for each store call; an unreachable server fails in ~7 s by default."""
 
     chunk_rows: int = 100_000
     batch_size: int = 5_000

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlcycle.config import Settings, redact_uri
 from mlcycle.errors import MlcycleError
-from mlcycle.spec import load_spec
+from mlcycle.spec import DatasetSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,34 @@ class Check:
     fix: str = ""
 
 
-def _check_spec(settings: Settings) -> Check:
+def _check_spec(settings: Settings) -> tuple[Check, DatasetSpec | None]:
     try:
         spec = load_spec(settings.spec_path)
     except MlcycleError as err:
-        return Check("dataset spec", False, str(err), "fix the spec or set MLCYCLE_SPEC")
-    return Check("dataset spec", True, f"{settings.spec}: {spec.name}, {len(spec.columns)} columns")
+        return Check("dataset spec", False, str(err), "fix the spec (docs/spec.md)"), None
+    return (
+        Check(
+            "dataset spec",
+            True,
+            f"{settings.spec_path}: {spec.name}, {len(spec.columns)} columns, "
+            f"model {spec.registered_model}",
+        ),
+        spec,
+    )
+
+
+def _check_train_config(settings: Settings) -> Check:
+    from mlcycle.train.config import load_train_config
+
+    try:
+        cfg = load_train_config(settings.train_config_path)
+    except MlcycleError as err:
+        return Check("training config", False, str(err), "fix the training config")
+    except ImportError:  # a serving-only install has no training stage
+        return Check("training config", True, "not checked: training is not installed")
+    return Check(
+        "training config", True, f"{settings.train_config_path}: {cfg.model.kind}, seed {cfg.seed}"
+    )
 
 
 def _check_raw(settings: Settings) -> Check:
@@ -38,9 +60,9 @@ def _check_raw(settings: Settings) -> Check:
             f"{raw} does not exist",
             "run `mlcycle demo-data` or put CSV/JSON/JSONL/Parquet files there",
         )
-    from mlcycle.etl.extract import SUPPORTED_SUFFIXES
+    from mlcycle.etl.extract import data_files
 
-    files = [p for p in raw.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES]
+    files = data_files(raw)
     return Check(
         "raw data folder",
         bool(files),
@@ -49,27 +71,57 @@ def _check_raw(settings: Settings) -> Check:
     )
 
 
-def _check_store(settings: Settings) -> Check:
+def _check_store(settings: Settings, spec: DatasetSpec | None) -> Check:
+    """Reachable, and holding rows of the dataset; never creates the store."""
     from mlcycle.store import open_store
 
-    store = open_store(settings)
+    mongo = settings.mongo_uri is not None and bool(settings.mongo_uri.get_secret_value())
+    label = f"store ({'mongodb' if mongo else 'embedded'})"
+    if not mongo and not settings.embedded_store_path.is_file():
+        return Check(
+            label, False, f"no store yet at {settings.embedded_store_path}", "run `mlcycle etl`"
+        )
     where = (
         redact_uri(settings.mongo_uri.get_secret_value())
-        if settings.mongo_uri is not None
+        if mongo and settings.mongo_uri is not None
         else str(settings.embedded_store_path)
     )
+    store = open_store(settings)
     try:
         store.ping()
+        rows = store.count(spec.name) if spec is not None else 0
     except MlcycleError as err:
         return Check(
-            f"store ({store.name})",
-            False,
-            str(err),
-            "start MongoDB or unset MONGO_URI to use the embedded store",
+            label, False, str(err), "start MongoDB or unset MONGO_URI to use the embedded store"
         )
     finally:
         store.close()
-    return Check(f"store ({store.name})", True, f"reachable: {where}")
+    if spec is not None and rows == 0:
+        return Check(label, False, f"{where}: no {spec.name} rows yet", "run `mlcycle etl`")
+    return Check(label, True, f"{where}: {rows:,} {spec.name if spec else ''} rows")
+
+
+def _check_model(settings: Settings, spec: DatasetSpec | None) -> Check:
+    """A champion to serve; reads the registry without creating a tracking store."""
+    from mlcycle import registry
+
+    if spec is None:
+        return Check("champion model", False, "no spec", "fix the spec first")
+    try:
+        client = registry.connect(settings, retries=1, create=False)
+        current = registry.champion(client, spec.registered_model)
+    except MlcycleError as err:
+        return Check("champion model", False, str(err), "run `mlcycle train`")
+    except ImportError:
+        return Check("champion model", False, "mlflow is not installed", "run `make install`")
+    if current is None:
+        return Check(
+            "champion model",
+            False,
+            f"{spec.registered_model} has no champion",
+            "run `mlcycle train` (or `mlcycle promote N`)",
+        )
+    return Check("champion model", True, f"{spec.registered_model} v{current.version}")
 
 
 def _check_tracking(settings: Settings) -> Check:
@@ -118,10 +170,14 @@ def _check_packages() -> list[Check]:
 
 
 def run_checks(settings: Settings) -> list[Check]:
+    """Every check, read-only: doctor creates no store, tracking database or folder."""
+    spec_check, spec = _check_spec(settings)
     return [
-        _check_spec(settings),
+        spec_check,
+        _check_train_config(settings),
         _check_raw(settings),
-        _check_store(settings),
+        _check_store(settings, spec),
         _check_tracking(settings),
+        _check_model(settings, spec),
         *_check_packages(),
     ]

@@ -29,6 +29,10 @@ class StoreUnavailable(MlcycleError):
     """The store cannot be reached after bounded retries."""
 
 
+class StoreAccessDenied(BadInput):
+    """The store refused the credentials or the operation: a configuration problem."""
+
+
 class TrainingError(MlcycleError):
     """Training cannot run on the data it was given."""
 

@@ -12,7 +12,7 @@ from mlcycle.errors import StoreUnavailable
 from mlcycle.etl.pipeline import run_etl
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.mongo import MongoStore
-from tests.servers import start_ferretdb
+from tests.servers import FerretDB, start_ferretdb
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +58,38 @@ def test_stopping_ferretdb_mid_load_then_rerunning_converges(
     finally:
         store.close()
         server.stop()
+
+
+def test_bad_credentials_are_one_clear_line_and_exit_2(ferretdb: FerretDB, tmp_path: Path) -> None:
+    """A real server refusing the credentials: no traceback, no retry loop, the password
+    never printed."""
+    import os
+    import subprocess
+    import sys
+
+    uri = ferretdb.uri.replace("mongodb://", "mongodb://someone:wrong-secret@")
+    env = {
+        **os.environ,
+        "MONGO_URI": uri,
+        "MLCYCLE_DATA_DIR": str(tmp_path / "data"),
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "mlcycle.cli", "demo-data", "--rows", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "mlcycle.cli", "etl"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "refused the credentials" in out.stderr
+    assert "wrong-secret" not in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr and "retrying" not in out.stderr

@@ -468,3 +468,18 @@ def test_serving_needs_no_pandas_pyarrow_or_scikit_learn(
         "not part of the serving install"
         not in (tmp_path / "srv" / f"uvicorn-{srv.port}.log").read_text()
     )
+
+
+def test_docs_render_offline_in_a_real_browser(server: UvicornServer) -> None:
+    """/docs takes Swagger UI from the installed package (no CDN: this machine has no
+    internet), and headless Chromium renders the /predict operation."""
+    from tests.browser import render, screenshot_path
+
+    page = httpx.get(server.url + "/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert httpx.get(server.url + "/docs-assets/swagger-ui-bundle.js").status_code == 200
+    dom = render(server.url + "/docs", "docs.png")
+    assert 'class="swagger-ui' in dom
+    assert "opblock-summary-path" in dom and "/predict" in dom
+    assert screenshot_path("docs.png").stat().st_size > 10_000

@@ -242,7 +242,10 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         description="Scores records with the model behind the registry alias "
         f'`{manager.alias}`. Send one record, or `{{"records": [...]}}` for a batch.',
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.manager = manager
     app.state.metrics = metrics
 
@@ -521,6 +524,31 @@ def _request_schema(record: Any, max_batch: int) -> dict[str, Any]:
         "title": "Batch",
     }
     return {"anyOf": [one, batch]}
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI served from an installed package: no CDN, works offline."""
+    from importlib import resources
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
 
 
 def app_factory() -> FastAPI:

@@ -17,21 +17,23 @@ from pymongo.collection import Collection
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
+    ConfigurationError,
     ConnectionFailure,
     NetworkTimeout,
+    OperationFailure,
     ServerSelectionTimeoutError,
 )
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
-    before_sleep_log,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
 )
 
 from mlcycle.config import redact_uri
-from mlcycle.errors import StoreUnavailable
+from mlcycle.errors import StoreAccessDenied, StoreUnavailable
 from mlcycle.store.base import Document
 
 if TYPE_CHECKING:
@@ -42,6 +44,20 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
 _DUPLICATE_KEY = 11000
+_AUTH_CODES = {18, 13, 8000}  # AuthenticationFailed, Unauthorized, Atlas auth error
+
+
+def _first_line(err: OperationFailure) -> str:
+    text = str(err.details.get("errmsg") if err.details else err)
+    return text.strip().splitlines()[0][:160] if text.strip() else type(err).__name__
+
+
+def _short(err: BaseException | None) -> str:
+    """One line for a pymongo error: the first clause, without the topology dump."""
+    text = str(err).split(", Timeout:")[0].split(" (configured timeouts")[0]
+    return f"{type(err).__name__}: {text[:160]}"
+
+
 _WRITE_CHUNK = 5_000
 _SCAN_THRESHOLD = 2_000
 
@@ -51,7 +67,7 @@ class MongoStore:
 
     name = "mongodb"
 
-    def __init__(self, uri: str, database: str, timeout_ms: int = 5000, retries: int = 5) -> None:
+    def __init__(self, uri: str, database: str, timeout_ms: int = 2000, retries: int = 3) -> None:
         self._uri = uri
         self._database = database
         self._timeout_ms = timeout_ms
@@ -65,22 +81,44 @@ class MongoStore:
     @property
     def db(self) -> Any:
         if self._client is None:
-            self._client = MongoClient(
-                self._uri,
-                serverSelectionTimeoutMS=self._timeout_ms,
-                connectTimeoutMS=self._timeout_ms,
-                socketTimeoutMS=max(self._timeout_ms * 6, 30_000),
-                retryWrites=False,  # FerretDB 1.x has no sessions; we retry idempotently
-                appname="mlcycle",
-            )
+            try:
+                self._client = self._connect()
+            except (ConfigurationError, ValueError) as err:
+                raise StoreAccessDenied(
+                    f"MONGO_URI {redact_uri(self._uri)} is not usable: {str(err)[:200]}"
+                ) from err
         return self._client[self._database]
 
+    def _connect(self) -> MongoClient[Document]:
+        return MongoClient(
+            self._uri,
+            serverSelectionTimeoutMS=self._timeout_ms,
+            connectTimeoutMS=self._timeout_ms,
+            socketTimeoutMS=max(self._timeout_ms * 6, 30_000),
+            retryWrites=False,  # FerretDB 1.x has no sessions; we retry idempotently
+            appname="mlcycle",
+        )
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        where = redact_uri(self._uri)
+
+        def log_retry(state: RetryCallState) -> None:
+            wait = state.next_action.sleep if state.next_action else 0.0
+            logger.warning(
+                "MongoDB at %s: %s failed (%s); attempt %d of %d, retrying in %.1fs",
+                where,
+                what,
+                _short(state.outcome.exception() if state.outcome else None),
+                state.attempt_number,
+                self._retries,
+                wait,
+            )
+
         retrying = Retrying(
             stop=stop_after_attempt(self._retries),
             wait=wait_exponential(multiplier=0.2, max=5),
             retry=retry_if_exception_type(_TRANSIENT),
-            before_sleep=before_sleep_log(logger, logging.WARNING),
+            before_sleep=log_retry,
             reraise=False,
         )
         try:
@@ -88,10 +126,20 @@ class MongoStore:
         except RetryError as err:
             cause = err.last_attempt.exception()
             raise StoreUnavailable(
-                f"MongoDB at {redact_uri(self._uri)} is unreachable ({what} failed "
-                f"{self._retries} times: {type(cause).__name__}). Check MONGO_URI and that "
-                "the server is running, then rerun: reruns are idempotent."
+                f"MongoDB at {where} is unreachable ({what} failed {self._retries} times: "
+                f"{_short(cause)}). Check MONGO_URI and that the server is running, then "
+                "rerun: reruns are idempotent."
             ) from cause
+        except OperationFailure as err:
+            if err.code in _AUTH_CODES:
+                raise StoreAccessDenied(
+                    f"MongoDB at {where} refused the credentials or the right to {what} "
+                    f"({err.code}: {_first_line(err)}). "
+                    "Check the user and password in MONGO_URI and the user's roles."
+                ) from err
+            raise
+        except ConfigurationError as err:
+            raise StoreAccessDenied(f"MONGO_URI {where} is not usable: {err}") from err
 
     def _coll(self, name: str) -> Collection[Document]:
         coll: Collection[Document] = self.db[name]

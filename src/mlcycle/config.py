@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     access_log: bool = True
     prediction_log: bool = True
     prediction_log_queue: int = Field(default=10_000, ge=1)
+    prediction_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Bound on what the prediction log may hold in memory while the store is slow or down."""
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"

@@ -90,7 +90,14 @@ def test_synthetic_files_to_a_served_prediction(
     assert trained["metrics"]["roc_auc"] > trained["baseline"]["roc_auc"]
 
     server = UvicornServer(
-        {**_environ(env), "MLCYCLE_RELOAD_INTERVAL": "0"}, tmp_path / "srv", cwd=project
+        {
+            **env,
+            "MLCYCLE_SPEC": str(spec_file),
+            "MLCYCLE_TRAIN_CONFIG": str(project / "configs" / "train.yaml"),
+            "MLCYCLE_RELOAD_INTERVAL": "0",
+        },
+        tmp_path / "srv",
+        cwd=project,
     ).start()
     try:
         record = {

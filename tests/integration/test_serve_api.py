@@ -113,7 +113,8 @@ def _rows(loan_dir: Path, name: str) -> list[dict[str, Any]]:
 def _post(
     server: UvicornServer, body: Any, key: str | None = PREDICT_KEY, **kw: Any
 ) -> httpx.Response:
-    headers = {"X-API-Key": key} if key else {}
+    headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
+    headers.update(kw.pop("headers", {}))
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(server.url + "/predict", content=content, headers=headers, timeout=30, **kw)
 
@@ -288,10 +289,10 @@ def test_health_model_and_metrics(server: UvicornServer, deployment: Deployment)
     text = httpx.get(server.url + "/metrics").text
     assert 'mlcycle_http_requests_total{method="POST",route="/predict",status="200"}' in text
     assert "mlcycle_http_request_duration_seconds_bucket" in text
-    assert (
-        f'mlcycle_model_info{{name="{deployment.name}",runtime="onnx",source="registry",version="1"}} 1.0'
-        in text
-    )
+    info_line = next(line for line in text.splitlines() if line.startswith("mlcycle_model_info{"))
+    assert f'name="{deployment.name}"' in info_line and 'version="1"' in info_line
+    assert 'runtime="onnx"' in info_line and 'source="registry"' in info_line
+    assert f'run_id="{info["run_id"]}"' in info_line and info_line.endswith(" 1.0")
     assert "mlcycle_prediction_log_dropped_total" in text
     assert PREDICT_KEY not in text
 
@@ -325,7 +326,8 @@ def test_predictions_are_logged_to_the_store(server: UvicornServer, deployment: 
     (doc,) = docs
     assert doc["model_version"] == "1"
     assert doc["rows"] == 2
-    assert doc["inputs"]["records"][0]["Gender"] == "Male"
+    assert doc["features"]["Gender"] == ["Male", "Male"]  # canonical columns, any body shape
+    assert doc["ids"] == [None, None]
     assert doc["labels"] == [p["label"] for p in resp.json()["predictions"]]
     assert len(doc["probabilities"]) == 2
     assert doc["latency_ms"] > 0
@@ -483,3 +485,34 @@ def test_docs_render_offline_in_a_real_browser(server: UvicornServer) -> None:
     assert 'class="swagger-ui' in dom
     assert "opblock-summary-path" in dom and "/predict" in dom
     assert screenshot_path("docs.png").stat().st_size > 10_000
+
+
+def test_a_reused_request_id_loses_no_log_entry(
+    server: UvicornServer, deployment: Deployment
+) -> None:
+    rid = "same-" + uuid.uuid4().hex[:8]
+    for _ in range(30):
+        assert _post(server, BASE, headers={"X-Request-ID": rid}).status_code == 200
+    store = EmbeddedStore(deployment.root / "data" / "store.sqlite3")
+    deadline = time.monotonic() + 10
+    docs: list[dict] = []
+    while time.monotonic() < deadline and len(docs) < 30:
+        docs = store.find("loan_predictions", {"request_id": rid})
+        time.sleep(0.2)
+    store.close()
+    assert len(docs) == 30
+    assert len({d["_id"] for d in docs}) == 30
+
+
+def test_json_only_and_the_target_is_not_an_input(server: UvicornServer) -> None:
+    body = json.dumps(BASE).encode()
+    for content_type in ("text/plain", None):
+        headers = {"X-API-Key": PREDICT_KEY}
+        if content_type:
+            headers["Content-Type"] = content_type
+        resp = httpx.post(server.url + "/predict", content=body, headers=headers, timeout=10)
+        assert resp.status_code == 415, resp.text
+    labelled = _post(server, {**BASE, "Loan_Status": "Y"})
+    assert labelled.status_code == 422
+    assert labelled.json()["detail"][0]["loc"] == ["body", "Loan_Status"]
+    assert "not an input" in labelled.json()["detail"][0]["msg"]

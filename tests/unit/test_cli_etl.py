@@ -78,11 +78,3 @@ def test_doctor_reports_a_missing_raw_folder_and_exits_1() -> None:
     assert result.exit_code == 1
     assert "raw data folder" in result.stdout
     assert "demo-data" in result.stdout
-
-
-def test_doctor_passes_on_a_ready_embedded_setup(tmp_path: Path) -> None:
-    runner.invoke(app, ["demo-data", "--rows", "10"])
-    result = runner.invoke(app, ["doctor"])
-    assert "store (embedded)" in result.stdout
-    assert result.stdout.count("FAIL") == 0, result.stdout
-    assert result.exit_code == 0

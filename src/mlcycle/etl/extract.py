@@ -165,12 +165,32 @@ def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChu
             if frame is None:
                 break
             frame.columns = header
-            yield RawChunk(path, first, frame[wanted], line_offset=1)
+            yield RawChunk(path, first, _flag_short_rows(frame, wanted), line_offset=1)
             first += len(frame)
     except UnicodeDecodeError as err:
         raise StructuralError(f"{path}: not UTF-8 text ({err.reason})") from err
     except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
         raise StructuralError(f"{path}: malformed CSV: {err}") from err
+
+
+def _flag_short_rows(frame: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:
+    """The spec's columns, plus a record error for rows with fewer fields than the header
+    (a cut or malformed line): the reader pads them with missing values, which must not
+    pass as real nulls. With `na_filter=False` an empty field is "", so a missing value
+    can only come from a field the line did not have."""
+    out = frame[wanted]
+    present = frame.notna()
+    short = ~present.all(axis=1).to_numpy()
+    if short.any():
+        out = out.copy()
+        fields = present.sum(axis=1).to_numpy()
+        errors = pd.Series(pd.NA, index=out.index, dtype="string")
+        errors[short] = [
+            f"the row has {k} field(s) but the header has {frame.shape[1]}: a cut or malformed line"
+            for k in fields[short]
+        ]
+        out[RECORD_ERROR] = errors
+    return out
 
 
 def _records_frame(records: list[object], spec: DatasetSpec, first: int) -> pd.DataFrame:

@@ -17,7 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcycle.etl.extract import RECORD_ERROR
-from mlcycle.spec import FALSE_STRINGS, TRUE_STRINGS, ColumnSpec, DatasetSpec, value_text
+from mlcycle.spec import (
+    FALSE_STRINGS,
+    NUMBER_LIMIT,
+    TRUE_STRINGS,
+    ColumnSpec,
+    DatasetSpec,
+    value_text,
+)
 
 ISSUE_COLUMNS = ["pos", "column", "value", "reason"]
 
@@ -75,7 +82,9 @@ def _numeric(
     )
     overflow = present & np.isinf(num)  # e.g. 1e999
     problems.append(_issues(overflow, name, raw, "not a finite number"))
-    num = num.where(~overflow, np.nan)
+    huge = present & ~np.isinf(num) & (num.abs() > NUMBER_LIMIT)
+    problems.append(_issues(huge, name, raw, f"beyond ±{NUMBER_LIMIT:g}"))
+    num = num.where(~(overflow | huge), np.nan)
     ok = num.notna()
     if col.type == "integer":
         frac = ok & (num % 1 != 0)

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from mlcycle import __version__
 from mlcycle.config import Settings, get_settings
 from mlcycle.serve.model import LoadedModel, ModelManager
 from mlcycle.serve.predlog import PredictionLog
-from mlcycle.serve.schemas import InvalidRequest, PredictResponse, record_model
+from mlcycle.serve.schemas import MISSING, InvalidRequest, PredictResponse, record_model
 from mlcycle.serve.security import KeyRing, parse_keys
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,13 @@ class Metrics:
         self.model_info = Gauge(
             "mlcycle_model_info",
             "The model being served",
-            ["name", "version", "runtime", "source"],
+            ["name", "version", "runtime", "source", "run_id"],
+            registry=self.registry,
+        )
+        self.reload_failures = Counter(
+            "mlcycle_model_reload_failures_total",
+            "Model versions refused at load (they failed to load or their self-check)",
+            ["reason"],
             registry=self.registry,
         )
         self.log_dropped = Counter(
@@ -194,29 +201,28 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     from mlcycle.spec import load_spec
 
     spec = load_spec(settings.spec_path)
-    manager = manager or ModelManager(settings, spec.registered_model)
     state: dict[str, Any] = {"log": None, "store": None}
 
-    def on_swap() -> None:
-        model = manager.current
-        if model is not None:
-            metrics.model_info.clear()
-            metrics.model_info.labels(model.name, model.version, model.runtime, model.source).set(1)
+    def on_swap(model: LoadedModel) -> None:
+        metrics.reloads.inc()
+        metrics.model_info.clear()
+        metrics.model_info.labels(
+            model.name, model.version, model.runtime, model.source, model.run_id
+        ).set(1)
+
+    def on_failure(reason: str) -> None:
+        metrics.reload_failures.labels(reason).inc()
+
+    if manager is None:
+        manager = ModelManager(
+            settings, spec.registered_model, on_swap=on_swap, on_failure=on_failure
+        )
+    else:
+        manager.on_swap, manager.on_failure = on_swap, on_failure
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(manager.start)
-        on_swap()
-        original = manager.refresh
-
-        def refresh_and_track() -> bool:
-            swapped = original()
-            if swapped:
-                metrics.reloads.inc()
-                on_swap()
-            return swapped
-
-        manager.refresh = refresh_and_track  # type: ignore[method-assign]
         if settings.prediction_log:
             from mlcycle.store import open_store
             from mlcycle.store.base import predictions_collection
@@ -228,6 +234,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 predictions_collection(spec.name),
                 settings.prediction_log_queue,
                 on_drop=lambda n: metrics.log_dropped.inc(n),
+                max_bytes=settings.prediction_log_max_bytes,
             )
         yield
         manager.stop()
@@ -363,12 +370,22 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 for i, lab, p in zip(ids, labels, rounded, strict=True)
             ]
         out = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
-        log_doc = {"inputs": payload, "labels": labels, "probabilities": rounded, "rows": n}
+        log_doc = {
+            "rows": n,
+            "ids": ids,
+            "features": _canonical_columns(feed),
+            "labels": labels,
+            "probabilities": rounded,
+        }
         return Reply(200, out, {"x-model-version": model.version}), log_doc
 
     def predict_core(body: bytes, headers: Mapping[str, str]) -> Reply:
         if (resp := denied(headers, "predict")) is not None:
             return resp
+        if not _is_json(headers.get("content-type", "")):
+            return Reply(
+                415, {"detail": "send the body as JSON with Content-Type: application/json"}
+            )
         model = manager.current
         if model is None:
             return Reply(503, {"detail": "no model is loaded yet"})
@@ -386,15 +403,16 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             log.submit(
                 [
                     {
-                        "_id": request_id,
+                        "_id": uuid.uuid4().hex,  # server-made: a reused request id loses nothing
                         "request_id": request_id,
-                        "ts": time.time(),
+                        "ts": datetime.now(UTC),
                         "model_name": model.name,
                         "model_version": model.version,
                         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                         **log_doc,
                     }
-                ]
+                ],
+                nbytes=len(body),
             )
         return reply
 
@@ -437,6 +455,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         },
         responses={
             413: {"description": "Body or batch too large"},
+            415: {"description": "Body is not sent as application/json"},
             422: {"description": "Invalid input"},
             503: {"description": "No model loaded"},
         },
@@ -509,6 +528,27 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         fast_predict=fast_predict,
     )
     return app
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    """The validated model inputs as the prediction log stores them: one list per
+    feature, canonical values, null where missing (whatever the request body's shape)."""
+    out: dict[str, list[Any]] = {}
+    for name, column in feed.items():
+        flat = column.ravel()
+        if flat.dtype.kind == "f":
+            values = flat.astype(np.float64)
+            out[name] = [None if v != v else v for v in values.tolist()]
+        else:
+            out[name] = [None if v == MISSING else v for v in flat.tolist()]
+    return out
 
 
 def _request_schema(record: Any, max_batch: int) -> dict[str, Any]:

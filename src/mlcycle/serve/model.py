@@ -8,12 +8,14 @@ the serving cache, so the service starts and serves while the tracking server is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlcycle.config import Settings, redact_uri
-from mlcycle.errors import MlcycleError, ModelNotFound
+from mlcycle.errors import MlcycleError
 from mlcycle.serve.schemas import RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 
@@ -90,6 +92,7 @@ class LoadedModel:
     scorer: Scorer
     positive_label: str
     negative_label: str
+    sha256: str = ""
     loaded_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict[str, Any]:
@@ -100,6 +103,7 @@ class LoadedModel:
             "run_id": self.run_id,
             "source": self.source,
             "runtime": self.runtime,
+            "bundle_sha256": self.sha256,
             "training_data_hash": self.meta.get("data_hash"),
             "onnx_max_abs_diff": self.meta.get("onnx_max_abs_diff"),
             "signature": {"numeric": self.meta["numeric"], "categorical": self.meta["categorical"]},
@@ -108,7 +112,7 @@ class LoadedModel:
 
 
 def _load_folder(
-    folder: Path, name: str, version: str, alias: str, run_id: str, source: str
+    folder: Path, name: str, version: str, alias: str, run_id: str, source: str, digest: str
 ) -> LoadedModel:
     meta = json.loads((folder / "serving.json").read_text())
     spec = parse_spec(meta["spec"], str(folder / "serving.json"))
@@ -139,13 +143,66 @@ def _load_folder(
         scorer=scorer,
         positive_label=positive,
         negative_label=negative,
+        sha256=digest,
     )
 
 
-class ModelManager:
-    """Follows `models:/<name>@<alias>`; loads new versions beside the old and swaps."""
+REFERENCE_TOLERANCE = 1e-4
+"""How far a candidate's scores of its reference batch may be from training's."""
 
-    def __init__(self, settings: Settings, name: str, alias: str | None = None) -> None:
+
+class CandidateRejected(MlcycleError):
+    """A model version that loads but fails its self-check: it is never swapped in."""
+
+
+def bundle_digest(folder: Path) -> str:
+    """SHA-256 over the bundle's files (names and contents): what identifies the model."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def self_check(model: LoadedModel, folder: Path) -> None:
+    """Score the bundle's reference batch (training rows) and compare with the scores
+    scikit-learn gave them at training time; raise CandidateRejected if it cannot."""
+    example = folder / "example.json"
+    if not example.is_file():
+        raise CandidateRejected("its bundle has no reference batch (example.json)")
+    data = json.loads(example.read_text())
+    try:
+        feed = model.validator.validate(list(data["records"]), single=False)
+        probs = np.asarray(model.scorer.positive_proba(feed), dtype=np.float64)
+    except Exception as err:  # any failure to score is the finding
+        raise CandidateRejected(f"it cannot score its reference batch: {err}"[:300]) from err
+    if probs.shape != (len(data["records"]),) or not np.isfinite(probs).all():
+        raise CandidateRejected("it gives non-finite scores on its reference batch")
+    expected = np.asarray(data["probabilities"], dtype=np.float64)
+    diff = float(np.max(np.abs(probs - expected))) if len(expected) else 0.0
+    if diff > REFERENCE_TOLERANCE:
+        raise CandidateRejected(
+            f"its scores of the reference batch differ from training's by {diff:.2e} "
+            f"(> {REFERENCE_TOLERANCE:g})"
+        )
+
+
+class ModelManager:
+    """Follows `models:/<name>@<alias>`; loads new versions beside the old and swaps.
+
+    A candidate must pass `self_check` before the swap; the disk cache is keyed by the
+    run id and verified by the bundle's SHA-256, so a moved or reset tracking store can
+    never make the server serve one model while naming another. The server only reads
+    the registry: it never creates a tracking store.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        alias: str | None = None,
+        on_swap: Callable[[LoadedModel], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.name = name
         self.alias = alias or settings.model_alias
@@ -153,6 +210,8 @@ class ModelManager:
         self.current: LoadedModel | None = None
         self.tracking_reachable: bool | None = None
         self.last_error: str | None = None
+        self.on_swap = on_swap or (lambda model: None)
+        self.on_failure = on_failure or (lambda reason: None)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,7 +222,7 @@ class ModelManager:
         # fail fast instead of MLflow's long default retry schedule
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        return registry.connect(self.settings, retries=1)
+        return registry.connect(self.settings, retries=1, create=False)
 
     def refresh(self) -> bool:
         """Load the alias's version if it differs from the current one; True if swapped."""
@@ -180,27 +239,38 @@ class ModelManager:
                 self.tracking_reachable = True
                 self.last_error = f"{self.name}@{self.alias}: {err}"[:300]
                 return False
-            version = str(mv.version)
+            version, run_id = str(mv.version), str(mv.run_id)
             current = self.current
-            if current is not None and current.version == version and current.source == "registry":
+            if (
+                current is not None
+                and current.run_id == run_id
+                and current.version == version
+                and current.source == "registry"
+            ):
                 return False
             try:
-                loaded = self._fetch(version, str(mv.run_id))
+                loaded = self._fetch(version, run_id)
             except Exception as err:
-                self.last_error = f"could not load {self.name} v{version}: {err}"[:300]
-                logger.error("%s", self.last_error)
+                self.last_error = f"refused {self.name} v{version}: {err}"[:400]
+                logger.error("%s; still serving %s", self.last_error, self._serving())
+                self.on_failure(type(err).__name__)
                 return False
             self.current = loaded  # the atomic swap
             self.last_error = None
             logger.info("serving %s v%s (%s)", self.name, version, loaded.runtime)
+            self.on_swap(loaded)
             return True
+
+    def _serving(self) -> str:
+        model = self.current
+        return f"v{model.version} (run {model.run_id[:8]})" if model else "nothing"
 
     def _fetch(self, version: str, run_id: str) -> LoadedModel:
         import mlflow
 
-        target = self.cache / version
+        target = self.cache / run_id
         if not (target / "serving.json").exists():
-            tmp = self.cache / f".{version}.tmp"
+            tmp = self.cache / f".{run_id}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             mlflow.artifacts.download_artifacts(
@@ -212,36 +282,41 @@ class ModelManager:
             shutil.rmtree(target, ignore_errors=True)
             (tmp / "serving").rename(target)
             shutil.rmtree(tmp, ignore_errors=True)
-        loaded = _load_folder(target, self.name, version, self.alias, run_id, "registry")
+        digest = bundle_digest(target)
+        loaded = _load_folder(target, self.name, version, self.alias, run_id, "registry", digest)
+        self_check(loaded, target)
         (self.cache / "last_good.json").write_text(
-            json.dumps({"version": version, "run_id": run_id})
+            json.dumps({"version": version, "run_id": run_id, "sha256": digest})
         )
         return loaded
 
     def load_cached(self) -> bool:
-        """Serve the last good model from disk (tracking server down at start)."""
+        """Serve the last good model from disk (tracking unreachable at start)."""
         pointer = self.cache / "last_good.json"
         if not pointer.exists():
             return False
-        info = json.loads(pointer.read_text())
         try:
-            self.current = _load_folder(
-                self.cache / info["version"],
-                self.name,
-                info["version"],
-                self.alias,
-                info["run_id"],
-                "cache",
+            info = json.loads(pointer.read_text())
+            folder = self.cache / info["run_id"]
+            digest = bundle_digest(folder)
+            if digest != info.get("sha256"):
+                raise CandidateRejected("the cached bundle does not match its recorded SHA-256")
+            loaded = _load_folder(
+                folder, self.name, info["version"], self.alias, info["run_id"], "cache", digest
             )
+            self_check(loaded, folder)
         except Exception as err:
             self.last_error = f"cached model unusable: {err}"[:300]
             return False
+        self.current = loaded
         logger.warning(
-            "tracking server %s unreachable: serving cached %s v%s",
+            "tracking %s unreachable: serving cached %s v%s (run %s)",
             redact_uri(self.settings.tracking_uri),
             self.name,
             info["version"],
+            info["run_id"],
         )
+        self.on_swap(loaded)
         return True
 
     def start(self) -> None:
@@ -264,9 +339,3 @@ class ModelManager:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-    def require(self) -> LoadedModel:
-        model = self.current
-        if model is None:
-            raise ModelNotFound(f"no model loaded for {self.name}@{self.alias}")
-        return model

@@ -1,7 +1,9 @@
 """The prediction log: a bounded queue drained to the store in batches by one thread.
 
-`submit` never blocks and never raises: when the queue is full the entries are dropped
-and counted, so a slow or unreachable store cannot slow or fail a request.
+`submit` never blocks and never raises: when the queue holds `maxsize` entries or
+`max_bytes` of them (an estimate: the size of the request bodies behind them), new ones
+are dropped and counted, so a slow or unreachable store can neither slow or fail a
+request nor grow the process's memory past that bound.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ class PredictionLog:
         maxsize: int = 10_000,
         batch: int = 500,
         on_drop: Callable[[int], None] | None = None,
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.store = store
         self.collection = collection
         self.batch = batch
-        self.queue: queue.Queue[Document | None] = queue.Queue(maxsize=maxsize)
+        self.queue: queue.Queue[tuple[Document, int] | None] = queue.Queue(maxsize=maxsize)
+        self.max_bytes = max_bytes
+        self.pending_bytes = 0
+        self._bytes_lock = threading.Lock()
         self.dropped = 0
         self.written = 0
         self.failed = 0
@@ -37,12 +43,23 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def submit(self, docs: Sequence[Document]) -> None:
+    def submit(self, docs: Sequence[Document], nbytes: int = 0) -> None:
+        """Queue entries whose size is about `nbytes` in all (0: not counted)."""
+        each = nbytes // max(len(docs), 1)
         put = self.queue.put_nowait
         for i, doc in enumerate(docs):
+            with self._bytes_lock:
+                fits = self.pending_bytes + each <= self.max_bytes
+                if fits:
+                    self.pending_bytes += each
             try:
-                put(doc)
+                if not fits:
+                    raise queue.Full
+                put((doc, each))
             except queue.Full:
+                if fits:
+                    with self._bytes_lock:
+                        self.pending_bytes -= each
                 lost = len(docs) - i
                 self.dropped += lost
                 self._on_drop(lost)
@@ -53,19 +70,20 @@ class PredictionLog:
             first = self.queue.get()
             if first is None:
                 return
-            docs = [first]
-            while len(docs) < self.batch:
+            items = [first]
+            while len(items) < self.batch:
                 try:
                     nxt = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
-                    self._write(docs)
+                    self._write(items)
                     return
-                docs.append(nxt)
-            self._write(docs)
+                items.append(nxt)
+            self._write(items)
 
-    def _write(self, docs: list[Document]) -> None:
+    def _write(self, items: list[tuple[Document, int]]) -> None:
+        docs = [doc for doc, _ in items]
         try:
             self.store.append(self.collection, docs)
             self.written += len(docs)
@@ -73,6 +91,9 @@ class PredictionLog:
             self.failed += len(docs)
             self._on_drop(len(docs))
             logger.warning("prediction log: %d entries lost: %s", len(docs), err)
+        finally:
+            with self._bytes_lock:
+                self.pending_bytes -= sum(size for _, size in items)
 
     def close(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(queue.Full):

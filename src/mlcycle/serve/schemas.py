@@ -16,12 +16,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mlcycle.spec import ColumnSpec, DatasetSpec, value_text
+from mlcycle.spec import NUMBER_LIMIT, ColumnSpec, DatasetSpec, value_text
 
 MISSING = "__missing__"
 MAX_ERRORS = 50
-MAX_MAGNITUDE = 1e30
-"""Numbers are scored as float32 (max ~3.4e38); larger ones would overflow to inf."""
+MAX_MAGNITUDE = NUMBER_LIMIT
+"""The spec's bound for every number, the same as the ETL's."""
 
 
 class InvalidRequest(Exception):
@@ -56,8 +56,7 @@ class RequestValidator:
         self.numeric = [_Column(c, spec.columns[c]) for c in numeric]
         self.categorical = [_Column(c, spec.columns[c]) for c in categorical]
         self.allowed_fields = {*numeric, *categorical, spec.id_column}
-        if spec.target_column:
-            self.allowed_fields.add(spec.target_column)
+        self.target = spec.target_column
         pattern = spec.columns[spec.id_column].pattern
         self._id_re = re.compile(pattern) if pattern else None
 
@@ -74,7 +73,7 @@ class RequestValidator:
         keys: set[str] = set().union(*records)
         if not keys <= self.allowed_fields:
             errors = [
-                _err(single, i, field, "unknown field", "extra_forbidden")
+                _err(single, i, field, self._unknown(field), "extra_forbidden")
                 for i, rec in enumerate(records)
                 for field in sorted(rec.keys() - self.allowed_fields)
             ]
@@ -92,7 +91,7 @@ class RequestValidator:
             errors.append(
                 {
                     "loc": ["body", "columns", field],
-                    "msg": "unknown field",
+                    "msg": self._unknown(field),
                     "type": "extra_forbidden",
                 }
             )
@@ -117,6 +116,11 @@ class RequestValidator:
         if errors:
             raise InvalidRequest(errors[:MAX_ERRORS])
         return feed
+
+    def _unknown(self, field: str) -> str:
+        if field == self.target:
+            return "the target (label) column is not an input: leave it out"
+        return "unknown field"
 
     def _check_ids(self, values: list[Any], single: bool, errors: list[dict[str, Any]]) -> None:
         if set(map(type, values)) <= {str, type(None)} and self._id_re is None:
@@ -187,7 +191,7 @@ class RequestValidator:
         if not math.isfinite(x):
             return "must be a finite number", "finite_number"
         if abs(x) > MAX_MAGNITUDE:
-            return f"must be within ±{MAX_MAGNITUDE:g}", "finite_number"
+            return f"beyond ±{MAX_MAGNITUDE:g}", "finite_number"
         if col.min is not None and x < col.min:
             return f"must be >= {col.min:g}", "greater_than_equal"
         if col.max is not None and x > col.max:

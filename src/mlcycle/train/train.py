@@ -26,7 +26,7 @@ from mlcycle import __version__, registry
 from mlcycle.config import Settings
 from mlcycle.errors import TrainingError
 from mlcycle.gate import Decision, should_promote
-from mlcycle.spec import DatasetSpec
+from mlcycle.spec import NUMBER_LIMIT, DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.export import export_onnx
@@ -98,11 +98,26 @@ def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
             f"only one class ({frame[target].iloc[0]!r}) among {len(frame)} labelled rows: "
             "a classifier needs both"
         )
+    X = model_frame(frame, spec)
+    numbers = X[spec.numeric_features].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) & ~np.isnan(numbers) | (
+        np.abs(np.nan_to_num(numbers)) > NUMBER_LIMIT
+    )
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        where = ", ".join(
+            f"{frame[spec.id_column].iloc[r]} ({', '.join(np.array(spec.numeric_features)[bad[r]])})"
+            for r in rows[:10]
+        )
+        raise TrainingError(
+            f"{len(rows)} stored row(s) hold a non-finite or out-of-range number (beyond "
+            f"±{NUMBER_LIMIT:g}): {where}. Fix them at the source and rerun `mlcycle etl`"
+        )
     digest = hashlib.sha256()
     for ident, h in zip(frame[spec.id_column].astype(str), frame["_hash"].astype(str), strict=True):
         digest.update(f"{ident}\t{h}\n".encode())
     return Snapshot(
-        X=model_frame(frame, spec),
+        X=X,
         y=y.to_numpy(dtype=np.int64),
         ids=frame[spec.id_column].astype(str).tolist(),
         data_hash=digest.hexdigest(),
@@ -425,8 +440,25 @@ def _serving_bundle(
         "spec": spec.model_dump(mode="json", exclude_none=True),
     }
     (folder / "serving.json").write_text(json.dumps(meta, indent=2))
+    (folder / "example.json").write_text(json.dumps(_reference_batch(pipeline, snapshot, positive)))
     logger.info("serving runtime: %s (%s)", meta["runtime"], exported.reason)
     return meta
+
+
+REFERENCE_ROWS = 20
+
+
+def _reference_batch(pipeline: Any, snapshot: Snapshot, positive: int) -> dict[str, Any]:
+    """Training rows and the probabilities scikit-learn gives them: a server scores them
+    with a candidate before swapping it in, and refuses a model that cannot."""
+    rows = snapshot.X.head(REFERENCE_ROWS)
+    records = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
+        for rec in rows.to_dict("records")
+    ]
+    classes = list(pipeline.classes_)
+    probs = pipeline.predict_proba(rows)[:, classes.index(positive)]
+    return {"records": records, "probabilities": [float(p) for p in probs]}
 
 
 def _rescore(

@@ -1,0 +1,102 @@
+"""What the server loads: a candidate must score its reference batch before the swap; the
+cache is keyed by run and content; the server never creates tracking state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlcycle import registry
+from mlcycle.config import Settings, get_settings
+from mlcycle.serve.model import CandidateRejected, ModelManager, self_check
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import Store
+from mlcycle.train.config import load_train_config
+from mlcycle.train.train import run_train
+from tests.data import CONFIG_PATH
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(tmp_path: Path, name: str = "data") -> Settings:
+    return get_settings().model_copy(update={"data_dir": tmp_path / name, "reload_interval": 0})
+
+
+def _artifact_bundle(settings: Settings, run_id: str) -> Path:
+    (bundle,) = [p.parent for p in settings.artifact_root.rglob("serving.json") if run_id in str(p)]
+    return bundle
+
+
+def test_a_version_that_cannot_score_is_never_swapped_in(
+    spec: DatasetSpec, loan_store: Store, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    cfg = load_train_config(CONFIG_PATH)
+    first = run_train(settings, spec, cfg, loan_store)
+    failures: list[str] = []
+    manager = ModelManager(settings, spec.registered_model, on_failure=failures.append)
+    manager.start()
+    assert manager.current is not None and manager.current.version == first.version
+
+    second = run_train(settings, spec, cfg, loan_store)
+    assert second.champion_after == "2"
+    # v2 loads, but its graph gives other scores than training recorded (a broken export)
+    broken = _artifact_bundle(settings, second.run_id)
+    example = json.loads((broken / "example.json").read_text())
+    example["probabilities"] = [1.0 - p for p in example["probabilities"]]
+    (broken / "example.json").write_text(json.dumps(example))
+
+    assert manager.refresh() is False
+    assert manager.current.version == "1" and manager.current.run_id == first.run_id
+    assert failures == ["CandidateRejected"]
+    assert "refused" in (manager.last_error or "")
+    pointer = json.loads(
+        (settings.serving_cache / spec.registered_model / "last_good.json").read_text()
+    )
+    assert pointer["run_id"] == first.run_id
+
+
+def test_self_check_refuses_a_bundle_without_a_reference_batch(
+    spec: DatasetSpec, loan_store: Store, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    result = run_train(settings, spec, load_train_config(CONFIG_PATH), loan_store)
+    manager = ModelManager(settings, spec.registered_model)
+    assert manager.refresh()
+    folder = settings.serving_cache / spec.registered_model / result.run_id
+    (folder / "example.json").unlink()
+    with pytest.raises(CandidateRejected, match="no reference batch"):
+        self_check(manager.current, folder)
+
+
+def test_a_moved_tracking_store_is_not_recreated_and_model_says_what_is_served(
+    spec: DatasetSpec, loan_store: Store, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    cfg = load_train_config(CONFIG_PATH)
+    old = run_train(settings, spec, cfg, loan_store)
+    manager = ModelManager(settings, spec.registered_model)
+    assert manager.refresh()
+
+    # the tracking store moves: the server's URI now names a store that does not exist
+    db = tmp_path / "elsewhere" / "mlflow.db"
+    moved = settings.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{db}"})
+    restarted = ModelManager(moved, spec.registered_model)
+    restarted.start()
+    assert not db.exists() and not db.parent.exists(), "the server created a tracking store"
+    assert restarted.tracking_reachable is False
+    served = restarted.current
+    assert served is not None and served.source == "cache" and served.run_id == old.run_id
+    assert served.describe()["run_id"] == old.run_id
+
+    # a new, empty tracking store: its "version 1" is another run, and it replaces the cache
+    db.parent.mkdir()
+    new = run_train(moved, spec, cfg, loan_store)
+    assert new.version == "1" and new.run_id != old.run_id
+    assert restarted.refresh() is True
+    assert restarted.current.run_id == new.run_id
+    assert len(restarted.current.describe()["bundle_sha256"]) == 64
+    client = registry.connect(moved, create=False)
+    assert registry.champion(client, spec.registered_model).run_id == new.run_id

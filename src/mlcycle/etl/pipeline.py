@@ -8,6 +8,7 @@ Small inputs are validated once and kept in memory between the passes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ import pandas as pd
 
 from mlcycle import __version__
 from mlcycle.errors import MlcycleError, RejectedShareExceeded, StoreUnavailable
-from mlcycle.etl.extract import RawChunk, discover, file_sha256, read_file
+from mlcycle.etl.extract import RECORD_ERROR, RawChunk, discover, file_sha256, read_file
 from mlcycle.etl.transform import plan_writes, to_documents
 from mlcycle.etl.validate import validate_chunk
 from mlcycle.spec import DatasetSpec
@@ -64,8 +65,8 @@ class EtlSummary:
     updated: int = 0
     unchanged: int = 0
     quarantined: int = 0
-    started_at: str = ""
-    finished_at: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     seconds: float = 0.0
     error: str | None = None
 
@@ -90,8 +91,10 @@ class _Checked:
     quarantine: list[Document]
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def _now() -> datetime:
+    """A UTC timestamp with millisecond precision: a BSON date in MongoDB."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def new_batch_id() -> str:
@@ -168,6 +171,25 @@ def _checked_chunks(
             )
 
 
+EXCERPT_CHARS = 256
+"""Quarantine keeps at most this much of a value; a longer one becomes an excerpt with its
+length and SHA-256, so a huge bad field never makes a huge (or >16 MiB) document."""
+
+
+def excerpt(value: Any) -> Any:
+    """A raw value as the quarantine stores it: text, or an excerpt of a long text."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    text = str(value)
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    return {
+        "excerpt": text[:EXCERPT_CHARS],
+        "length": len(text),
+        "sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+    }
+
+
 def _quarantine_docs(
     chunk: RawChunk, issues: pd.DataFrame, info: FileSummary, batch_id: str
 ) -> list[Document]:
@@ -179,9 +201,9 @@ def _quarantine_docs(
     for pos, group in issues.groupby("pos", sort=True):
         pos = int(pos)
         row = chunk.first_row + pos
-        record = {k: (None if pd.isna(v) else str(v)) for k, v in raw.iloc[pos].items()}
+        record = {k: excerpt(v) for k, v in raw.iloc[pos].items() if k != RECORD_ERROR}
         errors = [
-            {"column": c, "value": None if pd.isna(v) else str(v), "reason": r}
+            {"column": c, "value": excerpt(v), "reason": r}
             for c, v, r in zip(group["column"], group["value"], group["reason"], strict=True)
         ]
         docs.append(

@@ -7,14 +7,15 @@ batch (measured at ~57k rows/s here), and WAL mode lets readers run beside a wri
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -33,6 +34,28 @@ def _table(name: str) -> str:
     if not _NAME.match(name):
         raise ValueError(f"invalid collection name {name!r}")
     return f'"{name}"'
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _sqlite_errors(method: F) -> F:
+    """SQLite errors as StoreUnavailable naming the file (a lock held by another process
+    past the busy timeout, a read-only or corrupt file), never a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: EmbeddedStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as err:
+            hint = (
+                ": another process holds it (an ETL or a training run?); retry when it is done"
+                if "locked" in str(err)
+                else ""
+            )
+            raise StoreUnavailable(f"embedded store {self.path}: {err}{hint}") from err
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _dumps(doc: Document) -> bytes:
@@ -101,6 +124,7 @@ class EmbeddedStore:
             ).fetchone()
         return row is not None
 
+    @_sqlite_errors
     def ping(self) -> None:
         try:
             with self._lock:
@@ -108,6 +132,7 @@ class EmbeddedStore:
         except sqlite3.Error as err:
             raise StoreUnavailable(f"embedded store {self.path} is not usable: {err}") from err
 
+    @_sqlite_errors
     def fetch_hashes(self, dataset: str, ids: Sequence[str]) -> dict[str, str]:
         if not ids or not self._exists(dataset):
             return {}
@@ -125,6 +150,7 @@ class EmbeddedStore:
     ) -> None:
         self._upsert(dataset, [*new, *changed])
 
+    @_sqlite_errors
     def _upsert(self, collection: str, docs: Sequence[Document]) -> None:
         if not docs:
             return
@@ -137,6 +163,7 @@ class EmbeddedStore:
                 rows,
             )
 
+    @_sqlite_errors
     def read_snapshot(
         self, dataset: str, columns: Sequence[str] | None = None, require: str | None = None
     ) -> pd.DataFrame:
@@ -158,6 +185,7 @@ class EmbeddedStore:
     def put(self, collection: str, docs: Sequence[Document]) -> None:
         self._upsert(collection, docs)
 
+    @_sqlite_errors
     def append(self, collection: str, docs: Sequence[Document]) -> None:
         if not docs:
             return
@@ -168,6 +196,7 @@ class EmbeddedStore:
                 f"INSERT OR IGNORE INTO {table} (id, hash, doc) VALUES (?, ?, ?)", rows
             )
 
+    @_sqlite_errors
     def find(
         self, collection: str, match: Mapping[str, Any] | None = None, limit: int = 0
     ) -> list[Document]:
@@ -183,6 +212,7 @@ class EmbeddedStore:
             docs = [d for d in docs if all(d.get(k) == v for k, v in match.items())]
         return docs[-limit:] if limit else docs
 
+    @_sqlite_errors
     def count(self, collection: str) -> int:
         if not self._exists(collection):
             return 0
@@ -190,6 +220,7 @@ class EmbeddedStore:
             (n,) = self.conn.execute(f"SELECT COUNT(*) FROM {self._ensure(collection)}").fetchone()
         return int(n)
 
+    @_sqlite_errors
     def drop(self, collection: str) -> None:
         with self._lock:
             self.conn.execute(f"DROP TABLE IF EXISTS {_table(collection)}")

@@ -149,7 +149,7 @@ def test_structural_errors_name_the_path(spec: DatasetSpec, tmp_path: Path) -> N
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "loop.jsonl").symlink_to(raw / "loop.jsonl")
-    with pytest.raises(StructuralError, match="loop.jsonl: .*symlink loop"):
+    with pytest.raises(StructuralError, match=r"loop.jsonl: .*symlink loop"):
         run_etl(spec, raw, EmbeddedStore(tmp_path / "s.sqlite3"))
 
 

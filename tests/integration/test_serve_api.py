@@ -516,3 +516,28 @@ def test_json_only_and_the_target_is_not_an_input(server: UvicornServer) -> None
     assert labelled.status_code == 422
     assert labelled.json()["detail"][0]["loc"] == ["body", "Loan_Status"]
     assert "not an input" in labelled.json()["detail"][0]["msg"]
+
+
+def test_oversized_headers_and_silent_connections_are_cut_off(server: UvicornServer) -> None:
+    """Limits a reverse proxy would set: 16 KB of request head, a head timeout."""
+    import socket
+
+    from mlcycle.serve.runner import HEAD_TIMEOUT_SECONDS
+
+    host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 80_000 + b"\r\n\r\n"
+        )
+        reply = sock.recv(1024)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
+    started = time.monotonic()
+    assert httpx.get(server.url + "/health/live", timeout=5).status_code == 200
+    assert time.monotonic() - started < 1
+
+    idle = socket.create_connection((host, port), timeout=HEAD_TIMEOUT_SECONDS + 10)
+    idle.sendall(b"GET /health/live HTTP/1.1\r\n")  # a head that never ends
+    started = time.monotonic()
+    assert idle.recv(1024) == b""  # the server closed it
+    assert HEAD_TIMEOUT_SECONDS - 1 < time.monotonic() - started < HEAD_TIMEOUT_SECONDS + 5
+    idle.close()

@@ -179,6 +179,8 @@ def etl(
                     settings.max_rejected_share if max_rejected is None else max_rejected
                 ),
                 progress=on_progress,
+                lock_wait=settings.lock_wait,
+                lock_lease=settings.lock_lease,
             )
     except MlcycleError as err:
         raise _fail(err, as_json) from err

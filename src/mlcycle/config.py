@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     chunk_rows: int = 100_000
     batch_size: int = 5_000
     max_rejected_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    lock_lease: float = Field(default=30.0, gt=0.0)
+    """Seconds an ETL's lease on its dataset lasts without a heartbeat (a dead run's is
+    taken over after this)."""
+    lock_wait: float = Field(default=0.0, ge=0.0)
+    """Seconds an ETL waits for another run of the same dataset to finish (0: stop at once)."""
 
     mlflow_tracking_uri: str | None = Field(
         default=None,

@@ -28,6 +28,7 @@ from mlcycle.etl.transform import plan_writes, to_documents
 from mlcycle.etl.validate import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
+from mlcycle.store.lease import LEASE_SECONDS, Lease
 
 logger = logging.getLogger(__name__)
 
@@ -234,11 +235,15 @@ def run_etl(
     max_rejected_share: float = 0.1,
     cache_rows: int = CACHE_ROWS,
     progress: ProgressFn | None = None,
+    lock_wait: float = 0.0,
+    lock_lease: float = LEASE_SECONDS,
 ) -> EtlSummary:
     """Extract every supported file at `source`, validate, and upsert into `store`.
 
-    Raises StructuralError (nothing written but the batch record) and
-    RejectedShareExceeded (only quarantine and the batch record written).
+    One run per dataset at a time (a lease in the store, see `mlcycle.store.lease`): a
+    second run waits up to `lock_wait` seconds, then raises DatasetBusy. Raises
+    StructuralError (nothing written but the batch record) and RejectedShareExceeded (only
+    quarantine and the batch record written).
     """
     started = time.perf_counter()
     summary = EtlSummary(
@@ -250,72 +255,103 @@ def run_etl(
     )
     report = progress or (lambda phase, done, total: None)
     paths = discover(source)  # a missing or unreadable source stops before the store is touched
-    try:
-        files = [(p, FileSummary(str(p), file_sha256(p))) for p in paths]
-        summary.files = [info for _, info in files]
-        logger.info("etl batch %s: %d file(s)", summary.batch_id, len(paths))
+    lease = Lease(
+        store,
+        spec.name,
+        summary.batch_id,
+        lease_seconds=lock_lease,
+        wait_seconds=lock_wait,
+        on_takeover=lambda held: _mark_abandoned(store, spec, held),
+    )
+    with lease:
+        try:
+            files = [(p, FileSummary(str(p), file_sha256(p))) for p in paths]
+            summary.files = [info for _, info in files]
+            logger.info("etl batch %s: %d file(s)", summary.batch_id, len(paths))
 
-        # Pass 1: validate and count; nothing is written.
-        cache: list[tuple[FileSummary, _Checked]] | None = []
-        for info, item in _checked_chunks(files, spec, chunk_rows, summary.batch_id):
-            info.rows += item.rows
-            info.rejected += item.rejected
-            info.dropped += item.dropped
-            info.valid += len(item.accepted)
-            summary.rows_read += item.rows
-            report("validate", summary.rows_read, None)
-            if cache is not None:
-                cache.append((info, item))
-                if summary.rows_read > cache_rows:
-                    cache = None  # too big to keep: the write pass reads the files again
-        summary.valid = sum(f.valid for f in summary.files)
-        summary.rejected = sum(f.rejected for f in summary.files)
-        summary.dropped = sum(f.dropped for f in summary.files)
-        passed = summary.rejected_share <= max_rejected_share
+            # Pass 1: validate and count; nothing is written.
+            cache: list[tuple[FileSummary, _Checked]] | None = []
+            for info, item in _checked_chunks(files, spec, chunk_rows, summary.batch_id):
+                info.rows += item.rows
+                info.rejected += item.rejected
+                info.dropped += item.dropped
+                info.valid += len(item.accepted)
+                summary.rows_read += item.rows
+                report("validate", summary.rows_read, None)
+                if cache is not None:
+                    cache.append((info, item))
+                    if summary.rows_read > cache_rows:
+                        cache = None  # too big to keep: the write pass reads the files again
+            summary.valid = sum(f.valid for f in summary.files)
+            summary.rejected = sum(f.rejected for f in summary.files)
+            summary.dropped = sum(f.dropped for f in summary.files)
+            passed = summary.rejected_share <= max_rejected_share
 
-        store.put(BATCHES, [_batch_doc(summary, spec)])
+            store.put(BATCHES, [_batch_doc(summary, spec)])
 
-        # Pass 2: quarantine always; rows only when the run passed.
-        items = (
-            iter(cache)
-            if cache is not None
-            else _checked_chunks(files, spec, chunk_rows, summary.batch_id)
-        )
-        done = 0
-        for _info, item in items:
-            if item.quarantine:
-                store.put(quarantine_collection(spec.name), item.quarantine)
-                summary.quarantined += len(item.quarantine)
-            if passed and len(item.accepted):
-                docs = to_documents(item.accepted, spec.id_column, summary.batch_id)
-                stored = store.fetch_hashes(spec.name, [d["_id"] for d in docs])
-                plan = plan_writes(docs, stored)
-                store.write_rows(spec.name, plan.new, plan.changed)
-                summary.inserted += len(plan.new)
-                summary.updated += len(plan.changed)
-                summary.unchanged += plan.unchanged
-            done += item.rows
-            report("load", done, summary.rows_read)
-
-        if not passed:
-            raise RejectedShareExceeded(
-                f"{summary.rejected} of {summary.rows_read} rows rejected "
-                f"({summary.rejected_share:.1%} > the allowed {max_rejected_share:.1%}); "
-                f"nothing was loaded. See the quarantine collection "
-                f"{quarantine_collection(spec.name)!r} (batch {summary.batch_id})."
+            # Pass 2: quarantine always; rows only when the run passed.
+            items = (
+                iter(cache)
+                if cache is not None
+                else _checked_chunks(files, spec, chunk_rows, summary.batch_id)
             )
-        summary.status = "succeeded"
-    except StoreUnavailable:
-        raise  # the store is gone: recording the batch would only retry again
-    except BaseException as err:
-        summary.status = "failed"
-        summary.error = (
-            str(err) if isinstance(err, MlcycleError) else f"{type(err).__name__}: {err}"
-        )
+            done = 0
+            for _info, item in items:
+                if item.quarantine:
+                    store.put(quarantine_collection(spec.name), item.quarantine)
+                    summary.quarantined += len(item.quarantine)
+                if passed and len(item.accepted):
+                    docs = to_documents(item.accepted, spec.id_column, summary.batch_id)
+                    stored = store.fetch_hashes(spec.name, [d["_id"] for d in docs])
+                    plan = plan_writes(docs, stored)
+                    store.write_rows(spec.name, plan.new, plan.changed)
+                    summary.inserted += len(plan.new)
+                    summary.updated += len(plan.changed)
+                    summary.unchanged += plan.unchanged
+                done += item.rows
+                report("load", done, summary.rows_read)
+
+            if not passed:
+                raise RejectedShareExceeded(
+                    f"{summary.rejected} of {summary.rows_read} rows rejected "
+                    f"({summary.rejected_share:.1%} > the allowed {max_rejected_share:.1%}); "
+                    f"nothing was loaded. See the quarantine collection "
+                    f"{quarantine_collection(spec.name)!r} (batch {summary.batch_id})."
+                )
+            summary.status = "succeeded"
+        except StoreUnavailable:
+            raise  # the store is gone: recording the batch would only retry again
+        except BaseException as err:
+            summary.status = "failed"
+            summary.error = (
+                str(err) if isinstance(err, MlcycleError) else f"{type(err).__name__}: {err}"
+            )
+            _finish(store, summary, spec, started)
+            raise
         _finish(store, summary, spec, started)
-        raise
-    _finish(store, summary, spec, started)
     return summary
+
+
+def _mark_abandoned(store: Store, spec: DatasetSpec, held: Document) -> None:
+    """A run whose process died (its lease expired): its batch becomes failed, with the
+    rows it wrote counted; a rerun converges (writes are idempotent)."""
+    batch_id = str(held.get("owner"))
+    found = store.find(BATCHES, {"_id": batch_id})
+    doc: Document = found[0] if found else {"_id": batch_id, "dataset": spec.name}
+    written = store.count(spec.name, {"_batch_id": batch_id})
+    doc.update(
+        {
+            "status": "failed",
+            "error": (
+                f"abandoned: its process (pid {held.get('pid')} on {held.get('host')}) "
+                "stopped renewing its lease; rerun the ETL to complete the load"
+            ),
+            "rows_written": written,
+            "finished_at": _now(),
+        }
+    )
+    store.put(BATCHES, [doc])
+    logger.warning("batch %s was abandoned after writing %d row(s)", batch_id, written)
 
 
 def _finish(store: Store, summary: EtlSummary, spec: DatasetSpec, started: float) -> None:

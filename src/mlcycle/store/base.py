@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 Document = dict[str, Any]
 
 BATCHES = "etl_batches"
+LOCKS = "mlcycle_locks"
 
 
 def quarantine_collection(dataset: str) -> str:
@@ -62,8 +63,24 @@ class Store(Protocol):
     ) -> list[Document]:
         """Documents whose fields equal `match`, newest inserted last; `limit` 0 = all."""
 
-    def count(self, collection: str) -> int:
-        """Number of documents in a collection (0 if it does not exist)."""
+    def count(self, collection: str, match: Mapping[str, Any] | None = None) -> int:
+        """Number of documents (whose fields equal `match`) in a collection (0 if none)."""
+
+    def try_lock(
+        self, name: str, owner: str, lease_seconds: float, info: Mapping[str, Any]
+    ) -> tuple[bool, Document | None]:
+        """Take the lease `name` for `owner` when it is free or its holder's lease expired
+        (a dead process). Returns (taken, the other holder's document: the live holder
+        when not taken, the expired one when taken over, None when it was free)."""
+
+    def renew_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+        """Extend `owner`'s lease; False if it is no longer the holder."""
+
+    def release_lock(self, name: str, owner: str) -> None:
+        """Give the lease up (only `owner` can)."""
+
+    def read_lock(self, name: str) -> Document | None:
+        """The lease's document, whoever holds it (expired or not)."""
 
     def drop(self, collection: str) -> None:
         """Remove a collection and its documents."""

@@ -12,6 +12,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from mlcycle.errors import StoreUnavailable
-from mlcycle.store.base import Document
+from mlcycle.store.base import LOCKS, Document
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -213,12 +214,58 @@ class EmbeddedStore:
         return docs[-limit:] if limit else docs
 
     @_sqlite_errors
-    def count(self, collection: str) -> int:
+    def count(self, collection: str, match: Mapping[str, Any] | None = None) -> int:
         if not self._exists(collection):
             return 0
+        if match:
+            return len(self.find(collection, match))
         with self._lock:
             (n,) = self.conn.execute(f"SELECT COUNT(*) FROM {self._ensure(collection)}").fetchone()
         return int(n)
+
+    @_sqlite_errors
+    def try_lock(
+        self, name: str, owner: str, lease_seconds: float, info: Mapping[str, Any]
+    ) -> tuple[bool, Document | None]:
+        table = self._ensure(LOCKS)
+        now = time.time()
+        with self._tx() as conn:  # BEGIN IMMEDIATE: one writer decides at a time
+            row = conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (name,)).fetchone()
+            held = orjson.loads(row[0]) if row else None
+            if held is not None and held.get("expires_at", 0) > now and held.get("owner") != owner:
+                return False, held
+            doc = {**info, "_id": name, "owner": owner, "expires_at": now + lease_seconds}
+            conn.execute(
+                f"INSERT INTO {table} (id, hash, doc) VALUES (?, NULL, ?) "
+                "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc",
+                (name, _dumps(doc)),
+            )
+        return True, held
+
+    @_sqlite_errors
+    def renew_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+        table = self._ensure(LOCKS)
+        with self._tx() as conn:
+            row = conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (name,)).fetchone()
+            held = orjson.loads(row[0]) if row else None
+            if held is None or held.get("owner") != owner:
+                return False
+            held["expires_at"] = time.time() + lease_seconds
+            conn.execute(f"UPDATE {table} SET doc = ? WHERE id = ?", (_dumps(held), name))
+        return True
+
+    @_sqlite_errors
+    def release_lock(self, name: str, owner: str) -> None:
+        table = self._ensure(LOCKS)
+        with self._tx() as conn:
+            conn.execute(
+                f"DELETE FROM {table} WHERE id = ? AND json_extract(doc, '$.owner') = ?",
+                (name, owner),
+            )
+
+    def read_lock(self, name: str) -> Document | None:
+        found = [d for d in self.find(LOCKS) if d.get("_id") == name]
+        return found[0] if found else None
 
     @_sqlite_errors
     def drop(self, collection: str) -> None:

@@ -9,6 +9,7 @@ retried batch (some of whose documents may already be written) converges.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,7 @@ from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
+    DuplicateKeyError,
     NetworkTimeout,
     OperationFailure,
     ServerSelectionTimeoutError,
@@ -34,7 +36,7 @@ from tenacity import (
 
 from mlcycle.config import redact_uri
 from mlcycle.errors import StoreAccessDenied, StoreUnavailable
-from mlcycle.store.base import Document
+from mlcycle.store.base import LOCKS, Document
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -257,9 +259,56 @@ class MongoStore:
 
         return self._call("find", run)
 
-    def count(self, collection: str) -> int:
+    def count(self, collection: str, match: Mapping[str, Any] | None = None) -> int:
         coll = self._coll(collection)
-        return int(self._call("count", lambda: coll.count_documents({})))
+        return int(self._call("count", lambda: coll.count_documents(dict(match or {}))))
+
+    def try_lock(
+        self, name: str, owner: str, lease_seconds: float, info: Mapping[str, Any]
+    ) -> tuple[bool, Document | None]:
+        coll = self._coll(LOCKS)
+
+        def attempt() -> tuple[bool, Document | None]:
+            now = time.time()
+            doc = {**info, "_id": name, "owner": owner, "expires_at": now + lease_seconds}
+            try:
+                coll.insert_one(doc)
+                return True, None
+            except DuplicateKeyError:
+                pass
+            held = coll.find_one({"_id": name})
+            if held is None:  # released in between: try again on the next call
+                return False, None
+            if held.get("owner") != owner and held.get("expires_at", 0) > now:
+                return False, held
+            # take over an expired lease, only if nobody else did first (compare and set)
+            taken = coll.update_one(
+                {"_id": name, "owner": held.get("owner"), "expires_at": held.get("expires_at")},
+                {"$set": {k: v for k, v in doc.items() if k != "_id"}},
+            )
+            return (taken.modified_count == 1, held)
+
+        return self._call("lock", attempt)
+
+    def renew_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+        coll = self._coll(LOCKS)
+        result = self._call(
+            "renew lock",
+            lambda: coll.update_one(
+                {"_id": name, "owner": owner},
+                {"$set": {"expires_at": time.time() + lease_seconds}},
+            ),
+        )
+        return bool(result.matched_count)
+
+    def release_lock(self, name: str, owner: str) -> None:
+        coll = self._coll(LOCKS)
+        self._call("release lock", lambda: coll.delete_one({"_id": name, "owner": owner}))
+
+    def read_lock(self, name: str) -> Document | None:
+        coll = self._coll(LOCKS)
+        found: Document | None = self._call("read lock", lambda: coll.find_one({"_id": name}))
+        return found
 
     def drop(self, collection: str) -> None:
         self._hash_maps.pop(collection, None)

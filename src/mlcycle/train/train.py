@@ -27,7 +27,8 @@ from mlcycle.config import Settings
 from mlcycle.errors import TrainingError
 from mlcycle.gate import Decision, should_promote
 from mlcycle.spec import NUMBER_LIMIT, DatasetSpec
-from mlcycle.store.base import Store
+from mlcycle.store.base import BATCHES, Store
+from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.export import export_onnx
 from mlcycle.train.features import MISSING, build_pipeline, model_frame
@@ -46,6 +47,7 @@ class Snapshot:
     ids: list[str]
     data_hash: str
     batch_ids: list[str]
+    batch_statuses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +75,12 @@ def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
     if spec.target is None:
         raise TrainingError(f"dataset spec {spec.name!r} has no target column")
     target = spec.target.column
+    holder = live_holder(store, spec.name)
+    if holder is not None:
+        raise TrainingError(
+            f"dataset {spec.name!r} is being loaded right now by {describe_holder(holder)}: "
+            "train when it has finished, so a model never learns from half a load"
+        )
     columns = [spec.id_column, *spec.feature_columns, target, "_hash", "_batch_id"]
     frame = store.read_snapshot(spec.name, columns=columns, require=target)
     if frame.empty:
@@ -113,6 +121,7 @@ def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
             f"{len(rows)} stored row(s) hold a non-finite or out-of-range number (beyond "
             f"±{NUMBER_LIMIT:g}): {where}. Fix them at the source and rerun `mlcycle etl`"
         )
+    batch_ids = sorted(frame["_batch_id"].dropna().astype(str).unique().tolist())
     digest = hashlib.sha256()
     for ident, h in zip(frame[spec.id_column].astype(str), frame["_hash"].astype(str), strict=True):
         digest.update(f"{ident}\t{h}\n".encode())
@@ -121,7 +130,12 @@ def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
         y=y.to_numpy(dtype=np.int64),
         ids=frame[spec.id_column].astype(str).tolist(),
         data_hash=digest.hexdigest(),
-        batch_ids=sorted(frame["_batch_id"].dropna().astype(str).unique().tolist()),
+        batch_ids=batch_ids,
+        batch_statuses={
+            str(b["_id"]): str(b.get("status"))
+            for b in store.find(BATCHES)
+            if str(b.get("_id")) in set(batch_ids)
+        },
     )
 
 
@@ -324,6 +338,10 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
         registry.TAG + "data_hash": snapshot.data_hash,
         registry.TAG + "row_count": str(len(snapshot.ids)),
         registry.TAG + "etl_batch_ids": ",".join(snapshot.batch_ids)[:4900],
+        registry.TAG + "etl_batch_statuses": ",".join(
+            f"{k}:{v}" for k, v in sorted(snapshot.batch_statuses.items())
+        )[:4900]
+        or "none",
         registry.TAG + "spec_hash": spec.fingerprint,
         registry.TAG + "git_commit": git_commit(),
         registry.TAG + "seed": str(cfg.seed),

@@ -31,10 +31,12 @@ echo "== Dockerfile (hadolint)"
 if hadolint "$ROOT/deploy/docker/Dockerfile"; then ok Dockerfile; else bad Dockerfile; fi
 
 echo "== compose (docker compose config)"
-if MONGO_ROOT_PASSWORD=lint-only "$COMPOSE" -f "$ROOT/deploy/compose.yaml" config -q; then ok compose.yaml; else bad compose.yaml; fi
-if env -u MONGO_ROOT_PASSWORD "$COMPOSE" -f "$ROOT/deploy/compose.yaml" config -q 2>/dev/null; then
-  bad "compose.yaml renders without MONGO_ROOT_PASSWORD (secrets must be required with \${VAR:?})"
-else ok "compose.yaml requires its secret"; fi
+if MONGO_ROOT_PASSWORD=lint-only MONGO_APP_PASSWORD=lint-only "$COMPOSE" -f "$ROOT/deploy/compose.yaml" config -q; then ok compose.yaml; else bad compose.yaml; fi
+for secret in MONGO_ROOT_PASSWORD MONGO_APP_PASSWORD; do
+  if env -u MONGO_ROOT_PASSWORD -u MONGO_APP_PASSWORD "$secret=lint-only" "$COMPOSE" -f "$ROOT/deploy/compose.yaml" config -q 2>/dev/null; then
+    bad "compose.yaml renders with only $secret set (secrets must be required with \${VAR:?})"
+  else ok "compose.yaml requires every secret ($secret alone is not enough)"; fi
+done
 
 echo "== YAML (yamllint)"
 cfg='{extends: default, rules: {line-length: {max: 140}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}'

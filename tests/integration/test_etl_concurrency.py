@@ -98,7 +98,7 @@ def test_a_killed_etl_is_marked_failed_by_the_next_run_which_completes_the_load(
 
     time.sleep(2.5)  # the dead run's lease runs out
     rerun = _etl(env)
-    out, err = rerun.communicate(timeout=300)
+    _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     batches = {b["_id"]: b for b in store.find(BATCHES)}
     assert batches[dead["_id"]]["status"] == "failed"

@@ -69,9 +69,9 @@ def _plant(path: Path, old: str, new: str) -> None:
         ),
         (
             "deploy/compose.yaml",
-            "${MONGO_ROOT_PASSWORD:?set MONGO_ROOT_PASSWORD in .env}",
-            "${MONGO_ROOT_PASSWORD:-}",
-            "FAIL  compose.yaml renders without",
+            "${MONGO_APP_PASSWORD:?set MONGO_APP_PASSWORD in .env}@",
+            "${MONGO_APP_PASSWORD:-}@",
+            "FAIL  compose.yaml renders with only MONGO_ROOT_PASSWORD",
         ),
         (
             "src/mlcycle/project/configs/train.yaml",

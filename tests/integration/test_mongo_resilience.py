@@ -93,3 +93,31 @@ def test_bad_credentials_are_one_clear_line_and_exit_2(ferretdb: FerretDB, tmp_p
     assert "refused the credentials" in out.stderr
     assert "wrong-secret" not in out.stderr + out.stdout
     assert "Traceback" not in out.stderr and "retrying" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_rerun_that_changes_10000_rows_on_ferretdb_completes(
+    spec: DatasetSpec, ferretdb: FerretDB, tmp_path: Path
+) -> None:
+    """FerretDB freezes on a bulk write of >~100 matched updates: the store sends it small
+    update batches, so a rerun that changes every row completes (and the server answers)."""
+    import uuid
+
+    from mlcycle.datagen import generate
+
+    store = MongoStore(ferretdb.uri, f"upd{uuid.uuid4().hex[:8]}", timeout_ms=3000, retries=2)
+    assert store.update_chunk() <= 50
+    frame = generate(spec, 10_000, seed=21)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frame.to_csv(raw / "a.csv", index=False)
+    assert run_etl(spec, raw, store).inserted == 10_000
+    frame["ApplicantIncome"] = frame["ApplicantIncome"] + 1  # every row changes
+    frame.to_csv(raw / "a.csv", index=False)
+    fresh = MongoStore(ferretdb.uri, store._database, timeout_ms=3000, retries=2)
+    summary = run_etl(spec, raw, fresh)
+    assert (summary.inserted, summary.updated) == (0, 10_000)
+    fresh.ping()
+    assert fresh.count("loan") == 10_000
+    fresh.close()
+    store.close()

@@ -8,6 +8,7 @@ retried batch (some of whose documents may already be written) converges.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,11 @@ def _short(err: BaseException | None) -> str:
 
 
 _WRITE_CHUNK = 5_000
+_FERRETDB_UPDATE_CHUNK = 40
+"""FerretDB 1.x holds a pooled connection per matched UpdateOne until the whole command
+ends; past ~100 in one bulk_write (~50 on its PostgreSQL handler) the pool runs dry and
+the server stops answering every client. Updates go to it in small bulk writes; inserts
+and real MongoDB keep 5,000-operation chunks."""
 _SCAN_THRESHOLD = 2_000
 
 
@@ -76,6 +82,7 @@ class MongoStore:
         self._retries = max(1, retries)
         self._client: MongoClient[Document] | None = None
         self._hash_maps: dict[str, dict[str, str]] = {}
+        self._update_chunk: int | None = None
 
     def __repr__(self) -> str:
         return f"MongoStore({redact_uri(self._uri)!r}, {self._database!r})"
@@ -208,6 +215,14 @@ class MongoStore:
 
         self._call("insert", run)
 
+    def update_chunk(self) -> int:
+        """Update operations per bulk write: small on FerretDB (see above)."""
+        if self._update_chunk is None:
+            info = self._call("build info", lambda: self.db.client.admin.command("buildInfo"))
+            ferret = "ferretdbVersion" in info or "ferretdb" in info
+            self._update_chunk = _FERRETDB_UPDATE_CHUNK if ferret else _WRITE_CHUNK
+        return self._update_chunk
+
     def _upsert(self, coll: Collection[Document], docs: Sequence[Document]) -> None:
         if not docs:
             return
@@ -217,7 +232,12 @@ class MongoStore:
             )
             for d in docs
         ]
-        self._call("upsert", lambda: coll.bulk_write(ops, ordered=False))
+        step = self.update_chunk()
+        for start in range(0, len(ops), step):
+            self._call(
+                "upsert",
+                functools.partial(coll.bulk_write, ops[start : start + step], ordered=False),
+            )
 
     def read_snapshot(
         self, dataset: str, columns: Sequence[str] | None = None, require: str | None = None

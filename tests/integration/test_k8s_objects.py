@@ -1,0 +1,128 @@
+"""The rendered Kubernetes overlays, object by object: no Secret values, least-privilege
+network policies, a read-only MongoDB; the compose file's application user."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.servers import REPO
+
+pytestmark = pytest.mark.integration
+
+KUSTOMIZE = REPO / ".cache" / "tools" / "bin" / "kustomize"
+OVERLAYS = sorted(p.name for p in (REPO / "deploy" / "k8s" / "overlays").iterdir())
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    assert KUSTOMIZE.exists(), "kustomize missing: `make test` (or `make lint-tools`) builds it"
+    out = subprocess.run(
+        [str(KUSTOMIZE), "build", str(REPO / "deploy" / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def _policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+
+
+def _selects(spec: dict[str, Any], name: str) -> bool:
+    selector = spec["podSelector"]
+    if not selector:
+        return True
+    if selector.get("matchLabels", {}).get("app.kubernetes.io/name") == name:
+        return True
+    return any(
+        e["key"] == "app.kubernetes.io/name" and name in e["values"]
+        for e in selector.get("matchExpressions", [])
+    )
+
+
+def _peers(rule: dict[str, Any]) -> set[str]:
+    names = set()
+    for peer in rule.get("from", []) + rule.get("to", []):
+        pod = peer.get("podSelector", {})
+        if "ipBlock" in peer:
+            names.add(peer["ipBlock"]["cidr"])
+        if "namespaceSelector" in peer:
+            names.add("dns")
+        elif "matchLabels" in pod:
+            names.add(pod["matchLabels"]["app.kubernetes.io/name"])
+        for expr in pod.get("matchExpressions", []):
+            names.update(expr["values"])
+    return names
+
+
+def _allowed(policies: dict[str, dict[str, Any]], pod: str, kind: str) -> list[dict[str, Any]]:
+    rules = []
+    for spec in policies.values():
+        if _selects(spec, pod) and kind in spec["policyTypes"]:
+            rules += spec.get(kind.lower(), [])
+    return rules
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_overlay_renders_a_secret(overlay: str) -> None:
+    kinds = [o["kind"] for o in render(overlay)]
+    assert "Secret" not in kinds
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_give_each_component_only_what_it_needs(overlay: str) -> None:
+    policies = _policies(render(overlay))
+    deny = policies["default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+
+    (serve_in,) = _allowed(policies, "serve", "Ingress")
+    assert serve_in["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    for pod in ("etl", "train", "retrain", "mlflow"):
+        ingress = _allowed(policies, pod, "Ingress")
+        assert all(rule.get("from") for rule in ingress), pod  # nothing open to everyone
+    mlflow_in = set().union(*(_peers(r) for r in _allowed(policies, "mlflow", "Ingress")))
+    assert mlflow_in == {"serve", "train", "retrain"}
+
+    egress = {
+        pod: set().union(*(_peers(r) for r in _allowed(policies, pod, "Egress")))
+        for pod in ("serve", "etl", "train", "mlflow")
+    }
+    assert egress["serve"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
+    assert egress["train"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
+    assert egress["etl"] - {"0.0.0.0/0"} == {"dns", "mongo"}
+    assert egress["mlflow"] == {"dns"}
+    for pod in ("serve", "etl", "train"):
+        for rule in _allowed(policies, pod, "Egress"):
+            if "0.0.0.0/0" in _peers(rule):  # the cloud overlay's external MongoDB only
+                assert overlay == "cloud"
+                assert rule["ports"] == [{"port": 27017, "protocol": "TCP"}]
+
+
+def test_minikube_mongodb_takes_app_pods_only_and_has_a_read_only_root() -> None:
+    objects = render("minikube")
+    policies = _policies(objects)
+    mongo_in = set().union(*(_peers(r) for r in _allowed(policies, "mongo", "Ingress")))
+    assert mongo_in == {"serve", "etl", "train", "retrain"}
+    (mongo,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    (container,) = mongo["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/data/db", "/tmp", "/docker-entrypoint-initdb.d"} <= mounts
+
+
+def test_compose_gives_the_application_its_own_user_not_root() -> None:
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    app_uri = compose["x-pipeline"]["environment"]["MONGO_URI"]
+    assert "MONGO_APP_USER" in app_uri and "MONGO_APP_PASSWORD" in app_uri
+    assert "ROOT" not in app_uri and "authSource=admin" not in app_uri
+    mongo_env = compose["services"]["mongo"]["environment"]
+    assert "MONGO_APP_PASSWORD" in mongo_env
+    script = REPO / "deploy" / "k8s" / "overlays" / "minikube" / "mongo-init" / "create-app-user.js"
+    text = script.read_text()
+    assert 'role: "readWrite", db: dbName' in text

@@ -67,6 +67,7 @@ _FERRETDB_UPDATE_CHUNK = 40
 ends; past ~100 in one bulk_write (~50 on its PostgreSQL handler) the pool runs dry and
 the server stops answering every client. Updates go to it in small bulk writes; inserts
 and real MongoDB keep 5,000-operation chunks."""
+_REPLACE_CHUNK = 2_000
 _SCAN_THRESHOLD = 2_000
 
 
@@ -195,8 +196,12 @@ class MongoStore:
         known = self._hash_maps.get(dataset)
         for start in range(0, len(new), _WRITE_CHUNK):
             self._insert_or_upsert(coll, new[start : start + _WRITE_CHUNK])
-        for start in range(0, len(changed), _WRITE_CHUNK):
-            self._upsert(coll, changed[start : start + _WRITE_CHUNK])
+        if self.update_chunk() < _WRITE_CHUNK:  # FerretDB: replace, see _replace
+            for start in range(0, len(changed), _REPLACE_CHUNK):
+                self._replace(coll, changed[start : start + _REPLACE_CHUNK])
+        else:
+            for start in range(0, len(changed), _WRITE_CHUNK):
+                self._upsert(coll, changed[start : start + _WRITE_CHUNK])
         if known is not None:
             known.update((d["_id"], d["_hash"]) for d in (*new, *changed))
 
@@ -214,6 +219,21 @@ class MongoStore:
                 self._upsert(coll, [docs[e["index"]] for e in errors])
 
         self._call("insert", run)
+
+    def _replace(self, coll: Collection[Document], docs: Sequence[Document]) -> None:
+        """Changed rows on FerretDB: one `$in` delete and one insert per chunk, retried as a
+        unit (idempotent). FerretDB scans the table for every matched update (~50 a second
+        on 10,000 rows here) but once per `$in`, so this is ~30x faster than updates and
+        never holds its connection pool. It runs under the dataset's lease (no other
+        writer, training waits); a crash inside a chunk leaves those rows absent until
+        the rerun that the failed batch calls for."""
+        ids = [d["_id"] for d in docs]
+
+        def run() -> None:
+            coll.delete_many({"_id": {"$in": ids}})
+            coll.insert_many([dict(d) for d in docs], ordered=False)
+
+        self._call("replace", run)
 
     def update_chunk(self) -> int:
         """Update operations per bulk write: small on FerretDB (see above)."""

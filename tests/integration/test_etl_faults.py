@@ -176,11 +176,13 @@ def test_a_huge_bad_field_is_quarantined_as_an_excerpt(spec: DatasetSpec, tmp_pa
     raw = tmp_path / "raw"
     frame = _good(spec, raw)
     frame.loc[0, "Gender"] = "x" * 6_000_000  # a 6 MB bad value
+    frame.loc[1, "Gender"] = "y" * 900  # long, under the reader's cut: an excerpt
     frame.to_csv(raw / "good.csv", index=False)
     store = EmbeddedStore(tmp_path / "s.sqlite3")
     run_etl(spec, raw, store)
-    (q,) = store.find("loan_quarantine")
-    assert q["value"]["length"] == 6_000_000
-    assert len(q["value"]["excerpt"]) == EXCERPT_CHARS
-    assert len(q["value"]["sha256"]) == 64
-    assert len(json.dumps(q)) < 10_000
+    huge, long = sorted(store.find("loan_quarantine"), key=lambda q: q["row"])
+    assert "a value of 6,000,000 characters" in huge["reason"] and "sha256 " in huge["reason"]
+    assert len(huge["record"]["Gender"]) <= EXCERPT_CHARS
+    assert long["value"]["length"] == 900 and len(long["value"]["excerpt"]) == EXCERPT_CHARS
+    assert len(long["value"]["sha256"]) == 64
+    assert len(json.dumps(huge)) < 10_000 and len(json.dumps(long)) < 10_000

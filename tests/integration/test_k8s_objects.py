@@ -4,7 +4,6 @@ network policies, a read-only MongoDB; the compose file's application user."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest

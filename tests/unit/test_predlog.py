@@ -55,3 +55,22 @@ def test_a_failing_store_never_raises_into_the_caller() -> None:
     log.submit([{"_id": 1}])
     log.close()
     assert (log.written, log.failed) == (0, 1)
+
+
+def test_the_buffer_is_bounded_by_bytes_and_counts_what_it_drops() -> None:
+    """With the store stuck, big entries stop being queued once their bytes reach the
+    bound, whatever the entry count allows; the writer gives the bytes back."""
+    gate = threading.Event()
+    store = RecordingStore(gate=gate)
+    dropped: list[int] = []
+    log = PredictionLog(store, "p", maxsize=1000, batch=1, on_drop=dropped.append, max_bytes=10_000)
+    log.submit([{"i": 0}], nbytes=1_000)
+    assert store.entered.wait(5)  # the writer holds entry 0 and is stuck on the store
+    for i in range(1, 40):
+        log.submit([{"i": i}], nbytes=1_000)
+    assert log.pending_bytes <= 10_000
+    assert log.dropped == sum(dropped) == 30
+    gate.set()
+    log.close()
+    assert len(store.docs) == 10
+    assert log.pending_bytes == 0

@@ -169,8 +169,9 @@ def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChu
                 if frame is None:
                     break
                 frame.columns = header
-                counts = np.fromiter(itertools.islice(widths, len(frame)), dtype=np.int64)
-                yield RawChunk(path, first, _flag_short_rows(frame, wanted, counts), line_offset=1)
+                shape = np.array(list(itertools.islice(widths, len(frame))), dtype=np.int64)
+                shape = shape.reshape(-1, 2)
+                yield RawChunk(path, first, _row_checks(frame, wanted, shape), line_offset=1)
                 first += len(frame)
     except UnicodeDecodeError as err:
         raise StructuralError(f"{path}: not UTF-8 text ({err.reason})") from err
@@ -178,30 +179,49 @@ def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChu
         raise StructuralError(f"{path}: malformed CSV: {err}") from err
 
 
-def _field_counts(handle: io.TextIOBase) -> Iterator[int]:
-    """Fields per record after the header, blank lines skipped as the reader skips them.
-    The CSV reader pads a short row with empty strings, indistinguishable from real empty
-    fields, so the count is taken apart (the csv module: ~1.5 µs a row)."""
+MAX_FIELD_CHARS = 1_000_000
+"""A field longer than this is cut to an excerpt as soon as it is read (its row is
+rejected), so one huge value does not cost its size again at every validation step."""
+
+
+def _field_counts(handle: io.TextIOBase) -> Iterator[tuple[int, int]]:
+    """(fields, characters) per record after the header, blank lines skipped as the
+    reader skips them. The CSV reader pads a short row with empty strings,
+    indistinguishable from real empty fields, so the count is taken apart (the csv
+    module: ~1.5 µs a row)."""
     csv.field_size_limit(2**31 - 1)  # a huge field is a row problem, not a reader crash
     records = csv.reader(handle)
     next(records, None)
-    return (len(rec) for rec in records if rec)
+    return ((len(rec), sum(map(len, rec))) for rec in records if rec)
 
 
-def _flag_short_rows(frame: pd.DataFrame, wanted: list[str], counts: np.ndarray) -> pd.DataFrame:
+def _row_checks(frame: pd.DataFrame, wanted: list[str], shape: np.ndarray) -> pd.DataFrame:
     """The spec's columns, plus a record error for rows with fewer fields than the header
-    (a cut or malformed line): its padded empty values must never pass as real values."""
-    out = frame[wanted]
+    (a cut or malformed line: its padded empty values must never pass as real values)
+    and for rows with a field over MAX_FIELD_CHARS (cut to an excerpt here)."""
+    out = frame[wanted].copy() if (shape[:, 1] > MAX_FIELD_CHARS).any() else frame[wanted]
     width = frame.shape[1]
-    short = np.zeros(len(frame), dtype=bool)
-    short[: len(counts)] = counts < width
-    if short.any():
+    problems: dict[int, str] = {}
+    for short in np.flatnonzero(shape[:, 0] < width).tolist():
+        problems[short] = (
+            f"the row has {shape[short, 0]} field(s) but the header has {width}: "
+            "a cut or malformed line"
+        )
+    for row in np.flatnonzero(shape[:, 1] > MAX_FIELD_CHARS).tolist():
+        for j, name in enumerate(wanted):
+            value = out.iat[row, j]
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+                problems[row] = (
+                    f"column {name}: a value of {len(value):,} characters (over "
+                    f"{MAX_FIELD_CHARS:,}; sha256 {digest})"
+                )
+                out.iat[row, j] = value[:256]
+    if problems:
         out = out.copy()
         errors = pd.Series(pd.NA, index=out.index, dtype="string")
-        errors[short] = [
-            f"the row has {k} field(s) but the header has {width}: a cut or malformed line"
-            for k in counts[short[: len(counts)]]
-        ]
+        for pos, text in problems.items():
+            errors.iat[pos] = text
         out[RECORD_ERROR] = errors
     return out
 

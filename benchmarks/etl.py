@@ -29,11 +29,11 @@ from mlcycle.etl.extract import read_file  # noqa: E402
 from mlcycle.etl.pipeline import run_etl  # noqa: E402
 from mlcycle.etl.transform import to_documents  # noqa: E402
 from mlcycle.etl.validate import validate_chunk  # noqa: E402
-from mlcycle.spec import load_spec  # noqa: E402
+from mlcycle.spec import load_spec, packaged  # noqa: E402
 from mlcycle.store.embedded import EmbeddedStore  # noqa: E402
 from mlcycle.store.mongo import MongoStore  # noqa: E402
 
-SPEC = load_spec(REPO / "datasets" / "loan.yaml")
+SPEC = load_spec(packaged("datasets/loan.yaml"))
 
 
 def _peak_mb() -> float:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))  # tests.servers: the FerretDB launcher
 
 from mlcycle.datagen import write_demo  # noqa: E402
 from mlcycle.etl.pipeline import run_etl  # noqa: E402
-from mlcycle.spec import load_spec  # noqa: E402
+from mlcycle.spec import load_spec, packaged  # noqa: E402
 from mlcycle.store.base import Store  # noqa: E402
 from mlcycle.store.embedded import EmbeddedStore  # noqa: E402
 from mlcycle.store.mongo import MongoStore  # noqa: E402
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--stores", default="embedded,ferretdb")
     args = parser.parse_args()
-    spec = load_spec(REPO / "datasets" / "loan.yaml")
+    spec = load_spec(packaged("datasets/loan.yaml"))
     assert spec.target is not None
     work = Path(tempfile.mkdtemp(prefix="mlcycle-read-bench-"))
     csv = write_demo(spec, work / "loans.csv", args.rows, seed=5)

@@ -32,8 +32,8 @@ def spec() -> DatasetSpec:
 
 
 @pytest.fixture(scope="session")
-def synthetic_loan_dir(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_loan_files(spec, tmp_path_factory.mktemp("loan"))
+def synthetic_loan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_loan_files(load_spec(SPEC_PATH), tmp_path_factory.mktemp("loan"))
 
 
 # The real CSVs are an extra data set where they exist, never a reason to skip.

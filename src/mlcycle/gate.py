@@ -37,20 +37,11 @@ def should_promote(
     contract_change: str | None = None,
     runtime_problem: str | None = None,
 ) -> Decision:
-    """Promote only if the serving runtime can serve the candidate, its feature contract
-    equals the champion's (`contract_change` says how it differs, if it does), it beats
-    the majority-class baseline by more than `min_lift` on the gate metric, and it is not
-    worse than the champion by more than `tolerance` (no champion yet: the baseline check
-    alone decides)."""
-    if runtime_problem:
-        return Decision(False, f"the serving runtime cannot serve it: {runtime_problem}")
-    if contract_change:
-        return Decision(
-            False,
-            f"its feature contract differs from the champion's ({contract_change}): "
-            "metrics on different contracts are not comparable; promote it by hand with "
-            "--force --reason",
-        )
+    """Promote only if the candidate beats the majority-class baseline by more than
+    `min_lift` on the gate metric, the serving runtime can serve it (`runtime_problem`
+    says why not), its feature contract equals the champion's (`contract_change` says how
+    it differs), and it is not worse than the champion by more than `tolerance` (no
+    champion yet: the checks before that decide)."""
     metric = gate.metric
     cand = candidate.get(metric)
     if cand is None:
@@ -61,6 +52,15 @@ def should_promote(
             False,
             f"{metric} {cand:.4f} does not beat the majority-class baseline {base:.4f}"
             + (f" by more than {gate.min_lift:g}" if gate.min_lift else ""),
+        )
+    if runtime_problem:
+        return Decision(False, f"the serving runtime cannot serve it: {runtime_problem}")
+    if contract_change:
+        return Decision(
+            False,
+            f"its feature contract differs from the champion's ({contract_change}): "
+            "metrics on different contracts are not comparable; promote it by hand with "
+            "--force --reason",
         )
     if champion is None or champion.get(metric) is None:
         return Decision(True, f"{metric} {cand:.4f} beats the baseline {base:.4f}; no champion yet")

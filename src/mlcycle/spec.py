@@ -7,6 +7,7 @@ A spec is YAML validated into pydantic models when loaded; an invalid spec raise
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -208,6 +209,24 @@ class DatasetSpec(BaseModel):
     @cached_property
     def string_features(self) -> list[str]:
         return [c for c in self.feature_columns if self.columns[c].type == "string"]
+
+    @cached_property
+    def contract_hash(self) -> str:
+        """SHA-256 of what a model's inputs and outputs mean: the feature columns with
+        their rules (not descriptions or demo hints), their order, and the labels. Two
+        models are comparable, and one may replace the other, only when it is equal."""
+        exclude = {"description", "demo"}
+        contract = {
+            "features": [
+                [name, self.columns[name].model_dump(mode="json", exclude=exclude)]
+                for name in self.feature_columns
+            ],
+            "id": self.id_column,
+            "target": self.target.model_dump(mode="json", exclude={"demo_intercept"})
+            if self.target
+            else None,
+        }
+        return hashlib.sha256(json.dumps(contract, sort_keys=True).encode()).hexdigest()
 
     @cached_property
     def fingerprint(self) -> str:

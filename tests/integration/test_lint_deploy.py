@@ -69,8 +69,8 @@ def _plant(path: Path, old: str, new: str) -> None:
         ),
         (
             "deploy/compose.yaml",
-            "${MONGO_APP_PASSWORD:?set MONGO_APP_PASSWORD in .env}@",
-            "${MONGO_APP_PASSWORD:-}@",
+            "${MONGO_APP_PASSWORD:?set in .env}",
+            "${MONGO_APP_PASSWORD:-}",
             "FAIL  compose.yaml renders with only MONGO_ROOT_PASSWORD",
         ),
         (

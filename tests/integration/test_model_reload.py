@@ -100,3 +100,25 @@ def test_a_moved_tracking_store_is_not_recreated_and_model_says_what_is_served(
     assert len(restarted.current.describe()["bundle_sha256"]) == 64
     client = registry.connect(moved, create=False)
     assert registry.champion(client, spec.registered_model).run_id == new.run_id
+
+
+def test_a_version_with_another_contract_is_refused_by_a_running_server(
+    spec: DatasetSpec, loan_store: Store, tmp_path: Path
+) -> None:
+    from tests.data import renamed
+
+    settings = _settings(tmp_path)
+    cfg = load_train_config(CONFIG_PATH)
+    run_train(settings, spec, cfg, loan_store)
+    failures: list[str] = []
+    manager = ModelManager(settings, spec.registered_model, on_failure=failures.append)
+    manager.start()
+    fewer = renamed(spec, spec.registered_model, features=spec.feature_columns[:-2])
+    other = run_train(settings, fewer, cfg, loan_store)
+    assert other.champion_after == "1"  # the gate does not promote another contract
+    client = registry.connect(settings)
+    registry.set_champion(client, spec.registered_model, other.version, "1", forced_reason="test")
+    assert manager.refresh() is False
+    assert failures == ["ContractChanged"]
+    assert manager.current.version == "1"
+    assert "contract" in (manager.last_error or "")

@@ -170,3 +170,45 @@ def test_embedded_tracking_needs_no_server(
     assert result.champion_after == "1"
     assert (settings.data_dir / "mlflow.db").exists()
     assert any(settings.artifact_root.rglob("MLmodel"))
+
+
+def test_a_candidate_with_another_contract_is_never_promoted_automatically(
+    tracked: Settings, spec: DatasetSpec, cfg: TrainConfig, loan_store: Store, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlcycle.cli import app
+    from tests.data import write_spec
+
+    first = run_train(tracked, spec, cfg, loan_store)
+    fewer = renamed(spec, spec.registered_model, features=spec.feature_columns[:-1])
+    assert fewer.contract_hash != spec.contract_hash
+    second = run_train(tracked, fewer, cfg, loan_store)
+    assert second.decision["promote"] is False
+    assert "feature contract differs" in second.decision["reason"]
+    assert second.champion_after == first.version
+    client = MlflowClient(tracked.tracking_uri)
+    version = client.get_model_version(spec.registered_model, second.version)
+    assert version.tags["mlcycle.contract_hash"] == fewer.contract_hash
+    assert version.description.startswith("gate: rejected")
+
+    path = write_spec(fewer, tmp_path / "spec.yaml")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["promote", second.version, "--spec", str(path), "--force"])
+    assert refused.exit_code == 2 and "--reason" in refused.stderr
+    forced = runner.invoke(
+        app,
+        [
+            "promote",
+            second.version,
+            "--spec",
+            str(path),
+            "--force",
+            "--reason",
+            "new schema, checked by hand",
+        ],
+    )
+    assert forced.exit_code == 0, forced.output
+    version = client.get_model_version(spec.registered_model, second.version)
+    assert version.tags["mlcycle.forced_reason"] == "new schema, checked by hand"
+    assert registry.champion(client, spec.registered_model).version == second.version

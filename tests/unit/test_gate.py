@@ -33,3 +33,13 @@ def test_min_lift_requires_a_margin_over_the_baseline() -> None:
     gate = GateConfig(metric="accuracy", tolerance=0.0, min_lift=0.05)
     assert not should_promote({"accuracy": 0.72}, {"accuracy": 0.69}, None, gate).promote
     assert should_promote({"accuracy": 0.75}, {"accuracy": 0.69}, None, gate).promote
+
+
+def test_a_model_the_runtime_cannot_serve_or_of_another_contract_is_refused() -> None:
+    good = {"roc_auc": 0.9}
+    runtime = should_promote(good, BASE, None, GATE, runtime_problem="no ONNX graph")
+    assert not runtime.promote and "serving runtime cannot serve" in runtime.reason
+    contract = should_promote(good, BASE, {"roc_auc": 0.5}, GATE, contract_change="spec a vs b")
+    assert not contract.promote and "contract differs" in contract.reason
+    weak = should_promote({"roc_auc": 0.4}, BASE, None, GATE, runtime_problem="x")
+    assert "baseline" in weak.reason  # the most basic failure is named first

@@ -36,6 +36,8 @@ from mlcycle.serve.model import LoadedModel, ModelManager
 from mlcycle.serve.predlog import PredictionLog
 from mlcycle.serve.schemas import MISSING, InvalidRequest, PredictResponse, record_model
 from mlcycle.serve.security import KeyRing, parse_keys
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import predictions_collection
 
 logger = logging.getLogger(__name__)
 access = logging.getLogger("mlcycle.access")
@@ -225,13 +227,12 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         await run_in_threadpool(manager.start)
         if settings.prediction_log:
             from mlcycle.store import open_store
-            from mlcycle.store.base import predictions_collection
 
             store = open_store(settings)
             state["store"] = store
             state["log"] = PredictionLog(
                 store,
-                predictions_collection(spec.name),
+                predictions_collection(served_spec().name),
                 settings.prediction_log_queue,
                 on_drop=lambda n: metrics.log_dropped.inc(n),
                 max_bytes=settings.prediction_log_max_bytes,
@@ -256,8 +257,38 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     app.state.manager = manager
     app.state.metrics = metrics
 
-    record = record_model(spec, spec.numeric_features, spec.categorical_features)
-    request_schema = _request_schema(record, settings.max_batch)
+    def served_spec() -> DatasetSpec:
+        """The loaded model's spec (from its bundle), else the configured one."""
+        model = manager.current
+        return model.spec if model is not None else spec
+
+    openapi_cache: dict[str, dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        """The OpenAPI document of the model being served: rebuilt when it changes."""
+        current = served_spec()
+        key = current.fingerprint
+        if key not in openapi_cache:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            record = record_model(current, current.numeric_features, current.categorical_features)
+            doc["paths"]["/predict"]["post"]["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _request_schema(record, settings.max_batch)}
+                },
+            }
+            openapi_cache.clear()
+            openapi_cache[key] = doc
+        return openapi_cache[key]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def api_key(headers: Mapping[str, str]) -> str | None:
         key = headers.get("x-api-key")
@@ -413,6 +444,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                     }
                 ],
                 nbytes=len(body),
+                collection=predictions_collection(model.spec.name),
             )
         return reply
 
@@ -447,12 +479,6 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     @app.post(
         "/predict",
         response_model=PredictResponse,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": request_schema}},
-            }
-        },
         responses={
             413: {"description": "Body or batch too large"},
             415: {"description": "Body is not sent as application/json"},
@@ -552,7 +578,8 @@ def _canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
 
 
 def _request_schema(record: Any, max_batch: int) -> dict[str, Any]:
-    """The /predict body schema (one record or a batch), inlined for the OpenAPI document."""
+    """The /predict body schema, inlined for the OpenAPI document: one record, a batch of
+    records, or a columnar batch (one list per field, all of one length)."""
     one = record.model_json_schema()
     batch = {
         "type": "object",
@@ -563,7 +590,25 @@ def _request_schema(record: Any, max_batch: int) -> dict[str, Any]:
         "additionalProperties": False,
         "title": "Batch",
     }
-    return {"anyOf": [one, batch]}
+    columns = {
+        "type": "object",
+        "properties": {
+            "columns": {
+                "type": "object",
+                "properties": {
+                    name: {"type": "array", "items": field, "minItems": 1, "maxItems": max_batch}
+                    for name, field in one["properties"].items()
+                },
+                "required": list(one.get("required", [])),
+                "additionalProperties": False,
+                "minProperties": 1,
+            }
+        },
+        "required": ["columns"],
+        "additionalProperties": False,
+        "title": "ColumnarBatch",
+    }
+    return {"anyOf": [one, batch, columns]}
 
 
 DOCS_ASSETS = "/docs-assets"

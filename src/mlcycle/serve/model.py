@@ -155,6 +155,10 @@ class CandidateRejected(MlcycleError):
     """A model version that loads but fails its self-check: it is never swapped in."""
 
 
+class ContractChanged(CandidateRejected):
+    """A model version whose inputs or labels differ from the served model's."""
+
+
 def bundle_digest(folder: Path) -> str:
     """SHA-256 over the bundle's files (names and contents): what identifies the model."""
     digest = hashlib.sha256()
@@ -285,6 +289,14 @@ class ModelManager:
         digest = bundle_digest(target)
         loaded = _load_folder(target, self.name, version, self.alias, run_id, "registry", digest)
         self_check(loaded, target)
+        current = self.current
+        if current is not None and loaded.spec.contract_hash != current.spec.contract_hash:
+            raise ContractChanged(
+                f"its contract (spec {loaded.spec.name}, {loaded.spec.contract_hash[:12]}) "
+                f"differs from the served model's ({current.spec.contract_hash[:12]}): the "
+                "API's validation, documentation and log follow the model, so a new "
+                "contract needs a restart (a new deployment), never a silent swap"
+            )
         (self.cache / "last_good.json").write_text(
             json.dumps({"version": version, "run_id": run_id, "sha256": digest})
         )

@@ -32,7 +32,7 @@ class PredictionLog:
         self.store = store
         self.collection = collection
         self.batch = batch
-        self.queue: queue.Queue[tuple[Document, int] | None] = queue.Queue(maxsize=maxsize)
+        self.queue: queue.Queue[tuple[str, Document, int] | None] = queue.Queue(maxsize=maxsize)
         self.max_bytes = max_bytes
         self.pending_bytes = 0
         self._bytes_lock = threading.Lock()
@@ -43,8 +43,12 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def submit(self, docs: Sequence[Document], nbytes: int = 0) -> None:
-        """Queue entries whose size is about `nbytes` in all (0: not counted)."""
+    def submit(
+        self, docs: Sequence[Document], nbytes: int = 0, collection: str | None = None
+    ) -> None:
+        """Queue entries whose size is about `nbytes` in all (0: not counted), for
+        `collection` (default: the log's own)."""
+        target = collection or self.collection
         each = nbytes // max(len(docs), 1)
         put = self.queue.put_nowait
         for i, doc in enumerate(docs):
@@ -55,7 +59,7 @@ class PredictionLog:
             try:
                 if not fits:
                     raise queue.Full
-                put((doc, each))
+                put((target, doc, each))
             except queue.Full:
                 if fits:
                     with self._bytes_lock:
@@ -82,18 +86,20 @@ class PredictionLog:
                 items.append(nxt)
             self._write(items)
 
-    def _write(self, items: list[tuple[Document, int]]) -> None:
-        docs = [doc for doc, _ in items]
-        try:
-            self.store.append(self.collection, docs)
-            self.written += len(docs)
-        except Exception as err:  # the log is best effort; count, never crash
-            self.failed += len(docs)
-            self._on_drop(len(docs))
-            logger.warning("prediction log: %d entries lost: %s", len(docs), err)
-        finally:
-            with self._bytes_lock:
-                self.pending_bytes -= sum(size for _, size in items)
+    def _write(self, items: list[tuple[str, Document, int]]) -> None:
+        by_collection: dict[str, list[Document]] = {}
+        for collection, doc, _ in items:
+            by_collection.setdefault(collection, []).append(doc)
+        for collection, docs in by_collection.items():
+            try:
+                self.store.append(collection, docs)
+                self.written += len(docs)
+            except Exception as err:  # the log is best effort; count, never crash
+                self.failed += len(docs)
+                self._on_drop(len(docs))
+                logger.warning("prediction log: %d entries lost: %s", len(docs), err)
+        with self._bytes_lock:
+            self.pending_bytes -= sum(size for _, _, size in items)
 
     def close(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(queue.Full):

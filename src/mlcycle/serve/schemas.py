@@ -304,7 +304,17 @@ class ModelRef(BaseModel):
     version: str
 
 
+class ColumnarPredictions(BaseModel):
+    """The answer to a `{"columns": {...}}` batch: one list per field, in request order."""
+
+    id: list[str | None]
+    label: list[str]
+    probability: list[float]
+
+
 class PredictResponse(BaseModel):
     request_id: str
     model: ModelRef
-    predictions: list[Prediction]
+    predictions: list[Prediction] | ColumnarPredictions = Field(
+        description="One object per record; for a columnar batch, one list per field"
+    )

@@ -46,6 +46,29 @@ def live_holder(store: Store, dataset: str) -> Document | None:
     return None
 
 
+_OWNED: set[str] = set()
+"""Lease owners of this process that are still running."""
+
+
+def _holder_is_gone(holder: Document) -> bool:
+    """True when the holder ran on this host and its process no longer runs (or it was
+    this process, and that run is over). Other hosts' holders expire with their lease."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = int(holder.get("pid") or 0)
+    if pid == os.getpid():
+        return str(holder.get("owner")) not in _OWNED
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class Lease:
     """`with Lease(store, dataset, owner):` holds the dataset for `owner` and renews it
     every third of the lease from a daemon thread."""
@@ -74,10 +97,17 @@ class Lease:
             "since": datetime.now(UTC),
         }
         deadline = time.monotonic() + self.wait_seconds
+        dead: Document | None = None
         while True:
             taken, other = self.store.try_lock(self.dataset, self.owner, self.lease_seconds, info)
             if taken:
+                other = other or dead
                 break
+            if other is not None and _holder_is_gone(other):
+                # its process is known dead (this host): free the lease now, not at expiry
+                self.store.release_lock(self.dataset, str(other.get("owner")))
+                dead = other
+                continue
             if other is not None and time.monotonic() >= deadline:
                 raise DatasetBusy(
                     f"dataset {self.dataset!r} is being loaded by {describe_holder(other)}: "
@@ -90,6 +120,7 @@ class Lease:
                 "took over the lease of %s: %s stopped renewing it", self.dataset, other["owner"]
             )
             self.on_takeover(other)
+        _OWNED.add(self.owner)
         self._thread = threading.Thread(target=self._beat, name="lease", daemon=True)
         self._thread.start()
         return self
@@ -111,6 +142,7 @@ class Lease:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        _OWNED.discard(self.owner)
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:

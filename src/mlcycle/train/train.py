@@ -306,9 +306,18 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
     name = spec.registered_model
     current = registry.champion(client, name)
     champion_before: dict[str, Any] | None = None
+    contract_change: str | None = None
     if current is not None:
-        champ_metrics = _rescore(current, X_test, y_test, positive)
-        champion_before = {"version": current.version, "metrics": champ_metrics}
+        theirs = current.tags.get(registry.CONTRACT_TAG)
+        if theirs != spec.contract_hash:
+            contract_change = (
+                f"spec contract {spec.contract_hash[:12]} vs champion v{current.version}'s "
+                f"{(theirs or 'none recorded')[:12]}"
+            )
+            champion_before = {"version": current.version, "metrics": {}}
+        else:  # same contract: re-score the champion on the candidate's hold-out
+            champ_metrics = _rescore(current, X_test, y_test, positive)
+            champion_before = {"version": current.version, "metrics": champ_metrics}
 
     experiment_id = registry.ensure_experiment(client, spec.experiment_name, settings)
     est_params = {
@@ -337,12 +346,13 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
         registry.TAG + "dataset": spec.name,
         registry.TAG + "data_hash": snapshot.data_hash,
         registry.TAG + "row_count": str(len(snapshot.ids)),
-        registry.TAG + "etl_batch_ids": ",".join(snapshot.batch_ids)[:4900],
+        registry.TAG + "etl_batch_ids": ",".join(snapshot.batch_ids)[:4900] or "none",
         registry.TAG + "etl_batch_statuses": ",".join(
             f"{k}:{v}" for k, v in sorted(snapshot.batch_statuses.items())
         )[:4900]
         or "none",
         registry.TAG + "spec_hash": spec.fingerprint,
+        registry.CONTRACT_TAG: spec.contract_hash,
         registry.TAG + "git_commit": git_commit(),
         registry.TAG + "seed": str(cfg.seed),
         registry.TAG + "version": __version__,
@@ -395,7 +405,20 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
 
     candidate: dict[str, float] = {str(cfg.gate.metric): metrics[cfg.gate.metric]}
     decision: Decision = should_promote(
-        candidate, baseline, champion_before["metrics"] if champion_before else None, cfg.gate
+        candidate,
+        baseline,
+        champion_before["metrics"] if champion_before else None,
+        cfg.gate,
+        contract_change=contract_change,
+        runtime_problem=None
+        if serving["runtime"] == "onnx"
+        else f"no ONNX graph matching scikit-learn ({serving['onnx_note']})",
+    )
+    client.set_model_version_tag(name, version, registry.CONTRACT_TAG, spec.contract_hash)
+    client.update_model_version(
+        name,
+        version,
+        description=f"gate: {'promoted' if decision.promote else 'rejected'}: {decision.reason}",
     )
     client.set_model_version_tag(
         name,
@@ -405,9 +428,7 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
     )
     client.set_model_version_tag(name, version, registry.TAG + "gate_reason", decision.reason)
     client.set_model_version_tag(name, version, registry.TAG + "data_hash", snapshot.data_hash)
-    client.set_model_version_tag(
-        name, version, registry.TAG + "serving_runtime", serving["runtime"]
-    )
+    client.set_model_version_tag(name, version, registry.RUNTIME_TAG, serving["runtime"])
     if decision.promote:
         registry.set_champion(client, name, version, current.version if current else None)
     after = registry.champion(client, name)

@@ -71,3 +71,29 @@ def write_spec(spec: DatasetSpec, path: Path) -> Path:
 
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
     return path
+
+
+CREDIT_SPEC = {
+    "name": "credit",
+    "id_column": "client_id",
+    "target": {"column": "default", "labels": {"0": 0, "1": 1}, "positive": "1"},
+    "columns": {
+        "client_id": {"type": "string", "nullable": False},
+        "age": {"type": "integer", "min": 18, "max": 100, "demo": {"median": 40, "spread": 0.3}},
+        "income": {
+            "type": "float",
+            "min": 0,
+            "nullable": False,
+            "demo": {"median": 3000, "spread": 0.5, "effect": -0.8},
+        },
+        "region": {
+            "type": "category",
+            "values": ["north", "south", "east"],
+            "demo": {"effect": {"south": 0.7}},
+        },
+        "owns_home": {"type": "boolean", "demo": {"effect": {"true": -0.6}}},
+        "default": {"type": "integer", "values": [0, 1]},
+    },
+}
+"""A second dataset of another shape, written as a user would from docs/spec.md: an
+integer 0/1 target, an integer and a boolean feature, no names of its own for MLflow."""

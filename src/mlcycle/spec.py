@@ -33,7 +33,10 @@ def packaged(relative: str) -> Path:
 
 
 def value_text(value: object) -> str:
-    """A spec value as text; whole floats lose their ".0" so 1.0 matches "1"."""
+    """A spec value as text; whole floats lose their ".0" so 1.0 matches "1", and
+    booleans are "true"/"false" (as the ETL stores a boolean column's text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -161,7 +164,7 @@ class DatasetSpec(BaseModel):
             if tcol is None:
                 raise ValueError(f"target column {self.target.column!r} is not in columns")
             if tcol.values is not None:
-                unknown = {str(v) for v in tcol.values} - set(self.target.labels)
+                unknown = {value_text(v) for v in tcol.values} - set(self.target.labels)
                 if unknown:
                     raise ValueError(f"target values {sorted(unknown)} have no label mapping")
         for feature in self.features or []:

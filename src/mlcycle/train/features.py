@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlcycle.spec import DatasetSpec
+from mlcycle.spec import DatasetSpec, value_text
 from mlcycle.train.config import ModelConfig
 
 MISSING = "__missing__"
@@ -61,13 +61,14 @@ def build_pipeline(spec: DatasetSpec, cfg: ModelConfig, seed: int) -> Pipeline:
 
 def model_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """The feature columns in model input form: numbers as float64 (NaN when missing),
-    categories as object strings (NaN when missing), in spec order."""
+    categories and booleans as their canonical text (NaN when missing), in spec order:
+    the same text the API's validator gives the serving runtime ("true", not "True")."""
     out = {}
     for name in spec.numeric_features:
         out[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     for name in spec.categorical_features:
         col = frame[name].astype(object)
         out[name] = col.where(col.notna(), np.nan).map(
-            lambda v: v if isinstance(v, float) else str(v)
+            lambda v: v if isinstance(v, float) and np.isnan(v) else value_text(v)
         )
     return pd.DataFrame(out, index=frame.index)[spec.numeric_features + spec.categorical_features]

@@ -26,7 +26,7 @@ from mlcycle import __version__, registry
 from mlcycle.config import Settings
 from mlcycle.errors import TrainingError
 from mlcycle.gate import Decision, should_promote
-from mlcycle.spec import NUMBER_LIMIT, DatasetSpec
+from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
 from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.config import TrainConfig
@@ -96,7 +96,8 @@ def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
         )
     frame = frame.sort_values(spec.id_column, kind="stable").reset_index(drop=True)
     labels = spec.target.labels
-    y = frame[target].map(labels)
+    # stored labels are text (category), numbers (integer) or booleans: compare as text
+    y = frame[target].map(lambda v: labels.get(value_text(v)))
     if y.isna().any():
         bad = sorted(set(frame.loc[y.isna(), target].astype(str)))
         raise TrainingError(f"target values {bad} have no label mapping in the spec")

@@ -43,8 +43,8 @@ build() {
   need podman
   base
   echo "image.sh: wheelhouse (pip wheel on the host) ..." >&2
-  python3 -m pip wheel -q -w "$ROOT/wheelhouse" -c "$ROOT/constraints.txt" "$ROOT[train,serve]" >/dev/null
-  python3 -m pip wheel -q -w "$ROOT/wheelhouse" "setuptools>=68" wheel >/dev/null  # the build backend, offline
+  "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" -c "$ROOT/constraints.txt" "$ROOT[train,serve]" >/dev/null
+  "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" "setuptools>=77" wheel >/dev/null  # the build backend, offline
   for target in serve pipeline; do
     echo "image.sh: podman build --target $target (offline, from the wheelhouse) ..." >&2
     "${PODMAN[@]}" build -q --format docker --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
@@ -67,12 +67,12 @@ smoke() {
   work="$(mktemp -d)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   echo "image.sh: training a small model on synthetic data (embedded stores) ..." >&2
-  (cd "$ROOT" && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= python3 -m mlcycle.cli demo-data --rows 800 >/dev/null \
-    && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= python3 -m mlcycle.cli etl >/dev/null \
+  (cd "$ROOT" && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= "${PYTHON:-python3}" -m mlcycle.cli demo-data --rows 800 >/dev/null \
+    && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= "${PYTHON:-python3}" -m mlcycle.cli etl >/dev/null \
     && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= MLCYCLE_RELOAD_INTERVAL=0 \
-       timeout 60 python3 -m mlcycle.cli train --json >/dev/null)
+       timeout 60 "${PYTHON:-python3}" -m mlcycle.cli train --json >/dev/null)
   # warm the serving cache the container will start from (tracking is unreachable inside)
-  (cd "$ROOT" && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= python3 -c \
+  (cd "$ROOT" && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= "${PYTHON:-python3}" -c \
     'from mlcycle.config import get_settings; from mlcycle.serve.model import ModelManager; m=ModelManager(get_settings(), "loan-approval"); assert m.refresh()')
   chmod -R a+rwX "$work"
   echo "image.sh: running mlcycle:$TAG-serve on 127.0.0.1:$port ..." >&2

@@ -84,6 +84,39 @@ class ColumnSpec(BaseModel):
     def fold(self, text: str) -> str:
         return text.lower() if self.case_insensitive else text
 
+    # The one wording of every rule's failure: the ETL's quarantine and the API's 422
+    # say the same thing for the same value.
+    def msg_missing(self) -> str:
+        return "missing value (column is not nullable)"
+
+    def msg_not_number(self) -> str:
+        return f"not a number (expected {self.type})"
+
+    def msg_not_finite(self) -> str:
+        return "not a finite number"
+
+    def msg_beyond(self) -> str:
+        return f"beyond ±{NUMBER_LIMIT:g}"
+
+    def msg_below(self) -> str:
+        return f"below the minimum {self.min:g}"
+
+    def msg_above(self) -> str:
+        return f"above the maximum {self.max:g}"
+
+    def msg_not_whole(self) -> str:
+        return "not a whole number"
+
+    def msg_not_allowed(self) -> str:
+        allowed = ", ".join(value_text(v) for v in self.values or [])
+        return f"not one of the allowed values ({allowed})"
+
+    def msg_not_boolean(self) -> str:
+        return "not a boolean (true/false, yes/no, 1/0)"
+
+    def msg_pattern(self) -> str:
+        return f"does not match {self.pattern}"
+
     @cached_property
     def spellings(self) -> dict[str, str]:
         """Every accepted spelling (folded) -> its canonical text: the allowed values,

@@ -76,28 +76,25 @@ def _numeric(
         non_finite = pc.fill_null(
             pc.match_substring_regex(arr, _NON_FINITE, ignore_case=True), False
         ).to_numpy(zero_copy_only=False)
-    problems.append(_issues(unparsed & non_finite, name, raw, "not a finite number"))
-    problems.append(
-        _issues(unparsed & ~non_finite, name, raw, f"not a number (expected {col.type})")
-    )
+    problems.append(_issues(unparsed & non_finite, name, raw, col.msg_not_finite()))
+    problems.append(_issues(unparsed & ~non_finite, name, raw, col.msg_not_number()))
     overflow = present & np.isinf(num)  # e.g. 1e999
-    problems.append(_issues(overflow, name, raw, "not a finite number"))
+    problems.append(_issues(overflow, name, raw, col.msg_not_finite()))
     huge = present & ~np.isinf(num) & (num.abs() > NUMBER_LIMIT)
-    problems.append(_issues(huge, name, raw, f"beyond ±{NUMBER_LIMIT:g}"))
+    problems.append(_issues(huge, name, raw, col.msg_beyond()))
     num = num.where(~(overflow | huge), np.nan)
     ok = num.notna()
     if col.type == "integer":
         frac = ok & (num % 1 != 0)
-        problems.append(_issues(frac, name, raw, "not a whole number"))
+        problems.append(_issues(frac, name, raw, col.msg_not_whole()))
         num = num.where(~frac, np.nan)
     if col.min is not None:
-        problems.append(_issues(ok & (num < col.min), name, raw, f"below the minimum {col.min:g}"))
+        problems.append(_issues(ok & (num < col.min), name, raw, col.msg_below()))
     if col.max is not None:
-        problems.append(_issues(ok & (num > col.max), name, raw, f"above the maximum {col.max:g}"))
+        problems.append(_issues(ok & (num > col.max), name, raw, col.msg_above()))
     if col.values is not None:
         outside = ok & ~num.isin([float(v) for v in col.values])
-        allowed = ", ".join(value_text(v) for v in col.values)
-        problems.append(_issues(outside, name, raw, f"not one of the allowed values ({allowed})"))
+        problems.append(_issues(outside, name, raw, col.msg_not_allowed()))
     return (num.astype("Int64") if col.type == "integer" else num), problems
 
 
@@ -118,8 +115,7 @@ def _category(
     codes[hit] = targets[found[hit].astype(np.int64)]
     typed = pd.Series(pd.Categorical.from_codes(codes, categories=canon), index=raw.index)
     bad = present.to_numpy(bool) & (codes < 0)
-    allowed = ", ".join(canon)
-    return typed, [_issues(bad, name, raw, f"not one of the allowed values ({allowed})")]
+    return typed, [_issues(bad, name, raw, col.msg_not_allowed())]
 
 
 def _coerce(
@@ -137,15 +133,15 @@ def _coerce(
         typed[low.isin(TRUE_STRINGS).fillna(False).to_numpy(bool)] = True
         typed[low.isin(FALSE_STRINGS).fillna(False).to_numpy(bool)] = False
         bad = present & typed.isna()
-        problems.append(_issues(bad, name, raw, "not a boolean (true/false, yes/no, 1/0)"))
+        problems.append(_issues(bad, name, raw, col.msg_not_boolean()))
         return typed, problems
     typed = raw.astype(object).where(present, None)
     if col.pattern is not None:
         matches = raw.str.fullmatch(col.pattern).fillna(False).astype(bool)
-        problems.append(_issues(present & ~matches, name, raw, f"does not match {col.pattern}"))
+        problems.append(_issues(present & ~matches, name, raw, col.msg_pattern()))
     if col.values is not None:
         outside = present & ~raw.isin([str(v) for v in col.values]).fillna(False).astype(bool)
-        problems.append(_issues(outside, name, raw, "not one of the allowed values"))
+        problems.append(_issues(outside, name, raw, col.msg_not_allowed()))
     return typed, problems
 
 
@@ -190,9 +186,7 @@ def validate_chunk(raw: pd.DataFrame, spec: DatasetSpec) -> ChunkResult:
         elif col.on_missing == "drop":
             drop_mask |= missing
         elif not col.nullable:
-            problems.append(
-                _issues(missing, name, raw_col, "missing value (column is not nullable)")
-            )
+            problems.append(_issues(missing, name, raw_col, col.msg_missing()))
         typed_cols[name] = typed
 
     issues = [p for p in problems if len(p)]

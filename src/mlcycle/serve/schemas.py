@@ -14,6 +14,7 @@ import re
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mlcycle.spec import NUMBER_LIMIT, ColumnSpec, DatasetSpec, value_text
@@ -44,8 +45,6 @@ class _Column:
         self.exact: dict[Any, str] = {value_text(v): value_text(v) for v in col.values or []}
         if col.type == "boolean":
             self.exact.update({True: "true", False: "false"})
-        allowed = ", ".join(value_text(v) for v in col.values or [])
-        self.allowed_msg = f"must be one of: {allowed}" if allowed else "not an allowed value"
 
 
 class RequestValidator:
@@ -57,6 +56,7 @@ class RequestValidator:
         self.categorical = [_Column(c, spec.columns[c]) for c in categorical]
         self.allowed_fields = {*numeric, *categorical, spec.id_column}
         self.target = spec.target_column
+        self.null_values = frozenset(spec.null_values)
         pattern = spec.columns[spec.id_column].pattern
         self._id_re = re.compile(pattern) if pattern else None
 
@@ -144,7 +144,7 @@ class RequestValidator:
                         single,
                         i,
                         self.spec.id_column,
-                        f"must match {self._id_re.pattern}",
+                        self.spec.columns[self.spec.id_column].msg_pattern(),
                         "string_pattern_mismatch",
                     )
                 )
@@ -173,34 +173,45 @@ class RequestValidator:
                 return arr.astype(np.float32).reshape(-1, 1)
         out = np.full(len(values), np.nan, dtype=np.float64)
         for i, v in enumerate(values):
-            msg = self._numeric_error(c, v)
-            if msg is not None:
-                errors.append(_err(single, i, c.name, msg[0], msg[1]))
-            elif v is not None:
-                out[i] = float(v)
+            problem, number = self._number(c, v)
+            if problem is not None:
+                errors.append(_err(single, i, c.name, problem[0], problem[1]))
+            elif number is not None:
+                out[i] = number
         return out.astype(np.float32).reshape(-1, 1)
 
-    @staticmethod
-    def _numeric_error(c: _Column, v: Any) -> tuple[str, str] | None:
+    def _number(self, c: _Column, v: Any) -> tuple[tuple[str, str] | None, float | None]:
+        """One value by the spec's rules, in the ETL's order and with its words; numbers
+        written as text ("5849", as a CSV has them) are numbers, as in the ETL."""
         col = c.col
+        if isinstance(v, str):
+            text = v.strip()
+            if text in self.null_values:
+                v = None
+            elif _NUMBER.fullmatch(text):
+                v = float(text)
+            elif _NON_FINITE.fullmatch(text):
+                return (col.msg_not_finite(), "finite_number"), None
+            else:
+                return (col.msg_not_number(), "float_type"), None
         if v is None:
-            return None if col.nullable else ("field required (not nullable)", "missing")
+            return (None if col.nullable else (col.msg_missing(), "missing")), None
         if type(v) is bool or not isinstance(v, int | float):
-            return f"must be a number, got {type(v).__name__}", "float_type"
+            return (col.msg_not_number(), "float_type"), None
         x = float(v)
         if not math.isfinite(x):
-            return "must be a finite number", "finite_number"
+            return (col.msg_not_finite(), "finite_number"), None
         if abs(x) > MAX_MAGNITUDE:
-            return f"beyond ±{MAX_MAGNITUDE:g}", "finite_number"
-        if col.min is not None and x < col.min:
-            return f"must be >= {col.min:g}", "greater_than_equal"
-        if col.max is not None and x > col.max:
-            return f"must be <= {col.max:g}", "less_than_equal"
-        if c.allowed is not None and x not in c.allowed:
-            return c.allowed_msg, "enum"
+            return (col.msg_beyond(), "finite_number"), None
         if col.type == "integer" and not x.is_integer():
-            return "must be a whole number", "int_type"
-        return None
+            return (col.msg_not_whole(), "int_type"), None
+        if col.min is not None and x < col.min:
+            return (col.msg_below(), "greater_than_equal"), None
+        if col.max is not None and x > col.max:
+            return (col.msg_above(), "less_than_equal"), None
+        if c.allowed is not None and x not in c.allowed:
+            return (col.msg_not_allowed(), "enum"), None
+        return None, x
 
     def _category(
         self, c: _Column, values: list[Any], single: bool, errors: list[dict[str, Any]]
@@ -214,33 +225,30 @@ class RequestValidator:
             for i, v in enumerate(values):
                 if found[i] is not None:
                     continue
+                if isinstance(v, str) and v.strip() in self.null_values:
+                    v = None
                 if v is None:
                     if not c.col.nullable:
-                        errors.append(
-                            _err(single, i, c.name, "field required (not nullable)", "missing")
-                        )
+                        errors.append(_err(single, i, c.name, c.col.msg_missing(), "missing"))
                     found[i] = MISSING
-                elif (isinstance(v, bool) and c.col.type != "boolean") or not isinstance(
-                    v, str | int | float
-                ):
-                    errors.append(
-                        _err(
-                            single,
-                            i,
-                            c.name,
-                            f"must be a string, got {type(v).__name__}",
-                            "string_type",
-                        )
+                    continue
+                if isinstance(v, dict | list):  # the ETL reads nested JSON as its text
+                    v = orjson.dumps(v).decode()
+                hit = lookup.get(fold(value_text(v).strip()))
+                if hit is None:
+                    message = (
+                        c.col.msg_not_boolean()
+                        if c.col.type == "boolean"
+                        else c.col.msg_not_allowed()
                     )
-                else:
-                    hit = lookup.get(fold(value_text(v).strip()))
-                    if hit is None:
-                        errors.append(_err(single, i, c.name, c.allowed_msg, "enum"))
-                    found[i] = hit or MISSING
+                    errors.append(_err(single, i, c.name, message, "enum"))
+                found[i] = hit or MISSING
         return np.array(found, dtype=object).reshape(-1, 1)
 
 
 _NUMBER_TYPES = {int, float, type(None)}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NON_FINITE = re.compile(r"[+-]?(inf|infinity|nan)", re.IGNORECASE)
 
 
 def _err(single: bool, i: int, field: str | None, msg: str, kind: str) -> dict[str, Any]:
@@ -268,8 +276,8 @@ def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) 
                 (ann | None) if col.nullable else ann,
                 Field(
                     default,
-                    ge=col.min,
-                    le=col.max,
+                    ge=col.min if col.min is not None else -NUMBER_LIMIT,
+                    le=col.max if col.max is not None else NUMBER_LIMIT,
                     allow_inf_nan=False,
                     description=col.description,
                 ),

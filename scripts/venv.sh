@@ -34,7 +34,9 @@ echo "install: mlcycle[$EXTRAS] and its dependencies, pinned by constraints.txt 
 start=$SECONDS
 "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on \
   -c constraints.txt -e ".[$EXTRAS]" \
-  | grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed|ERROR)' \
-  | sed -u -E 's/^Collecting ([^ ]+).*/  collecting \1/; s/^Successfully installed (.{0,120}).*/  installed: \1 .../' || true
+  | awk '/^Collecting/ {print "  collecting " $2; fflush()}
+         /^Installing collected/ {print "  installing " NF - 3 " packages (a minute or two)"; fflush()}
+         /^Successfully installed/ {print "  installed " NF - 2 " packages"; fflush()}
+         /^ERROR/ {print; fflush()}' || true
 "$VENV/bin/python" -c 'import mlcycle' || { echo "install: failed (rerun without the filter: $VENV/bin/pip install -e .)" >&2; exit 1; }
 echo "install: done in $((SECONDS - start)) s ($VENV)"

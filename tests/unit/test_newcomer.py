@@ -86,6 +86,7 @@ def test_serve_without_a_model_says_to_train_and_creates_nothing(tmp_path: Path)
     assert not (data / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_doctor_has_no_side_effects_and_checks_rows_and_champion(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {"MLCYCLE_DATA_DIR": str(data)}

@@ -30,7 +30,8 @@ fi
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v curl >/dev/null || missing+=(curl)
-command -v chromium >/dev/null || missing+=(chromium)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+  || command -v google-chrome >/dev/null || missing+=(chromium)
 if (( ${#missing[@]} )); then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
     say "Debian packages: ${missing[*]} (a minute or two)"

@@ -16,7 +16,9 @@ ARTIFACTS = REPO / "test-artifacts"
 
 
 def chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    exe = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
     if exe is None:
         pytest.fail("chromium is not installed: `make test` installs it (Debian package chromium)")
     return exe

@@ -81,6 +81,8 @@ def test_train_logs_registers_and_promotes_version_1(
     assert tags["mlcycle.spec_hash"] == spec.fingerprint
     assert tags["mlcycle.etl_batch_ids"]
     assert tags["mlcycle.seed"] == "42"
+    assert tags["mlflow.source.git.commit"] == tags["mlcycle.git_commit"]
+    assert all(value != "" for value in tags.values()), "an empty tag"
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
     assert {
         "evaluation/confusion_matrix.png",

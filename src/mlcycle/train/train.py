@@ -342,6 +342,7 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
         **est_params,
         **{f"search.best.{k}": v for k, v in best.items()},
     }
+    commit = git_commit()
     tags = {
         registry.TAG + "stage": "train",
         registry.TAG + "dataset": spec.name,
@@ -354,7 +355,8 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
         or "none",
         registry.TAG + "spec_hash": spec.fingerprint,
         registry.CONTRACT_TAG: spec.contract_hash,
-        registry.TAG + "git_commit": git_commit(),
+        registry.TAG + "git_commit": commit,
+        "mlflow.source.git.commit": commit,  # the standard tag MLflow's UI shows
         registry.TAG + "seed": str(cfg.seed),
         registry.TAG + "version": __version__,
     }

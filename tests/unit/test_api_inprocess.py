@@ -1,0 +1,155 @@
+"""The API in-process (FastAPI's TestClient, the app's real lifespan), beside the
+real-uvicorn tests: every route and its errors, against a model trained here with the
+embedded tracking store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlcycle.config import Settings, get_settings
+from mlcycle.datagen import write_demo
+from mlcycle.etl.pipeline import run_etl
+from mlcycle.serve.app import create_app
+from mlcycle.serve.security import hash_key
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train.config import load_train_config
+from mlcycle.train.train import run_train
+from tests.data import CONFIG_PATH, SPEC_PATH
+
+ADMIN, CLIENT = "admin-key-for-tests", "client-key-for-tests"
+RECORD = {
+    "Loan_ID": "LP1",
+    "Gender": "Male",
+    "Married": "No",
+    "Dependents": "0",
+    "Education": "Graduate",
+    "Self_Employed": "No",
+    "ApplicantIncome": 5849,
+    "CoapplicantIncome": 0,
+    "LoanAmount": 128,
+    "Loan_Amount_Term": 360,
+    "Credit_History": 1,
+    "Property_Area": "Urban",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("inprocess")
+    settings = get_settings().model_copy(  # nothing from the caller's environment
+        update={
+            "data_dir": root / "data",
+            "reload_interval": 0,
+            "max_body_bytes": 4096,
+            "mongo_uri": None,
+            "mlflow_tracking_uri": None,
+            "spec": SPEC_PATH,
+            "train_config": CONFIG_PATH,
+        }
+    )
+    store = EmbeddedStore(root / "data" / "store.sqlite3")
+    run_etl(spec, write_demo(spec, root / "raw", 600, seed=5), store)
+    run_train(settings, spec, load_train_config(CONFIG_PATH), store)
+    store.close()
+    keys = [
+        {"name": "ops", "role": "admin", "sha256": hash_key(ADMIN)},
+        {"name": "app", "role": "predict", "sha256": hash_key(CLIENT)},
+    ]
+    return settings.model_copy(update={"api_keys": json.dumps(keys)})
+
+
+@pytest.fixture(scope="module")
+def client(trained: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(trained)) as test_client:
+        yield test_client
+
+
+def _predict(client: TestClient, body: object, key: str | None = CLIENT) -> object:
+    headers = {"X-API-Key": key} if key else {}
+    return client.post("/predict", json=body, headers=headers)
+
+
+def test_health_model_and_metrics(client: TestClient) -> None:
+    assert client.get("/health/live").json() == {"status": "ok"}
+    ready = client.get("/health/ready").json()
+    assert ready["status"] == "ready" and ready["version"] == "1"
+    info = client.get("/model").json()
+    assert info["name"] == "loan-approval" and info["runtime"] == "onnx"
+    assert len(info["bundle_sha256"]) == 64
+    assert "mlcycle_model_info{" in client.get("/metrics").text
+
+
+def test_the_three_body_shapes_answer_alike(client: TestClient) -> None:
+    one = _predict(client, RECORD).json()["predictions"][0]
+    batch = _predict(client, {"records": [RECORD, RECORD]}).json()["predictions"]
+    columns = {k: [v, v] for k, v in RECORD.items()}
+    columnar = _predict(client, {"columns": columns}).json()["predictions"]
+    assert one == batch[0] == batch[1]
+    assert columnar == {
+        "id": ["LP1", "LP1"],
+        "label": [one["label"]] * 2,
+        "probability": [one["probability"]] * 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "status"),
+    [
+        (RECORD, None, 401),
+        (RECORD, "wrong", 401),
+        ({**RECORD, "Gender": "Robot"}, CLIENT, 422),
+        ({"records": []}, CLIENT, 422),
+        ({"records": [RECORD], "extra": 1}, CLIENT, 422),
+        ({"columns": {"Gender": ["Male"], "Married": []}}, CLIENT, 422),
+        ({"records": [RECORD] * 40}, CLIENT, 413),  # over the 4 KiB body limit set above
+        ([RECORD], CLIENT, 422),
+    ],
+)
+def test_errors(client: TestClient, body: object, key: str | None, status: int) -> None:
+    assert _predict(client, body, key).status_code == status
+
+
+def test_json_only(client: TestClient) -> None:
+    resp = client.post(
+        "/predict",
+        content=json.dumps(RECORD),
+        headers={"X-API-Key": CLIENT, "Content-Type": "text/plain"},
+    )
+    assert resp.status_code == 415
+    bad = client.post(
+        "/predict", content=b"{", headers={"X-API-Key": CLIENT, "Content-Type": "application/json"}
+    )
+    assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_reload_needs_the_admin_role(client: TestClient) -> None:
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"X-API-Key": CLIENT}).status_code == 403
+    ok = client.post("/admin/reload", headers={"X-API-Key": ADMIN})
+    assert ok.status_code == 200 and ok.json()["reloaded"] is False  # already current
+
+
+def test_docs_and_openapi_follow_the_loaded_model(client: TestClient) -> None:
+    assert "/docs-assets/swagger-ui-bundle.js" in client.get("/docs").text
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    titles = [part.get("title") for part in body["schema"]["anyOf"]]
+    assert titles == ["LoanRecord", "Batch", "ColumnarBatch"]
+    income = body["schema"]["anyOf"][0]["properties"]["ApplicantIncome"]
+    assert "1000000000000000" in json.dumps(income) or "1e+15" in json.dumps(income)
+
+
+def test_no_model_means_503(spec: DatasetSpec, tmp_path: Path) -> None:
+    settings = get_settings().model_copy(
+        update={"data_dir": tmp_path / "empty", "reload_interval": 0}
+    )
+    with TestClient(create_app(settings)) as empty:
+        assert empty.get("/health/ready").status_code == 503
+        assert empty.post("/predict", json=RECORD).status_code == 503
+        assert not (tmp_path / "empty" / "mlflow.db").exists()

@@ -97,3 +97,20 @@ CREDIT_SPEC = {
 }
 """A second dataset of another shape, written as a user would from docs/spec.md: an
 integer 0/1 target, an integer and a boolean feature, no names of its own for MLflow."""
+
+
+LOAN_RECORD = {
+    "Loan_ID": "LP1",
+    "Gender": "Male",
+    "Married": "No",
+    "Dependents": "0",
+    "Education": "Graduate",
+    "Self_Employed": "No",
+    "ApplicantIncome": 5849,
+    "CoapplicantIncome": 0,
+    "LoanAmount": 128,
+    "Loan_Amount_Term": 360,
+    "Credit_History": 1,
+    "Property_Area": "Urban",
+}
+"""One valid loan record as a client sends it (the README's example)."""

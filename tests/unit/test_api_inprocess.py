@@ -20,23 +20,10 @@ from mlcycle.spec import DatasetSpec
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.train.config import load_train_config
 from mlcycle.train.train import run_train
-from tests.data import CONFIG_PATH, SPEC_PATH
+from tests.data import CONFIG_PATH, LOAN_RECORD, SPEC_PATH
 
 ADMIN, CLIENT = "admin-key-for-tests", "client-key-for-tests"
-RECORD = {
-    "Loan_ID": "LP1",
-    "Gender": "Male",
-    "Married": "No",
-    "Dependents": "0",
-    "Education": "Graduate",
-    "Self_Employed": "No",
-    "ApplicantIncome": 5849,
-    "CoapplicantIncome": 0,
-    "LoanAmount": 128,
-    "Loan_Amount_Term": 360,
-    "Credit_History": 1,
-    "Property_Area": "Urban",
-}
+RECORD = LOAN_RECORD
 
 
 @pytest.fixture(scope="module")

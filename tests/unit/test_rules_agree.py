@@ -12,21 +12,9 @@ from mlcycle.etl.extract import _records_frame
 from mlcycle.etl.validate import validate_chunk
 from mlcycle.serve.schemas import InvalidRequest, RequestValidator
 from mlcycle.spec import DatasetSpec
+from tests.data import LOAN_RECORD
 
-GOOD = {
-    "Loan_ID": "LP1",
-    "Gender": "Male",
-    "Married": "Yes",
-    "Dependents": "0",
-    "Education": "Graduate",
-    "Self_Employed": "No",
-    "ApplicantIncome": 5849,
-    "CoapplicantIncome": 0,
-    "LoanAmount": 128,
-    "Loan_Amount_Term": 360,
-    "Credit_History": 1,
-    "Property_Area": "Urban",
-}
+GOOD = LOAN_RECORD
 
 CASES: list[tuple[str, Any]] = [
     ("ApplicantIncome", "abc"),

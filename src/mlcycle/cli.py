@@ -432,7 +432,7 @@ def serve(
             highlight=False,
         )
 
-    code = run_server(settings, bind_host, bind_port, workers or settings.serve_workers, announce)
+    code = run_server(bind_host, bind_port, workers or settings.serve_workers, announce)
     if code:
         raise typer.Exit(code)
 

@@ -102,7 +102,7 @@ def serving_model(settings: Settings) -> str | None:
     return None
 
 
-def uvicorn_config(settings: Settings, host: str, port: int, workers: int) -> Any:
+def uvicorn_config(host: str, port: int, workers: int) -> Any:
     import uvicorn
 
     return uvicorn.Config(
@@ -120,15 +120,13 @@ def uvicorn_config(settings: Settings, host: str, port: int, workers: int) -> An
     )
 
 
-def run_server(
-    settings: Settings, host: str, port: int, workers: int, announce: Callable[[], None]
-) -> int:
+def run_server(host: str, port: int, workers: int, announce: Callable[[], None]) -> int:
     """Run uvicorn until stopped; `announce` is called once the socket is listening.
     Returns the process exit code."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn_config(settings, host, port, workers)
+    config = uvicorn_config(host, port, workers)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -435,6 +436,154 @@ def serve(
     code = run_server(bind_host, bind_port, workers or settings.serve_workers, announce)
     if code:
         raise typer.Exit(code)
+
+
+def parse_since(text: str) -> datetime:
+    """`30m`, `24h`, `7d` (that long ago) or an ISO-8601 time (UTC when no offset)."""
+    from datetime import UTC, timedelta
+
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    raw = text.strip()
+    if raw[:-1].replace(".", "", 1).isdigit() and raw[-1:].lower() in units:
+        return datetime.now(UTC) - timedelta(**{units[raw[-1].lower()]: float(raw[:-1])})
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"{text!r} is neither a duration like 24h / 7d nor an ISO-8601 time"
+        ) from err
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def monitor(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Window start: 24h, 7d, 30m or an ISO-8601 time."),
+    ] = None,
+    last: Annotated[
+        int | None,
+        typer.Option(
+            "--last",
+            min=1,
+            help="Only the newest N predictions (default 10,000 when --since is not given).",
+        ),
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Model version (default: the newest one logged)."),
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the dashboard to this file.")
+    ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option("--retrain", help="Run `train` when the config's retrain policy fires."),
+    ] = False,
+    spec_path: SpecOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare a window of the prediction log with the model's training profile.
+
+    Per feature: PSI, KS or chi-square, missing share, unseen categories; the score
+    distribution; realized accuracy, F1, ROC AUC once labels arrive. Writes one report
+    to `<dataset>_monitoring`. Exit codes: 0 ok (or watch, or too little traffic),
+    3 drift, 4 realized performance below the policy; 1 error, 2 bad input.
+
+    Example: mlcycle monitor --since 24h --html monitoring.html
+    """
+    from mlcycle.monitor.dashboard import render
+    from mlcycle.monitor.reports import latest_reports
+    from mlcycle.monitor.run import run_monitor
+    from mlcycle.spec import load_spec
+    from mlcycle.store import open_store
+    from mlcycle.train.config import load_train_config
+    from mlcycle.train.train import run_train
+
+    settings = _settings()
+    start = parse_since(since) if since else None
+    store = open_store(settings)
+    try:
+        spec = load_spec(spec_path or settings.spec_path)
+        cfg = load_train_config(config or settings.train_config_path)
+        result = run_monitor(
+            settings,
+            spec,
+            cfg.monitor,
+            store,
+            version=version,
+            since=start,
+            last=last,
+            retrain=retrain,
+            train=lambda: run_train(settings, spec, cfg, store),
+        )
+        if html is not None:
+            history = latest_reports(store, spec.name, spec.registered_model)
+            html.parent.mkdir(parents=True, exist_ok=True)
+            html.write_text(render(result.report, history), encoding="utf-8")
+    except MlcycleError as err:
+        raise _fail(err, as_json) from err
+    finally:
+        store.close()
+    report = result.report
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        _print_monitor(report)
+        if html is not None:
+            console.print(f"dashboard: {html}", highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_monitor(report: dict[str, Any]) -> None:
+    win = report["window"]
+    table = Table(
+        title=f"{report['model_name']} v{report['model_version']}: {win['rows']:,} predictions "
+        f"({report['verdict']})"
+    )
+    for col in ("feature", "status", "PSI", "test", "p-value", "missing ref → now", "unseen"):
+        table.add_column(col, justify="left" if col in ("feature", "status", "test") else "right")
+    colour = {"ok": "green", "watch": "yellow", "drift": "red"}
+    for name, f in [*report["features"].items(), ("(model score)", report["score"])]:
+        table.add_row(
+            name,
+            f"[{colour[f['status']]}]{f['status']}[/]",
+            f"{f['psi']:.3f}",
+            f["test"]["name"],
+            f"{f['test']['p_value']:.2g}",
+            f"{f['missing']['reference']:.1%} → {f['missing']['current']:.1%}",
+            f"{f['unseen']['share']:.1%}" if "unseen" in f else "",
+        )
+    console.print(table)
+    perf = report.get("performance")
+    if perf:
+        val = perf["validation"]
+        auc = "—" if perf["roc_auc"] is None else f"{perf['roc_auc']:.3f}"
+        console.print(
+            f"realized on {perf['matured']:,} matured predictions: accuracy "
+            f"{perf['accuracy']:.3f} [{perf['accuracy_ci'][0]:.3f}, {perf['accuracy_ci'][1]:.3f}] "
+            f"(validation {val.get('accuracy') or float('nan'):.3f}), ROC AUC {auc} "
+            f"(validation {val.get('roc_auc') or float('nan'):.3f})",
+            highlight=False,
+        )
+    else:
+        console.print("realized performance: no prediction in the window has a label yet")
+    for reason in report.get("reasons", []):
+        console.print(f"  {reason}", highlight=False)
+    retrain = report.get("retrain") or {}
+    if retrain.get("triggered"):
+        if retrain.get("error"):
+            console.print(f"retraining failed: {retrain['error']}", highlight=False)
+        else:
+            console.print(
+                f"retrained: v{retrain['version']} "
+                f"({'promoted' if retrain['promoted'] else 'not promoted'}: {retrain['gate']})",
+                highlight=False,
+            )
+    elif retrain.get("reason"):
+        console.print(f"retrain policy fires ({retrain['reason']}): rerun with --retrain")
+    console.print(f"verdict: {report['verdict']}", highlight=False)
 
 
 @app.command("hash-key")

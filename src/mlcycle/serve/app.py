@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
@@ -20,7 +21,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,11 +34,12 @@ from prometheus_client import (
 from mlcycle import __version__
 from mlcycle.config import Settings, get_settings
 from mlcycle.serve.model import LoadedModel, ModelManager
+from mlcycle.serve.monitoring import ReportCollector, ReportFeed
 from mlcycle.serve.predlog import PredictionLog
 from mlcycle.serve.schemas import MISSING, InvalidRequest, PredictResponse, record_model
 from mlcycle.serve.security import KeyRing, parse_keys
 from mlcycle.spec import DatasetSpec
-from mlcycle.store.base import predictions_collection
+from mlcycle.store.base import Store, predictions_collection
 
 logger = logging.getLogger(__name__)
 access = logging.getLogger("mlcycle.access")
@@ -55,6 +57,7 @@ ROUTES = {
     "/model",
     "/metrics",
     "/admin/reload",
+    "/monitor",
     "/docs",
     "/openapi.json",
 }
@@ -204,6 +207,16 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
 
     spec = load_spec(settings.spec_path)
     state: dict[str, Any] = {"log": None, "store": None}
+    store_lock = threading.Lock()
+
+    def store() -> Store:
+        """The store, opened on first use (the prediction log, monitoring reports)."""
+        with store_lock:
+            if state["store"] is None:
+                from mlcycle.store import open_store
+
+                state["store"] = open_store(settings)
+            return state["store"]
 
     def on_swap(model: LoadedModel) -> None:
         metrics.reloads.inc()
@@ -226,12 +239,8 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(manager.start)
         if settings.prediction_log:
-            from mlcycle.store import open_store
-
-            store = open_store(settings)
-            state["store"] = store
             state["log"] = PredictionLog(
-                store,
+                store(),
                 predictions_collection(served_spec().name),
                 settings.prediction_log_queue,
                 on_drop=lambda n: metrics.log_dropped.inc(n),
@@ -256,6 +265,8 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     _offline_docs(app)
     app.state.manager = manager
     app.state.metrics = metrics
+    feed = ReportFeed(store, lambda: (served_spec().name, manager.name))
+    metrics.registry.register(ReportCollector(feed))
 
     def served_spec() -> DatasetSpec:
         """The loaded model's spec (from its bundle), else the configured one."""
@@ -544,8 +555,37 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         responses={200: {"content": {"text/plain": {}}}},
     )
     async def prometheus() -> Response:
-        """Prometheus metrics."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics (with the newest monitoring report as gauges)."""
+        body = await run_in_threadpool(generate_latest, metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/monitor",
+        response_class=HTMLResponse,
+        responses={
+            200: {"content": {"text/html": {}}},
+            401: {"description": "No key (when API keys are set)"},
+            403: {"description": "Not admin"},
+            404: {"description": "No monitoring report yet"},
+        },
+    )
+    async def monitor_page(request: Request) -> Response:
+        """The newest monitoring report as a self-contained HTML dashboard (admin role
+        when API keys are set). `mlcycle monitor` makes the reports."""
+        if keys.enabled and (resp := denied(request.headers, "admin")) is not None:
+            return resp.response()
+        reports = await run_in_threadpool(feed.reports, True)
+        if not reports:
+            detail = (
+                f"monitoring reports unreadable: {feed.error}"
+                if feed.error
+                else "no monitoring report yet: run `mlcycle monitor`"
+            )
+            return Reply(503 if feed.error else 404, {"detail": detail}).response()
+        from mlcycle.monitor.dashboard import render
+
+        page = render(reports[0], reports)
+        return HTMLResponse(page, headers={"cache-control": "no-store"})
 
     app.add_middleware(
         ObservabilityMiddleware,
@@ -619,7 +659,6 @@ def _offline_docs(app: FastAPI) -> None:
     from importlib import resources
 
     from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import HTMLResponse
     from fastapi.staticfiles import StaticFiles
 
     assets = resources.files("fastapi_offline") / "static"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -22,6 +23,23 @@ def quarantine_collection(dataset: str) -> str:
 
 def predictions_collection(dataset: str) -> str:
     return f"{dataset}_predictions"
+
+
+def monitoring_collection(dataset: str) -> str:
+    return f"{dataset}_monitoring"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A timezone-aware UTC datetime (naive ones are taken as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def as_datetime(value: Any) -> datetime:
+    """A stored `ts` as a UTC datetime: MongoDB gives datetimes, the embedded store
+    RFC 3339 text."""
+    if isinstance(value, datetime):
+        return as_utc(value)
+    return as_utc(datetime.fromisoformat(str(value)))
 
 
 @runtime_checkable
@@ -65,6 +83,18 @@ class Store(Protocol):
 
     def count(self, collection: str, match: Mapping[str, Any] | None = None) -> int:
         """Number of documents (whose fields equal `match`) in a collection (0 if none)."""
+
+    def scan(
+        self,
+        collection: str,
+        match: Mapping[str, Any] | None = None,
+        since: datetime | None = None,
+        chunk: int = 10_000,
+    ) -> Iterator[list[Document]]:
+        """Log documents (each with a `ts` datetime) whose fields equal `match` and whose
+        `ts` is at or after `since`, newest first, `chunk` at a time: a reader can stop
+        early, and memory holds one chunk whatever the log's size. `ts` comes back as
+        the backend keeps it: read it with `as_datetime`."""
 
     def try_lock(
         self, name: str, owner: str, lease_seconds: float, info: Mapping[str, Any]

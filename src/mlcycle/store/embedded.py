@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from mlcycle.errors import StoreUnavailable
-from mlcycle.store.base import LOCKS, Document
+from mlcycle.store.base import LOCKS, Document, as_utc
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -222,6 +224,40 @@ class EmbeddedStore:
         with self._lock:
             (n,) = self.conn.execute(f"SELECT COUNT(*) FROM {self._ensure(collection)}").fetchone()
         return int(n)
+
+    def scan(
+        self,
+        collection: str,
+        match: Mapping[str, Any] | None = None,
+        since: datetime | None = None,
+        chunk: int = 10_000,
+    ) -> Iterator[list[Document]]:
+        if not self._exists(collection):
+            return
+        table = self._ensure(collection)
+        where, params = ["1"], []
+        for key, value in (match or {}).items():
+            if not _NAME.match(key):
+                raise ValueError(f"invalid field name {key!r}")
+            where.append(f"json_extract(doc, '$.{key}') = ?")
+            params.append(value)
+        if since is not None:
+            # `ts` is stored as orjson's RFC 3339 text, which sorts in time order
+            where.append("json_extract(doc, '$.ts') >= ?")
+            params.append(orjson.dumps(as_utc(since)).decode().strip('"'))
+        sql = f"SELECT doc FROM {table} WHERE {' AND '.join(where)} ORDER BY rowid DESC"
+        loads, first = orjson.loads, itemgetter(0)
+        try:
+            with self._lock:
+                cursor = self.conn.execute(sql, params)
+            while True:
+                with self._lock:
+                    rows = cursor.fetchmany(chunk)
+                if not rows:
+                    return
+                yield list(map(loads, map(first, rows)))
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"embedded store {self.path}: {err}") from err
 
     @_sqlite_errors
     def try_lock(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pymongo import InsertOne, MongoClient, UpdateOne
+from pymongo import DESCENDING, InsertOne, MongoClient, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import (
     AutoReconnect,
@@ -37,7 +38,7 @@ from tenacity import (
 
 from mlcycle.config import redact_uri
 from mlcycle.errors import StoreAccessDenied, StoreUnavailable
-from mlcycle.store.base import LOCKS, Document
+from mlcycle.store.base import LOCKS, Document, as_utc
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,6 +85,7 @@ class MongoStore:
         self._client: MongoClient[Document] | None = None
         self._hash_maps: dict[str, dict[str, str]] = {}
         self._update_chunk: int | None = None
+        self._indexed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"MongoStore({redact_uri(self._uri)!r}, {self._database!r})"
@@ -302,6 +304,45 @@ class MongoStore:
     def count(self, collection: str, match: Mapping[str, Any] | None = None) -> int:
         coll = self._coll(collection)
         return int(self._call("count", lambda: coll.count_documents(dict(match or {}))))
+
+    def scan(
+        self,
+        collection: str,
+        match: Mapping[str, Any] | None = None,
+        since: datetime | None = None,
+        chunk: int = 10_000,
+    ) -> Iterator[list[Document]]:
+        coll = self._coll(collection)
+        base: dict[str, Any] = dict(match or {})
+        if since is not None:
+            base["ts"] = {"$gte": as_utc(since)}
+        order = [("ts", DESCENDING), ("_id", DESCENDING)]
+        if collection not in self._indexed:
+            try:  # pages below walk this index; a read-only user may not create it
+                self._call("index", lambda: coll.create_index(order))
+            except (OperationFailure, StoreAccessDenied) as err:
+                logger.debug("no index on %s.ts: %s", collection, err)
+            self._indexed.add(collection)
+        last: Document | None = None
+        while True:
+            query = dict(base)
+            if last is not None:  # keyset paging: every page is one retried query
+                after = [
+                    {"ts": {"$lt": last["ts"]}},
+                    {"ts": last["ts"], "_id": {"$lt": last["_id"]}},
+                ]
+                query = {"$and": [base, {"$or": after}]} if base else {"$or": after}
+
+            def page(q: dict[str, Any] = query) -> list[Document]:
+                return list(coll.find(q).sort(order).limit(chunk))
+
+            docs = self._call("scan", page)
+            if not docs:
+                return
+            yield docs
+            if len(docs) < chunk:
+                return
+            last = docs[-1]
 
     def try_lock(
         self, name: str, owner: str, lease_seconds: float, info: Mapping[str, Any]

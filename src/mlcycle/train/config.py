@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlcycle.errors import SpecError
 from mlcycle.gate import GateConfig
+from mlcycle.monitor.config import MonitorConfig
 from mlcycle.spec import read_yaml
 
 ModelKind = Literal["logistic_regression", "hist_gradient_boosting", "random_forest", "majority"]
@@ -37,6 +38,7 @@ class TrainConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     search: SearchConfig | None = None
     gate: GateConfig = Field(default_factory=GateConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
 
 def load_train_config(path: Path | str) -> TrainConfig:

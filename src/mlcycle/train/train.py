@@ -26,6 +26,7 @@ from mlcycle import __version__, registry
 from mlcycle.config import Settings
 from mlcycle.errors import TrainingError
 from mlcycle.gate import Decision, should_promote
+from mlcycle.monitor.profile import PROFILE_FILE, reference_profile
 from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
 from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.lease import describe_holder, live_holder
@@ -388,6 +389,8 @@ def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: St
         (out / "dataset_spec.json").write_text(spec.model_dump_json(indent=2, exclude_none=True))
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
         serving = _serving_bundle(pipeline, spec, snapshot, out / "serving")
+        reference = _reference(pipeline, snapshot, X_test.index, spec, cfg, metrics)
+        (out / "serving" / PROFILE_FILE).write_text(json.dumps(reference))
         mlflow.log_artifacts(str(out / "serving"), artifact_path="serving")
         mlflow.log_metric(
             "onnx_max_abs_diff",
@@ -485,6 +488,36 @@ def _serving_bundle(
     (folder / "example.json").write_text(json.dumps(_reference_batch(pipeline, snapshot, positive)))
     logger.info("serving runtime: %s (%s)", meta["runtime"], exported.reason)
     return meta
+
+
+def _reference(
+    pipeline: Any,
+    snapshot: Snapshot,
+    test_index: pd.Index,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    validation: dict[str, float],
+) -> dict[str, Any]:
+    """The monitoring reference: the profile of the training part (hold-out excluded)
+    and the model's scores on it."""
+    assert spec.target is not None
+    train_mask = ~snapshot.X.index.isin(test_index)
+    X_train = snapshot.X[train_mask]
+    classes = list(pipeline.classes_)
+    positive = spec.target.labels[spec.target.positive]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        scores = pipeline.predict_proba(X_train)[:, classes.index(positive)]
+    return reference_profile(
+        X_train,
+        snapshot.y[train_mask],
+        scores,
+        spec,
+        validation,
+        snapshot.data_hash,
+        bins=cfg.monitor.bins,
+        seed=cfg.seed,
+    )
 
 
 REFERENCE_ROWS = 20

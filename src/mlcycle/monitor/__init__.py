@@ -1,0 +1,1 @@
+"""The monitoring stage: reference profiles, drift, realized performance, dashboard."""

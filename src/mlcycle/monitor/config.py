@@ -1,0 +1,48 @@
+"""Monitoring thresholds and the retraining policy (the `monitor:` block of the
+training config, so they are versioned and logged with the model they judge)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class RetrainPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    psi: float | None = Field(
+        default=0.25, gt=0.0, description="retrain when a drifted feature's PSI reaches this"
+    )
+    auc_drop: float | None = Field(
+        default=0.05,
+        gt=0.0,
+        description="... or when realized ROC AUC is this much below the validation AUC",
+    )
+    min_matured: int = Field(
+        default=100, ge=1, description="labelled predictions needed before AUC counts"
+    )
+
+
+class MonitorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    psi_watch: float = Field(default=0.1, gt=0.0)
+    psi_act: float = Field(default=0.25, gt=0.0)
+    alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="a PSI flag also needs the KS/chi-square p-value below this, so "
+        "sampling noise in a small window never raises an alert (p-values alone never do)",
+    )
+    min_rows: int = Field(default=100, ge=1, description="smaller windows get no verdict")
+    bins: int = Field(default=10, ge=2, le=50, description="quantile bins per number")
+    missing_change: float = Field(
+        default=0.1, gt=0.0, le=1.0, description="watch a missing-share change this large"
+    )
+    retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorConfig:
+        if self.psi_act < self.psi_watch:
+            raise ValueError("psi_act must be at least psi_watch")
+        return self

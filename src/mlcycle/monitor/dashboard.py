@@ -1,0 +1,305 @@
+"""The monitoring dashboard: one self-contained HTML page (inline CSS and SVG, no script,
+no CDN), rendered from a report document and the reports before it.
+
+Every text that comes from data (feature names, categories, labels) is escaped: a
+category value is user input.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from mlcycle.store.base import as_datetime
+
+COLOURS = {"ok": "#2e7d32", "watch": "#ef8f00", "drift": "#c62828"}
+REF, CUR = "#8da9c4", "#e4572e"
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _when(value: Any) -> str:
+    if value in (None, ""):
+        return "—"
+    try:
+        return as_datetime(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError):
+        return _e(value)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def psi_chart(report: dict[str, Any]) -> str:
+    """Horizontal PSI bars per feature and for the score, with the two thresholds."""
+    th = report["thresholds"]
+    parts = [*report["features"].items(), ("(model score)", report["score"])]
+    # a drifted feature's PSI can be 5 or more: cap the axis so the thresholds stay apart
+    top = max(th["psi_act"] * 1.6, min(max(v["psi"] for _, v in parts), 1.0) * 1.05)
+    width, left, bar, gap = 760, 170, 16, 6
+    plot = width - left - 60
+    height = 30 + len(parts) * (bar + gap) + 20
+
+    def x(v: float) -> float:
+        return left + plot * min(v, top) / top
+
+    out = [
+        f'<svg class="chart psi" role="img" aria-label="PSI per feature" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}">'
+    ]
+    for i, (name, v) in enumerate(parts):
+        y = 20 + i * (bar + gap)
+        colour = COLOURS[v["status"]]
+        out.append(
+            f'<text x="{left - 8}" y="{y + bar - 4}" text-anchor="end" class="lbl">{_e(name)}</text>'
+            f'<rect class="bar" data-feature="{_e(name)}" data-status="{v["status"]}" x="{left}" '
+            f'y="{y}" width="{max(x(v["psi"]) - left, 1):.1f}" height="{bar}" fill="{colour}">'
+            f"<title>{_e(name)}: PSI {v['psi']:.4f} ({v['status']})</title></rect>"
+            f'<text x="{x(v["psi"]) + 4:.1f}" y="{y + bar - 4}" class="val">{v["psi"]:.3f}'
+            f"{' ▶' if v['psi'] > top else ''}</text>"
+        )
+    bottom = 20 + len(parts) * (bar + gap)
+    for key, label in (("psi_watch", "watch"), ("psi_act", "act")):
+        tx = x(th[key])
+        out.append(
+            f'<line class="threshold" x1="{tx:.1f}" x2="{tx:.1f}" y1="12" y2="{bottom}" '
+            f'stroke="{COLOURS["watch" if label == "watch" else "drift"]}" stroke-dasharray="4 3"/>'
+            f'<text x="{tx:.1f}" y="10" text-anchor="{"end" if label == "watch" else "start"}" '
+            f'class="val">{label} {th[key]:g}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def distribution_chart(name: str, feat: dict[str, Any]) -> str:
+    """Reference and current shares per bin, side by side."""
+    bins = feat["bins"]
+    ref, cur = feat["reference"], feat["current"]
+    width, height, pad_b, pad_l = 420, 200, 58, 34
+    plot_w, plot_h = width - pad_l - 40, height - pad_b - 14
+    top = max([*ref, *cur, 0.01])
+    slot = plot_w / max(len(bins), 1)
+    bw = max(slot * 0.38, 1.0)
+    out = [
+        f'<svg class="chart dist" data-feature="{_e(name)}" role="img" '
+        f'aria-label="{_e(name)} distribution" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">'
+        f'<text x="{pad_l}" y="10" class="val">share (max {top:.0%})</text>'
+    ]
+    for i, label in enumerate(bins):
+        x0 = pad_l + i * slot + slot * 0.1
+        for j, (value, colour, kind) in enumerate(
+            ((ref[i], REF, "reference"), (cur[i], CUR, "current"))
+        ):
+            h = plot_h * value / top
+            out.append(
+                f'<rect class="bar {kind}" x="{x0 + j * bw:.1f}" y="{14 + plot_h - h:.1f}" '
+                f'width="{bw:.1f}" height="{max(h, 0.5):.1f}" fill="{colour}">'
+                f"<title>{_e(label)}: {kind} {value:.1%}</title></rect>"
+            )
+        short = str(label) if len(str(label)) <= 14 else str(label)[:13] + "…"
+        lx = x0 + bw
+        out.append(
+            f'<text class="tick" x="{lx:.1f}" y="{height - pad_b + 14}" '
+            f'transform="rotate(35 {lx:.1f} {height - pad_b + 14})">{_e(short)}</text>'
+        )
+    out.append(
+        f'<line x1="{pad_l}" x2="{width - 8}" y1="{14 + plot_h}" y2="{14 + plot_h}" stroke="#999"/>'
+        "</svg>"
+    )
+    return "".join(out)
+
+
+def timeline_chart(history: list[dict[str, Any]]) -> str:
+    """Realized accuracy and ROC AUC per report over time, validation AUC dashed."""
+    points = [
+        (as_datetime(r["ts"]), r["performance"])
+        for r in reversed(history)
+        if r.get("performance") and r.get("ts") is not None
+    ]
+    if not points:
+        return (
+            '<p class="note">No matured predictions yet: realized performance appears once '
+            "labelled rows for predicted ids are loaded by `mlcycle etl`.</p>"
+        )
+    width, height, pad = 640, 220, 40
+    t0 = points[0][0].timestamp()
+    span = max(points[-1][0].timestamp() - t0, 1.0)
+
+    def xy(t: datetime, v: float) -> tuple[float, float]:
+        return (
+            pad + (width - 2 * pad) * ((t.timestamp() - t0) / span if len(points) > 1 else 0.5),
+            height - pad - (height - 2 * pad) * v,
+        )
+
+    out = [
+        f'<svg class="chart timeline" role="img" aria-label="realized metrics over time" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+    ]
+    for v in (0.0, 0.5, 1.0):
+        _, y = xy(points[0][0], v)
+        out.append(
+            f'<line x1="{pad}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+            f'<text x="{pad - 6}" y="{y + 4:.1f}" text-anchor="end" class="val">{v:.1f}</text>'
+        )
+    valid = points[-1][1].get("validation", {}).get("roc_auc")
+    if valid is not None:
+        _, y = xy(points[0][0], valid)
+        out.append(
+            f'<line class="validation" x1="{pad}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{REF}" stroke-dasharray="5 4"/><text x="{width - pad}" y="{y - 4:.1f}" '
+            f'text-anchor="end" class="val">validation AUC {valid:.3f}</text>'
+        )
+    for key, colour in (("accuracy", "#1565c0"), ("roc_auc", CUR)):
+        coords = [xy(t, p[key]) for t, p in points if p.get(key) is not None]
+        if not coords:
+            continue
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        out += [
+            f'<circle class="point {key}" cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>'
+            for x, y in coords
+        ]
+    out.append(
+        f'<text x="{pad}" y="{height - 10}" class="val">{_when(points[0][0])}</text>'
+        f'<text x="{width - pad}" y="{height - 10}" text-anchor="end" class="val">'
+        f"{_when(points[-1][0])}</text>"
+        f'<text x="{pad}" y="14" class="val"><tspan fill="#1565c0">● accuracy</tspan> '
+        f'<tspan fill="{CUR}">● ROC AUC</tspan></text></svg>'
+    )
+    return "".join(out)
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1320px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.badge{display:inline-block;padding:2px 10px;border-radius:12px;color:#fff;font-weight:600}
+table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+th{background:#f6f6f6}.num{text-align:right;font-variant-numeric:tabular-nums}
+.grid{display:flex;flex-wrap:wrap;gap:18px}.card{border:1px solid #e3e3e3;border-radius:6px;padding:10px 12px}
+.card h3{font-size:15px;margin:0 0 4px}.lbl,.tick{font-size:11px;fill:#333}.val{font-size:11px;fill:#555}
+.note{color:#666}.legend span{display:inline-block;width:11px;height:11px;margin:0 4px 0 12px;vertical-align:-1px}
+"""
+
+
+def render(report: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
+    """The page for `report`; `history` (newest first, `report` included or not) feeds
+    the realized-metrics timeline."""
+    history = history or [report]
+    if all(h.get("_id") != report.get("_id") for h in history):
+        history = [report, *history]
+    verdict = report["verdict"]
+    colour = {
+        "drift": COLOURS["drift"],
+        "degraded": COLOURS["drift"],
+        "watch": COLOURS["watch"],
+    }.get(verdict, COLOURS["ok"] if verdict == "ok" else "#777")
+    win = report["window"]
+    rows = [
+        ("model", f"{_e(report['model_name'])} v{_e(report['model_version'])}"),
+        ("MLflow run", _e(report.get("run_id"))),
+        ("training data hash", f"<code>{_e(report.get('training_data_hash'))}</code>"),
+        ("training rows", _e(report.get("training_rows"))),
+        ("window", f"{_when(win.get('first_ts'))} → {_when(win.get('last_ts'))}"),
+        (
+            "predictions",
+            f"{win['rows']:,} in {win['requests']:,} requests"
+            + (f" (since {_when(win['since'])})" if win.get("since") else "")
+            + (f" (newest {win['last']:,})" if win.get("last") else ""),
+        ),
+        ("report", _when(report.get("ts"))),
+    ]
+    lineage = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    stats = []
+    for name, f in [*report["features"].items(), ("(model score)", report["score"])]:
+        extra = ""
+        if f.get("unseen", {}).get("values"):
+            extra = "unseen: " + ", ".join(
+                f"{_e(k)} ({v})" for k, v in f["unseen"]["values"].items()
+            )
+        stats.append(
+            f'<tr><td>{_e(name)}</td><td><span class="badge" style="background:{COLOURS[f["status"]]}">'
+            f'{f["status"]}</span></td><td class="num">{f["psi"]:.4f}</td>'
+            f'<td>{f["test"]["name"]}</td><td class="num">{f["test"]["statistic"]:.4f}</td>'
+            f'<td class="num">{f["test"]["p_value"]:.3g}</td>'
+            f'<td class="num">{f["missing"]["reference"]:.1%} → {f["missing"]["current"]:.1%}</td>'
+            f"<td>{extra}</td></tr>"
+        )
+    cards = "".join(
+        f'<div class="card"><h3>{_e(name)} <span class="badge" '
+        f'style="background:{COLOURS[f["status"]]}">PSI {f["psi"]:.3f}</span></h3>'
+        f"{distribution_chart(name, f)}</div>"
+        for name, f in [*report["features"].items(), ("(model score)", report["score"])]
+    )
+    labels = "".join(
+        f'<tr><td>{_e(k)}</td><td class="num">{v["reference"]:.1%}</td>'
+        f'<td class="num">{v["current"]:.1%}</td></tr>'
+        for k, v in report.get("labels", {}).items()
+    )
+    perf = report.get("performance")
+    if perf:
+        val = perf.get("validation", {})
+
+        def ci(key: str) -> str:
+            lo_hi = perf.get(f"{key}_ci")
+            return f"{lo_hi[0]:.3f} – {lo_hi[1]:.3f}" if lo_hi else "—"
+
+        perf_html = (
+            f"<p>{perf['matured']:,} matured predictions ({perf['positives']:,} positive).</p>"
+            "<table><tr><th>metric</th><th>realized</th><th>95 % interval</th><th>validation</th></tr>"
+            + "".join(
+                f'<tr><td>{k}</td><td class="num">{_num(perf.get(k))}</td><td class="num">{ci(k)}</td>'
+                f'<td class="num">{_num(val.get(k))}</td></tr>'
+                for k in ("accuracy", "f1", "roc_auc")
+            )
+            + f'<tr><td>calibration error (ECE)</td><td class="num">{_num(perf["calibration"]["ece"])}</td>'
+            f'<td></td><td></td></tr><tr><td>Brier score</td><td class="num">'
+            f"{_num(perf['calibration']['brier'])}</td><td></td><td></td></tr></table>"
+        )
+    else:
+        perf_html = '<p class="note">No prediction in this window has a label yet.</p>'
+    retrain = report.get("retrain") or {}
+    retrain_html = (
+        f"<p>Policy: {_e(retrain.get('reason') or 'not triggered')}"
+        + (
+            f" → training run {_e(retrain.get('run_id'))}, version {_e(retrain.get('version'))}, "
+            f"{'promoted' if retrain.get('promoted') else 'not promoted'} ({_e(retrain.get('gate'))})"
+            if retrain.get("triggered") and not retrain.get("error")
+            else (f" → retraining failed: {_e(retrain['error'])}" if retrain.get("error") else "")
+        )
+        + "</p>"
+    )
+    reasons = "; ".join(_e(r) for r in report.get("reasons", []))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mlcycle monitoring: {_e(report["model_name"])} v{_e(report["model_version"])}</title>
+<style>{CSS}</style></head>
+<body>
+<h1>{_e(report["model_name"])} v{_e(report["model_version"])}
+<span class="badge" id="verdict" style="background:{colour}">{_e(verdict)}</span></h1>
+<p class="note">{reasons or "no feature drifted"}</p>
+<h2>Lineage</h2><table>{lineage}</table>
+<h2>Drift per feature (PSI)</h2>
+<p class="legend">thresholds: watch {report["thresholds"]["psi_watch"]:g}, act {report["thresholds"]["psi_act"]:g};
+a flag also needs p &lt; {report["thresholds"]["alpha"]:g}
+<span style="background:{COLOURS["ok"]}"></span>ok<span style="background:{COLOURS["watch"]}"></span>watch<span style="background:{COLOURS["drift"]}"></span>drift</p>
+{psi_chart(report)}
+<table><tr><th>feature</th><th>status</th><th>PSI</th><th>test</th><th>statistic</th><th>p-value</th><th>missing</th><th></th></tr>
+{"".join(stats)}</table>
+<h2>Distributions <span class="legend"><span style="background:{REF}"></span>reference (training)<span style="background:{CUR}"></span>current window</span></h2>
+<div class="grid">{cards}</div>
+<h2>Predicted labels</h2>
+<table><tr><th>label</th><th>training</th><th>window</th></tr>{labels}</table>
+<h2>Realized performance</h2>{perf_html}
+<h3>Over time</h3>{timeline_chart(history)}
+<h2>Retraining</h2>{retrain_html}
+</body></html>
+"""

@@ -1,0 +1,479 @@
+"""`mlcycle monitor`: a window of the prediction log against the model's reference profile.
+
+prediction log (one model version, `--since` / `--last`) read column-wise in chunks ->
+per feature PSI + KS or chi-square + missing share + unseen categories -> score PSI and
+label mix -> realized performance on the predictions whose labels have arrived since ->
+verdict -> one report document in `<dataset>_monitoring` (-> retraining if the policy
+in the training config says so).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import chain, pairwise
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlcycle import registry
+from mlcycle.config import Settings
+from mlcycle.errors import MlcycleError, ModelNotFound
+from mlcycle.monitor.config import MonitorConfig
+from mlcycle.monitor.profile import PROFILE_FILE
+from mlcycle.monitor.stats import (
+    MISSING_BIN,
+    auc_interval,
+    calibration,
+    category_counts,
+    chi2_test,
+    f1_interval,
+    ks_test,
+    numeric_counts,
+    psi,
+    roc_auc,
+    shares,
+    wilson,
+)
+from mlcycle.spec import DatasetSpec, value_text
+from mlcycle.store.base import (
+    Store,
+    as_datetime,
+    monitoring_collection,
+    predictions_collection,
+)
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_DRIFT = 3
+EXIT_DEGRADED = 4
+VERDICT_EXIT = {
+    "ok": EXIT_OK,
+    "watch": EXIT_OK,
+    "insufficient": EXIT_OK,
+    "no_data": EXIT_OK,
+    "drift": EXIT_DRIFT,
+    "degraded": EXIT_DEGRADED,
+}
+"""Exit codes: 0 ok / watch / too few rows / no predictions, 3 drift, 4 realized
+performance below the policy; 1 and 2 keep their meaning (error, bad input)."""
+
+LEVEL = {"ok": 0, "watch": 1, "drift": 2}
+DEFAULT_LAST = 10_000
+
+
+class NoReference(ModelNotFound):
+    """The model version has no reference profile (trained before monitoring existed)."""
+
+
+@dataclass
+class Window:
+    """The logged predictions of one model version, column by column."""
+
+    model_name: str
+    version: str
+    requests: int = 0
+    rows: int = 0
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+    numeric: dict[str, np.ndarray] = field(default_factory=dict)
+    categorical: dict[str, Counter[Any]] = field(default_factory=dict)
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    predicted: Counter[Any] = field(default_factory=Counter)
+    ids: list[Any] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+
+
+def newest_version(store: Store, spec: DatasetSpec, model_name: str) -> str | None:
+    """The model version of the newest prediction logged for `model_name`."""
+    for docs in store.scan(
+        predictions_collection(spec.name), match={"model_name": model_name}, chunk=1
+    ):
+        return str(docs[0].get("model_version"))
+    return None
+
+
+def _column(feats: list[dict[str, Any]], rows: list[int], name: str) -> list[Any]:
+    try:
+        return list(chain.from_iterable(map(itemgetter(name), feats)))
+    except KeyError:  # an entry without the column (never within one version): slow path
+        return list(
+            chain.from_iterable(
+                f[name] if name in f else [None] * r for f, r in zip(feats, rows, strict=True)
+            )
+        )
+
+
+def read_window(
+    store: Store,
+    spec: DatasetSpec,
+    model_name: str,
+    version: str,
+    since: datetime | None = None,
+    last: int = 0,
+    chunk: int = 10_000,
+) -> Window:
+    """The window, read in chunks of log documents; each chunk becomes arrays and counts
+    with C-level iteration (map/itemgetter/chain), no Python loop per document."""
+    win = Window(model_name, version)
+    numeric: dict[str, list[np.ndarray]] = {c: [] for c in spec.numeric_features}
+    win.categorical = {c: Counter() for c in spec.categorical_features}
+    scores: list[np.ndarray] = []
+    newest = oldest = None
+    match = {"model_name": model_name, "model_version": version}
+    for docs in store.scan(
+        predictions_collection(spec.name), match=match, since=since, chunk=chunk
+    ):
+        rows = list(map(itemgetter("rows"), docs))
+        if last and win.rows + sum(rows) > last:  # newest first: stop at `last` rows
+            keep = int(np.searchsorted(np.cumsum(rows), last - win.rows, side="left")) + 1
+            docs, rows = docs[:keep], rows[:keep]
+        feats = list(map(itemgetter("features"), docs))
+        for name in spec.numeric_features:
+            numeric[name].append(np.array(_column(feats, rows, name), dtype=np.float64))
+        for name in spec.categorical_features:
+            win.categorical[name].update(_column(feats, rows, name))
+        scores.append(
+            np.array(
+                list(chain.from_iterable(map(itemgetter("probabilities"), docs))), dtype=np.float64
+            )
+        )
+        labels = list(chain.from_iterable(map(itemgetter("labels"), docs)))
+        win.predicted.update(labels)
+        win.labels.extend(labels)
+        win.ids.extend(chain.from_iterable(map(itemgetter("ids"), docs)))
+        stamps = list(map(itemgetter("ts"), docs))
+        hi, lo = max(stamps), min(stamps)
+        newest = hi if newest is None or hi > newest else newest
+        oldest = lo if oldest is None or lo < oldest else oldest
+        win.requests += len(docs)
+        win.rows += sum(rows)
+        if last and win.rows >= last:
+            break
+    win.numeric = {
+        k: np.concatenate(v) if v else np.empty(0, dtype=np.float64) for k, v in numeric.items()
+    }
+    win.scores = np.concatenate(scores) if scores else np.empty(0)
+    win.first_ts = as_datetime(oldest) if oldest is not None else None
+    win.last_ts = as_datetime(newest) if newest is not None else None
+    return win
+
+
+def load_reference(settings: Settings, model_name: str, version: str) -> tuple[dict[str, Any], str]:
+    """The version's reference profile (from its MLflow run) and its run id."""
+    import mlflow
+
+    client = registry.connect(settings, create=False)
+    info = registry.get_version(client, model_name, version=version)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=info.run_id,
+                artifact_path=f"serving/{PROFILE_FILE}",
+                dst_path=tmp,
+                tracking_uri=settings.tracking_uri,
+            )
+            return json.loads(Path(path).read_text()), info.run_id
+        except (OSError, ValueError, mlflow.exceptions.MlflowException) as err:
+            raise NoReference(
+                f"{model_name} v{version} (run {info.run_id}) has no reference profile "
+                f"({type(err).__name__}): it was trained before monitoring existed; "
+                "train a new version to monitor it"
+            ) from err
+
+
+def _status(value: float, p_value: float, cfg: MonitorConfig) -> str:
+    if value >= cfg.psi_act and p_value < cfg.alpha:
+        return "drift"
+    if value >= cfg.psi_watch and p_value < cfg.alpha:
+        return "watch"
+    return "ok"
+
+
+def _numeric_bins(edges: list[float]) -> list[str]:
+    if not edges:
+        return ["all", MISSING_BIN]
+    text = [f"{e:.4g}" for e in edges]
+    names = [f"< {text[0]}"]
+    names += [f"{a} – {b}" for a, b in pairwise(text)]
+    return [*names, f"≥ {text[-1]}", MISSING_BIN]
+
+
+def numeric_drift(ref: dict[str, Any], values: np.ndarray, cfg: MonitorConfig) -> dict[str, Any]:
+    current = numeric_counts(values, ref["edges"])
+    reference = np.asarray([*ref["counts"], ref["missing"]], dtype=np.int64)
+    value = psi(reference, current)
+    stat, p = ks_test(np.asarray(ref["sample"], dtype=np.float64), values)
+    out = _common(value, p, reference, current, cfg)
+    present = values[~np.isnan(values)]
+    out.update(
+        kind="numeric",
+        test={"name": "ks", "statistic": stat, "p_value": p},
+        bins=_numeric_bins(ref["edges"]),
+        mean={
+            "reference": ref.get("mean"),
+            "current": float(present.mean()) if present.size else None,
+        },
+    )
+    return out
+
+
+def categorical_drift(
+    ref: dict[str, Any], counts: Counter[Any], cfg: MonitorConfig
+) -> dict[str, Any]:
+    names, reference, current = category_counts(ref["counts"], counts)
+    value = psi(reference, current)
+    stat, p = chi2_test(reference, current)
+    out = _common(value, p, reference, current, cfg)
+    unseen = sorted(
+        ((str(k), int(v)) for k, v in counts.items() if k is not None and k not in ref["counts"]),
+        key=lambda kv: -kv[1],
+    )
+    out.update(
+        kind="categorical",
+        test={"name": "chi2", "statistic": stat, "p_value": p},
+        bins=names,
+        unseen={"share": float(current[-2] / max(current.sum(), 1)), "values": dict(unseen[:10])},
+    )
+    return out
+
+
+def _common(
+    value: float, p: float, reference: np.ndarray, current: np.ndarray, cfg: MonitorConfig
+) -> dict[str, Any]:
+    status = _status(value, p, cfg)
+    missing_ref = float(reference[-1] / max(reference.sum(), 1))
+    missing_cur = float(current[-1] / max(current.sum(), 1))
+    if status == "ok" and abs(missing_cur - missing_ref) >= cfg.missing_change and p < cfg.alpha:
+        status = "watch"
+    return {
+        "psi": value,
+        "status": status,
+        "missing": {"reference": missing_ref, "current": missing_cur},
+        "reference": [float(s) for s in shares(reference)],
+        "current": [float(s) for s in shares(current)],
+        "rows": int(current.sum()),
+    }
+
+
+def realized_performance(
+    store: Store, spec: DatasetSpec, win: Window, ref: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Predictions whose ids now have a label in the store (matured), scored against the
+    labels: accuracy (Wilson interval), F1 (bootstrap), ROC AUC (Hanley-McNeil),
+    calibration, next to the validation metrics. None when no prediction matured."""
+    import pandas as pd
+
+    assert spec.target is not None
+    if not win.ids:
+        return None
+    preds = pd.DataFrame({"id": win.ids, "score": win.scores, "label": win.labels})
+    preds = preds[preds["id"].notna()]
+    if preds.empty:
+        return None
+    preds["id"] = preds["id"].map(value_text)
+    preds = preds.drop_duplicates("id", keep="first")  # newest first: the latest prediction
+    target = spec.target.column
+    truth = store.read_snapshot(spec.name, columns=[spec.id_column, target], require=target)
+    if truth.empty:
+        return None
+    truth = pd.DataFrame(
+        {"id": truth[spec.id_column].map(value_text), "truth": truth[target].map(value_text)}
+    )
+    joined = preds.merge(truth, on="id", how="inner")
+    if joined.empty:
+        return None
+    positive = str(ref.get("positive", spec.target.positive))
+    y = (joined["truth"] == positive).to_numpy()
+    pred = (joined["label"] == positive).to_numpy()
+    score = joined["score"].to_numpy(dtype=np.float64)
+    n = int(y.size)
+    correct = int((y == pred).sum())
+    tp, fp, fn = int((y & pred).sum()), int((~y & pred).sum()), int((y & ~pred).sum())
+    f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0
+    auc = roc_auc(y, score)
+    n_pos = int(y.sum())
+    validation = ref.get("validation", {})
+    result = {
+        "matured": n,
+        "positives": n_pos,
+        "accuracy": correct / n,
+        "accuracy_ci": list(wilson(correct, n)),
+        "f1": f1,
+        "f1_ci": list(f1_interval(y, pred)),
+        "roc_auc": None if math.isnan(auc) else auc,
+        "roc_auc_ci": None if math.isnan(auc) else list(auc_interval(auc, n_pos, n - n_pos)),
+        "calibration": calibration(y, score),
+        "validation": {k: validation.get(k) for k in ("accuracy", "f1", "roc_auc")},
+    }
+    return result
+
+
+def verdict(report: dict[str, Any], cfg: MonitorConfig) -> tuple[str, list[str]]:
+    """(verdict, reasons): no_data, insufficient, drift, degraded, watch or ok."""
+    rows = report["window"]["rows"]
+    if rows == 0:
+        return "no_data", ["no predictions in the window"]
+    if rows < cfg.min_rows:
+        return "insufficient", [f"{rows} predictions, fewer than min_rows {cfg.min_rows}"]
+    parts = {**report["features"], "(score)": report["score"]}
+    drifted = [k for k, v in parts.items() if v["status"] == "drift"]
+    if drifted:
+        return "drift", [f"{k}: PSI {parts[k]['psi']:.3f}" for k in drifted]
+    degraded = _auc_drop(report.get("performance"), cfg)
+    if degraded:
+        return "degraded", [degraded]
+    watched = [k for k, v in parts.items() if v["status"] == "watch"]
+    if watched:
+        return "watch", [f"{k}: PSI {parts[k]['psi']:.3f}" for k in watched]
+    return "ok", []
+
+
+def _auc_drop(perf: dict[str, Any] | None, cfg: MonitorConfig) -> str | None:
+    policy = cfg.retrain
+    if perf is None or policy.auc_drop is None or perf["matured"] < policy.min_matured:
+        return None
+    realized, valid = perf.get("roc_auc"), perf["validation"].get("roc_auc")
+    if realized is None or valid is None:
+        return None
+    if valid - realized > policy.auc_drop:
+        return (
+            f"realized ROC AUC {realized:.3f} on {perf['matured']} matured predictions is "
+            f"{valid - realized:.3f} below validation {valid:.3f} (policy: {policy.auc_drop:g})"
+        )
+    return None
+
+
+def retrain_reason(report: dict[str, Any], cfg: MonitorConfig) -> str | None:
+    """Why the retraining policy fires for this report, or None."""
+    policy = cfg.retrain
+    if report["verdict"] in ("no_data", "insufficient"):
+        return None
+    if policy.psi is not None:
+        hits = [
+            f"{k} PSI {v['psi']:.3f}"
+            for k, v in report["features"].items()
+            if v["status"] == "drift" and v["psi"] >= policy.psi
+        ]
+        if hits:
+            return f"drift at or above PSI {policy.psi:g}: {', '.join(hits)}"
+    return _auc_drop(report.get("performance"), cfg)
+
+
+def build_report(
+    spec: DatasetSpec,
+    ref: dict[str, Any],
+    win: Window,
+    cfg: MonitorConfig,
+    performance: dict[str, Any] | None,
+    since: datetime | None,
+    last: int,
+    run_id: str,
+) -> dict[str, Any]:
+    features: dict[str, Any] = {}
+    for name in spec.numeric_features:
+        features[name] = numeric_drift(ref["features"][name], win.numeric[name], cfg)
+    for name in spec.categorical_features:
+        features[name] = categorical_drift(ref["features"][name], win.categorical[name], cfg)
+    score = numeric_drift(ref["score"], win.scores, cfg)
+    ref_pred = {str(k): int(v) for k, v in ref.get("predicted", {}).items()}
+    labels = sorted(set(ref_pred) | {str(k) for k in win.predicted})
+    total_ref, total_cur = max(sum(ref_pred.values()), 1), max(win.rows, 1)
+    report: dict[str, Any] = {
+        "_id": uuid.uuid4().hex,
+        "ts": datetime.now(UTC),
+        "dataset": spec.name,
+        "model_name": win.model_name,
+        "model_version": win.version,
+        "run_id": run_id,
+        "training_data_hash": ref.get("data_hash"),
+        "training_rows": ref.get("rows"),
+        "window": {
+            "since": since,
+            "last": last or None,
+            "first_ts": win.first_ts,
+            "last_ts": win.last_ts,
+            "rows": win.rows,
+            "requests": win.requests,
+        },
+        "thresholds": cfg.model_dump(),
+        "features": features,
+        "score": score,
+        "labels": {
+            k: {
+                "reference": ref_pred.get(k, 0) / total_ref,
+                "current": int(win.predicted.get(k, 0)) / total_cur,
+            }
+            for k in labels
+        },
+        "performance": performance,
+    }
+    report["verdict"], report["reasons"] = verdict(report, cfg)
+    report["flagged"] = sorted(k for k, v in features.items() if v["status"] != "ok")
+    return report
+
+
+@dataclass
+class MonitorResult:
+    report: dict[str, Any]
+    exit_code: int
+
+
+def run_monitor(
+    settings: Settings,
+    spec: DatasetSpec,
+    cfg: MonitorConfig,
+    store: Store,
+    version: str | None = None,
+    since: datetime | None = None,
+    last: int | None = None,
+    retrain: bool = False,
+    train: Any = None,
+) -> MonitorResult:
+    """The monitoring stage; `train` is called (no arguments) when `retrain` is set and
+    the policy fires; its result is recorded in the report."""
+    name = spec.registered_model
+    last = DEFAULT_LAST if last is None and since is None else (last or 0)
+    version = version or newest_version(store, spec, name)
+    if version is None:
+        raise ModelNotFound(
+            f"no predictions of {name} are logged in {predictions_collection(spec.name)!r} "
+            "yet: serve the model (with the prediction log on) and send it traffic first"
+        )
+    ref, run_id = load_reference(settings, name, version)
+    missing = [c for c in spec.feature_columns if c not in ref["features"]]
+    if missing:
+        raise MlcycleError(
+            f"{name} v{version}'s reference profile lacks {', '.join(missing)}: the spec "
+            "changed since it was trained; monitor with the spec it was trained on"
+        )
+    win = read_window(store, spec, name, version, since=since, last=last)
+    performance = realized_performance(store, spec, win, ref) if win.rows else None
+    report = build_report(spec, ref, win, cfg, performance, since, last, run_id)
+    report["retrain"] = {"requested": retrain, "reason": retrain_reason(report, cfg)}
+    if retrain and report["retrain"]["reason"] and train is not None:
+        logger.info("retraining: %s", report["retrain"]["reason"])
+        try:
+            outcome = train()
+            report["retrain"].update(
+                triggered=True,
+                run_id=outcome.run_id,
+                version=outcome.version,
+                promoted=bool(outcome.decision["promote"]),
+                gate=outcome.decision["reason"],
+            )
+        except MlcycleError as err:
+            report["retrain"].update(triggered=True, error=str(err))
+    else:
+        report["retrain"]["triggered"] = False
+    store.append(monitoring_collection(spec.name), [report])
+    return MonitorResult(report, VERDICT_EXIT[report["verdict"]])

@@ -1,0 +1,139 @@
+"""The latest monitoring report, where operators look: gauges on /metrics and the
+dashboard at GET /monitor.
+
+Reports are read from the store at most once per `ttl` seconds (a scrape never waits on
+the store more than that), and a store that cannot be read only hides the gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from mlcycle.monitor.reports import latest_reports
+from mlcycle.store.base import Store, as_datetime
+
+logger = logging.getLogger(__name__)
+
+LEVEL = {"ok": 0, "watch": 1, "drift": 2}
+
+
+class ReportFeed:
+    """Newest reports of the served model, cached for `ttl` seconds."""
+
+    def __init__(
+        self, store: Callable[[], Store], served: Callable[[], tuple[str, str]], ttl: float = 30.0
+    ) -> None:
+        self._store = store
+        self._served = served  # () -> (dataset, model name)
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = -float("inf")
+        self._key: tuple[str, str] | None = None
+        self._reports: list[dict[str, Any]] = []
+        self.error: str | None = None
+
+    def reports(self, fresh: bool = False) -> list[dict[str, Any]]:
+        key = self._served()
+        with self._lock:
+            if fresh or key != self._key or time.monotonic() - self._at > self.ttl:
+                try:
+                    self._reports = latest_reports(self._store(), *key)
+                    self.error = None
+                except Exception as err:  # gauges are optional: never fail a scrape
+                    if self.error is None:
+                        logger.warning("monitoring reports unreadable: %s", err)
+                    self.error = str(err)[:300]
+                    self._reports = []
+                self._key, self._at = key, time.monotonic()
+            return self._reports
+
+    def latest(self, fresh: bool = False) -> dict[str, Any] | None:
+        reports = self.reports(fresh)
+        return reports[0] if reports else None
+
+
+class ReportCollector(Collector):
+    """The newest report as Prometheus gauges (see deploy/prometheus/alerts.yaml)."""
+
+    def __init__(self, feed: ReportFeed) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        report = self.feed.latest()
+        if report is None:
+            return
+        info = GaugeMetricFamily(
+            "mlcycle_monitor_info",
+            "The newest monitoring report: model, version and verdict",
+            labels=["model", "version", "verdict"],
+        )
+        info.add_metric(
+            [str(report["model_name"]), str(report["model_version"]), str(report["verdict"])], 1
+        )
+        yield info
+        stamp = as_datetime(report["ts"]).timestamp()
+        yield GaugeMetricFamily(
+            "mlcycle_monitor_report_timestamp_seconds", "When the newest report was made", stamp
+        )
+        yield GaugeMetricFamily(
+            "mlcycle_monitor_report_age_seconds",
+            "Seconds since the newest report was made",
+            max(time.time() - stamp, 0.0),
+        )
+        yield GaugeMetricFamily(
+            "mlcycle_monitor_drift_detected",
+            "1 when the newest report's verdict is drift",
+            1.0 if report["verdict"] == "drift" else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "mlcycle_monitor_window_rows",
+            "Predictions in the newest report's window",
+            float(report["window"]["rows"]),
+        )
+        psi = GaugeMetricFamily(
+            "mlcycle_monitor_feature_psi",
+            "PSI of each feature against training",
+            labels=["feature"],
+        )
+        level = GaugeMetricFamily(
+            "mlcycle_monitor_feature_drift",
+            "Per feature: 0 ok, 1 watch, 2 drift",
+            labels=["feature"],
+        )
+        for name, feat in report["features"].items():
+            psi.add_metric([name], float(feat["psi"]))
+            level.add_metric([name], float(LEVEL[feat["status"]]))
+        yield psi
+        yield level
+        yield GaugeMetricFamily(
+            "mlcycle_monitor_score_psi",
+            "PSI of the model's score against training",
+            float(report["score"]["psi"]),
+        )
+        perf = report.get("performance")
+        if perf:
+            yield GaugeMetricFamily(
+                "mlcycle_monitor_matured_rows",
+                "Predictions whose label has arrived",
+                float(perf["matured"]),
+            )
+            for key in ("accuracy", "roc_auc"):
+                if perf.get(key) is not None:
+                    yield GaugeMetricFamily(
+                        f"mlcycle_monitor_realized_{key}",
+                        f"Realized {key} on matured predictions",
+                        float(perf[key]),
+                    )
+                if perf["validation"].get(key) is not None:
+                    yield GaugeMetricFamily(
+                        f"mlcycle_monitor_validation_{key}",
+                        f"The model's {key} on its hold-out at training",
+                        float(perf["validation"][key]),
+                    )

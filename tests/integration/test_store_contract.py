@@ -114,3 +114,34 @@ def test_large_hash_lookups_stay_current_after_writes(store: Store) -> None:
     assert len(hashes) == 2500
     assert hashes["ID0000"] == "new0"
     assert hashes["ID2499"] == "h2499"
+
+
+def _log(i: int, minute: int, version: str = "1") -> dict:
+    from datetime import UTC, datetime
+
+    return {
+        "_id": f"log{i:04d}",
+        "ts": datetime(2026, 1, 1, 12, minute, 0, 1000 * i, tzinfo=UTC),
+        "model_name": "m",
+        "model_version": version,
+        "rows": 1,
+    }
+
+
+def test_scan_reads_log_documents_newest_first_in_chunks(store: Store) -> None:
+    from datetime import UTC, datetime
+
+    from mlcycle.store.base import as_datetime
+
+    store.append("m_log", [_log(i, i % 50, "1" if i % 3 else "2") for i in range(120)])
+    chunks = list(store.scan("m_log", chunk=25))
+    assert [len(c) for c in chunks] == [25, 25, 25, 25, 20]
+    stamps = [as_datetime(d["ts"]) for c in chunks for d in c]
+    assert stamps == sorted(stamps, reverse=True) and len(set(stamps)) == 120
+    assert stamps[0].tzinfo is not None
+    ones = [d["_id"] for c in store.scan("m_log", match={"model_version": "1"}) for d in c]
+    assert sorted(ones) == sorted(f"log{i:04d}" for i in range(120) if i % 3)
+    since = datetime(2026, 1, 1, 12, 40, tzinfo=UTC)
+    recent = [d for c in store.scan("m_log", since=since, chunk=7) for d in c]
+    assert {d["_id"] for d in recent} == {f"log{i:04d}" for i in range(120) if i % 50 >= 40}
+    assert list(store.scan("no_such_log")) == []

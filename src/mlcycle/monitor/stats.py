@@ -26,7 +26,8 @@ def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
     present = values[~np.isnan(values)]
     if present.size == 0:
         return np.empty(0)
-    return np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    qs = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    return np.unique(np.quantile(present, qs, method="inverted_cdf"))  # observed values
 
 
 def numeric_counts(values: np.ndarray, edges: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -75,6 +75,7 @@ class EmbeddedStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._tables: set[str] = set()
+        self._ts_indexed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"EmbeddedStore({str(self.path)!r})"
@@ -245,7 +246,13 @@ class EmbeddedStore:
             # `ts` is stored as orjson's RFC 3339 text, which sorts in time order
             where.append("json_extract(doc, '$.ts') >= ?")
             params.append(orjson.dumps(as_utc(since)).decode().strip('"'))
-        sql = f"SELECT doc FROM {table} WHERE {' AND '.join(where)} ORDER BY rowid DESC"
+        ts = "json_extract(doc, '$.ts')"
+        if collection not in self._ts_indexed:  # newest-first pages and `since` walk it
+            with self._lock:
+                index = _table(f"{collection}_ts")
+                self.conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({ts}, id)")
+            self._ts_indexed.add(collection)
+        sql = f"SELECT doc FROM {table} WHERE {' AND '.join(where)} ORDER BY {ts} DESC, id DESC"
         loads, first = orjson.loads, itemgetter(0)
         try:
             with self._lock:
@@ -308,6 +315,7 @@ class EmbeddedStore:
         with self._lock:
             self.conn.execute(f"DROP TABLE IF EXISTS {_table(collection)}")
         self._tables.discard(collection)
+        self._ts_indexed.discard(collection)
 
     def close(self) -> None:
         with self._lock:
@@ -315,3 +323,4 @@ class EmbeddedStore:
                 self._conn.close()
                 self._conn = None
         self._tables.clear()
+        self._ts_indexed.clear()

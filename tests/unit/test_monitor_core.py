@@ -1,0 +1,189 @@
+"""Monitoring decisions on a model trained here (embedded store and tracking): the
+reference profile it carries, no false alarms on its own distribution, exactly the
+shifted features flagged, and a retraining policy that fires only when it should."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle.config import Settings, get_settings
+from mlcycle.datagen import write_demo
+from mlcycle.etl.pipeline import run_etl
+from mlcycle.monitor.config import MonitorConfig, RetrainPolicy
+from mlcycle.monitor.run import Window, build_report, load_reference, retrain_reason
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train.config import load_train_config
+from mlcycle.train.train import TrainResult, load_snapshot, run_train
+from tests.data import CONFIG_PATH, SPEC_PATH
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    result: TrainResult
+    reference: dict[str, Any]
+    X: pd.DataFrame
+    model: Any
+
+
+@pytest.fixture(scope="module")
+def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("monitor-core")
+    settings = get_settings().model_copy(
+        update={
+            "data_dir": root / "data",
+            "mongo_uri": None,
+            "mlflow_tracking_uri": None,
+            "spec": SPEC_PATH,
+            "train_config": CONFIG_PATH,
+        }
+    )
+    store = EmbeddedStore(root / "data" / "store.sqlite3")
+    run_etl(spec, write_demo(spec, root / "raw", 1500, seed=5), store)
+    result = run_train(settings, spec, load_train_config(CONFIG_PATH), store)
+    snapshot = load_snapshot(store, spec)
+    store.close()
+    reference, _ = load_reference(settings, spec.registered_model, result.version)
+    model = mlflow.sklearn.load_model(f"runs:/{result.run_id}/model")
+    return Trained(settings, result, reference, snapshot.X, model)
+
+
+def window(spec: DatasetSpec, X: pd.DataFrame, model: Any) -> Window:
+    """What the prediction log would hold after the API scored `X`."""
+    assert spec.target is not None
+    positive = spec.target.labels[spec.target.positive]
+    scores = model.predict_proba(X)[:, list(model.classes_).index(positive)]
+    negative = next(k for k in spec.target.labels if k != spec.target.positive)
+    labels = np.where(scores > 0.5, spec.target.positive, negative).tolist()
+    win = Window("loan-approval", "1", requests=len(X), rows=len(X))
+    win.numeric = {c: X[c].to_numpy(dtype=np.float64) for c in spec.numeric_features}
+    win.categorical = {
+        c: Counter(None if isinstance(v, float) else v for v in X[c])
+        for c in spec.categorical_features
+    }
+    win.scores, win.predicted, win.labels = scores, Counter(labels), labels
+    return win
+
+
+def report(
+    spec: DatasetSpec, t: Trained, X: pd.DataFrame, cfg: MonitorConfig | None = None
+) -> dict:
+    return build_report(
+        spec, t.reference, window(spec, X, t.model), cfg or MonitorConfig(), None, None, 0, "r"
+    )
+
+
+def test_every_model_carries_its_reference_profile(spec: DatasetSpec, trained: Trained) -> None:
+    ref = trained.reference
+    train_rows = len(trained.X) - round(len(trained.X) * 0.2)
+    assert ref["rows"] == train_rows and ref["data_hash"] == trained.result.data_hash
+    assert set(ref["features"]) == set(spec.feature_columns)
+    for name in spec.numeric_features:
+        f = ref["features"][name]
+        assert sum(f["counts"]) + f["missing"] == train_rows
+        assert len(f["counts"]) == len(f["edges"]) + 1 and f["edges"] == sorted(f["edges"])
+        assert 0 < len(f["sample"]) <= 2000
+    for name in spec.categorical_features:
+        assert sum(ref["features"][name]["counts"].values()) == train_rows
+    assert sum(ref["score"]["counts"]) == train_rows
+    assert ref["validation"] == pytest.approx(trained.result.metrics)
+    assert sum(ref["labels"].values()) == train_rows
+    bundle = Path(trained.settings.artifact_root)
+    assert list(bundle.rglob("serving/profile.json")), "profile.json is not in the serving bundle"
+
+
+def test_rows_from_the_training_distribution_raise_no_alarm(
+    spec: DatasetSpec, trained: Trained
+) -> None:
+    rng = np.random.default_rng(7)
+    flagged = 0
+    runs = 40
+    for _ in range(runs):
+        sample = trained.X.iloc[rng.integers(0, len(trained.X), 500)].reset_index(drop=True)
+        r = report(spec, trained, sample)
+        parts = [*r["features"].values(), r["score"]]
+        flagged += any(p["status"] != "ok" for p in parts)
+        assert r["verdict"] in ("ok", "watch")
+    assert flagged / runs < 0.05, f"{flagged} of {runs} bootstrap windows raised a flag"
+
+
+def test_shifted_rows_flag_exactly_the_shifted_features(
+    spec: DatasetSpec, trained: Trained
+) -> None:
+    rng = np.random.default_rng(8)
+    shifted = trained.X.iloc[rng.integers(0, len(trained.X), 800)].reset_index(drop=True)
+    shifted["ApplicantIncome"] = shifted["ApplicantIncome"] * 3
+    shifted["Married"] = shifted["Married"].map({"Yes": "No", "No": "Yes"})
+    new = rng.random(len(shifted)) < 0.3
+    shifted.loc[new, "Property_Area"] = "Downtown"
+    r = report(spec, trained, shifted)
+    drifted = {k for k, v in r["features"].items() if v["status"] != "ok"}
+    assert drifted == {"ApplicantIncome", "Married", "Property_Area"}
+    assert all(r["features"][k]["psi"] > 0.25 for k in drifted)
+    assert r["verdict"] == "drift" and r["flagged"] == sorted(drifted)
+    unseen = r["features"]["Property_Area"]["unseen"]
+    assert unseen["share"] == pytest.approx(new.mean()) and set(unseen["values"]) == {"Downtown"}
+    assert r["features"]["ApplicantIncome"]["test"]["p_value"] < 1e-6
+    mean = r["features"]["ApplicantIncome"]["mean"]
+    assert mean["current"] > 2 * mean["reference"]
+
+
+def test_too_few_rows_give_no_verdict(spec: DatasetSpec, trained: Trained) -> None:
+    shifted = trained.X.head(30).copy()
+    shifted["ApplicantIncome"] *= 10
+    r = report(spec, trained, shifted)
+    assert r["verdict"] == "insufficient"
+    assert retrain_reason(r, MonitorConfig()) is None
+
+
+def test_the_retrain_policy_fires_only_when_its_condition_holds(
+    spec: DatasetSpec, trained: Trained
+) -> None:
+    calm = report(spec, trained, trained.X.sample(600, random_state=1))
+    assert retrain_reason(calm, MonitorConfig()) is None
+    shifted = trained.X.sample(600, random_state=2).reset_index(drop=True)
+    shifted["LoanAmount"] = shifted["LoanAmount"] * 4
+    hot = report(spec, trained, shifted)
+    reason = retrain_reason(hot, MonitorConfig())
+    assert reason is not None and "LoanAmount" in reason
+    # a policy that ignores drift does not fire on it
+    no_drift = MonitorConfig(retrain=RetrainPolicy(psi=None))
+    assert retrain_reason(hot, no_drift) is None
+    # a policy on PSI higher than the drift seen does not fire either
+    psi = hot["features"]["LoanAmount"]["psi"]
+    assert retrain_reason(hot, MonitorConfig(retrain=RetrainPolicy(psi=psi + 0.01))) is None
+    # realized AUC: fires below validation minus the allowed drop, with enough matured rows
+    valid = trained.result.metrics["roc_auc"]
+    for realized, matured, fires in (
+        (valid - 0.10, 500, True),
+        (valid - 0.02, 500, False),
+        (valid - 0.10, 20, False),
+    ):
+        perf = {"matured": matured, "roc_auc": realized, "validation": {"roc_auc": valid}}
+        assert (retrain_reason({**calm, "performance": perf}, MonitorConfig()) is not None) is fires
+
+
+def test_dashboard_draws_every_feature_and_escapes_data(
+    spec: DatasetSpec, trained: Trained
+) -> None:
+    from mlcycle.monitor.dashboard import render
+
+    hostile = trained.X.sample(300, random_state=3).reset_index(drop=True)
+    hostile.loc[:99, "Property_Area"] = "<script>alert(1)</script>"
+    r = report(spec, trained, hostile)
+    page = render(r, [r])
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count('class="chart dist"') == len(spec.feature_columns) + 1  # + the score
+    assert page.count('class="bar" data-feature=') == len(spec.feature_columns) + 1
+    assert 'data-feature="Property_Area" data-status="drift"' in page
+    assert "http://" not in page and "https://" not in page  # nothing loaded from anywhere

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlcycle.datagen import generate
+if TYPE_CHECKING:
+    from mlcycle.train.train import TrainResult
+
+from mlcycle.config import Settings
+from mlcycle.datagen import generate, write_demo
 from mlcycle.spec import DatasetSpec, packaged, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,3 +119,35 @@ LOAN_RECORD = {
     "Property_Area": "Urban",
 }
 """One valid loan record as a client sends it (the README's example)."""
+
+
+def embedded_settings(root: Path, **changes: object) -> Settings:
+    """Settings for a self-contained project under `root`: embedded store and tracking,
+    the packaged spec and config, nothing from the caller's environment."""
+    from mlcycle.config import get_settings
+
+    return get_settings().model_copy(
+        update={
+            "data_dir": root / "data",
+            "mongo_uri": None,
+            "mlflow_tracking_uri": None,
+            "spec": SPEC_PATH,
+            "train_config": CONFIG_PATH,
+            **changes,
+        }
+    )
+
+
+def train_demo(spec: DatasetSpec, settings: Settings, rows: int, seed: int = 5) -> TrainResult:
+    """Demo rows -> ETL -> a trained, registered, promoted model in `settings`' project."""
+    from mlcycle.etl.pipeline import run_etl
+    from mlcycle.store.embedded import EmbeddedStore
+    from mlcycle.train.config import load_train_config
+    from mlcycle.train.train import run_train
+
+    store = EmbeddedStore(settings.embedded_store_path)
+    try:
+        run_etl(spec, write_demo(spec, settings.data_dir.parent / "raw", rows, seed=seed), store)
+        return run_train(settings, spec, load_train_config(CONFIG_PATH), store)
+    finally:
+        store.close()

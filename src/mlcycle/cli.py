@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext, redirect_stdout
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +43,12 @@ def _fail(err: MlcycleError, as_json: bool = False) -> typer.Exit:
     else:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
     return typer.Exit(err.exit_code)
+
+
+def _json_only() -> AbstractContextManager[Any]:
+    """With --json, stdout carries the one JSON object: what libraries print there (MLflow's
+    "View run at ..." lines) goes to stderr instead."""
+    return redirect_stdout(sys.stderr)
 
 
 def _settings() -> Settings:
@@ -268,7 +274,7 @@ def train(spec_path: SpecOpt = None, config: ConfigOpt = None, as_json: JsonOpt 
     try:
         spec = load_spec(spec_path or settings.spec_path)
         cfg = load_train_config(config or settings.train_config_path)
-        with console.status("training", spinner="dots") if not as_json else nullcontext():
+        with console.status("training", spinner="dots") if not as_json else _json_only():
             result = run_train(settings, spec, cfg, store)
     except MlcycleError as err:
         raise _fail(err, as_json) from err
@@ -507,17 +513,18 @@ def monitor(
     try:
         spec = load_spec(spec_path or settings.spec_path)
         cfg = load_train_config(config or settings.train_config_path)
-        result = run_monitor(
-            settings,
-            spec,
-            cfg.monitor,
-            store,
-            version=version,
-            since=start,
-            last=last,
-            retrain=retrain,
-            train=lambda: run_train(settings, spec, cfg, store),
-        )
+        with _json_only() if as_json else nullcontext():
+            result = run_monitor(
+                settings,
+                spec,
+                cfg.monitor,
+                store,
+                version=version,
+                since=start,
+                last=last,
+                retrain=retrain,
+                train=lambda: run_train(settings, spec, cfg, store),
+            )
         if html is not None:
             history = latest_reports(store, spec.name, spec.registered_model)
             html.parent.mkdir(parents=True, exist_ok=True)

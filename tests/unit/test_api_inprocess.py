@@ -12,15 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlcycle.config import Settings, get_settings
-from mlcycle.datagen import write_demo
-from mlcycle.etl.pipeline import run_etl
 from mlcycle.serve.app import create_app
 from mlcycle.serve.security import hash_key
 from mlcycle.spec import DatasetSpec
-from mlcycle.store.embedded import EmbeddedStore
-from mlcycle.train.config import load_train_config
-from mlcycle.train.train import run_train
-from tests.data import CONFIG_PATH, LOAN_RECORD, SPEC_PATH
+from tests.data import LOAN_RECORD, embedded_settings, train_demo
 
 ADMIN, CLIENT = "admin-key-for-tests", "client-key-for-tests"
 RECORD = LOAN_RECORD
@@ -29,21 +24,8 @@ RECORD = LOAN_RECORD
 @pytest.fixture(scope="module")
 def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("inprocess")
-    settings = get_settings().model_copy(  # nothing from the caller's environment
-        update={
-            "data_dir": root / "data",
-            "reload_interval": 0,
-            "max_body_bytes": 4096,
-            "mongo_uri": None,
-            "mlflow_tracking_uri": None,
-            "spec": SPEC_PATH,
-            "train_config": CONFIG_PATH,
-        }
-    )
-    store = EmbeddedStore(root / "data" / "store.sqlite3")
-    run_etl(spec, write_demo(spec, root / "raw", 600, seed=5), store)
-    run_train(settings, spec, load_train_config(CONFIG_PATH), store)
-    store.close()
+    settings = embedded_settings(root, reload_interval=0, max_body_bytes=4096)
+    train_demo(spec, settings, 600)
     keys = [
         {"name": "ops", "role": "admin", "sha256": hash_key(ADMIN)},
         {"name": "app", "role": "predict", "sha256": hash_key(CLIENT)},

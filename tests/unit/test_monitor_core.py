@@ -13,16 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle.config import Settings, get_settings
-from mlcycle.datagen import write_demo
-from mlcycle.etl.pipeline import run_etl
+from mlcycle.config import Settings
 from mlcycle.monitor.config import MonitorConfig, RetrainPolicy
 from mlcycle.monitor.run import Window, build_report, load_reference, retrain_reason
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.embedded import EmbeddedStore
-from mlcycle.train.config import load_train_config
-from mlcycle.train.train import TrainResult, load_snapshot, run_train
-from tests.data import CONFIG_PATH, SPEC_PATH
+from mlcycle.train.train import TrainResult, load_snapshot
+from tests.data import embedded_settings, train_demo
 
 
 @dataclass
@@ -39,18 +36,9 @@ def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Trai
     import mlflow
 
     root = tmp_path_factory.mktemp("monitor-core")
-    settings = get_settings().model_copy(
-        update={
-            "data_dir": root / "data",
-            "mongo_uri": None,
-            "mlflow_tracking_uri": None,
-            "spec": SPEC_PATH,
-            "train_config": CONFIG_PATH,
-        }
-    )
-    store = EmbeddedStore(root / "data" / "store.sqlite3")
-    run_etl(spec, write_demo(spec, root / "raw", 1500, seed=5), store)
-    result = run_train(settings, spec, load_train_config(CONFIG_PATH), store)
+    settings = embedded_settings(root)
+    result = train_demo(spec, settings, 1500)
+    store = EmbeddedStore(settings.embedded_store_path)
     snapshot = load_snapshot(store, spec)
     store.close()
     reference, _ = load_reference(settings, spec.registered_model, result.version)

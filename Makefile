@@ -11,9 +11,9 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install setup run all etl preprocess train promote rollback inference serve \
+.PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor \
         test test-unit test-tools lint lint-tools lint-deploy image image-smoke up down check-env \
-        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve clean
+        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ promote: install ## Point the champion alias at VERSION (make promote VERSION=3 
 
 rollback: install ## Point the champion alias back at the previous champion
 	$(MLCYCLE) rollback
+
+monitor: install ## Drift and realized performance of the served model (SINCE=24h, HTML=monitoring.html, RETRAIN=1)
+	$(MLCYCLE) monitor $(if $(SINCE),--since $(SINCE)) $(if $(HTML),--html $(HTML)) $(if $(RETRAIN),--retrain)
 
 inference serve: install ## Serve the champion model over HTTP (POST /predict)
 	$(MLCYCLE) serve
@@ -103,6 +106,9 @@ benchmark: install ## Print the ETL benchmark table (1,000,000 rows; takes minut
 
 benchmark-serve: install ## Print the serving benchmark table (needs wrk)
 	$(PY) benchmarks/serve.py
+
+benchmark-monitor: install ## Print the monitoring benchmark (1,000,000 logged predictions)
+	$(PY) benchmarks/monitor.py
 
 clean: ## Remove caches, build output and local data (data/, mlruns/); keeps .venv and the FerretDB build
 	rm -rf data mlruns mlartifacts build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

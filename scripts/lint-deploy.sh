@@ -6,6 +6,7 @@
 #   Kubernetes      kustomize build of every overlay | kubernetes-validate --strict,
 #                   failing on a kind without a schema
 #   workflows       actionlint and check-jsonschema (GitHub workflow schema)
+#   alert rules     promtool check rules and promtool test rules (deploy/prometheus)
 #   /metrics        promtool check metrics on a live server's output
 # Usage: scripts/lint-deploy.sh [ROOT]   (ROOT defaults to the repository)
 set -uo pipefail
@@ -52,6 +53,15 @@ for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
     grep -vE '^INFO' <<<"$out"; bad "overlay $name"
   else ok "overlay $name ($(grep -c '^kind:' "$rendered") resources)"; fi
   rm -f "$rendered"
+done
+
+echo "== Prometheus alert rules (promtool check rules, promtool test rules)"
+for rules in "$ROOT"/deploy/prometheus/*.yaml; do
+  [[ "$rules" == *_test.yaml ]] && continue
+  if promtool check rules "$rules"; then ok "$(basename "$rules")"; else bad "$(basename "$rules")"; fi
+done
+for tests in "$ROOT"/deploy/prometheus/*_test.yaml; do
+  if (cd "$(dirname "$tests")" && promtool test rules "$(basename "$tests")"); then ok "$(basename "$tests")"; else bad "$(basename "$tests")"; fi
 done
 
 echo "== GitHub workflows (actionlint, check-jsonschema)"

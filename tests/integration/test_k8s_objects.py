@@ -82,18 +82,19 @@ def test_network_policies_give_each_component_only_what_it_needs(overlay: str) -
 
     (serve_in,) = _allowed(policies, "serve", "Ingress")
     assert serve_in["ports"] == [{"port": 8000, "protocol": "TCP"}]
-    for pod in ("etl", "train", "retrain", "mlflow"):
+    for pod in ("etl", "train", "monitor", "mlflow"):
         ingress = _allowed(policies, pod, "Ingress")
         assert all(rule.get("from") for rule in ingress), pod  # nothing open to everyone
     mlflow_in = set().union(*(_peers(r) for r in _allowed(policies, "mlflow", "Ingress")))
-    assert mlflow_in == {"serve", "train", "retrain"}
+    assert mlflow_in == {"serve", "train", "monitor"}
 
     egress = {
         pod: set().union(*(_peers(r) for r in _allowed(policies, pod, "Egress")))
-        for pod in ("serve", "etl", "train", "mlflow")
+        for pod in ("serve", "etl", "train", "monitor", "mlflow")
     }
     assert egress["serve"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
     assert egress["train"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
+    assert egress["monitor"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
     assert egress["etl"] - {"0.0.0.0/0"} == {"dns", "mongo"}
     assert egress["mlflow"] == {"dns"}
     for pod in ("serve", "etl", "train"):
@@ -107,7 +108,7 @@ def test_minikube_mongodb_takes_app_pods_only_and_has_a_read_only_root() -> None
     objects = render("minikube")
     policies = _policies(objects)
     mongo_in = set().union(*(_peers(r) for r in _allowed(policies, "mongo", "Ingress")))
-    assert mongo_in == {"serve", "etl", "train", "retrain"}
+    assert mongo_in == {"serve", "etl", "train", "monitor"}
     (mongo,) = [o for o in objects if o["kind"] == "StatefulSet"]
     (container,) = mongo["spec"]["template"]["spec"]["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

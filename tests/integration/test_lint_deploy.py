@@ -87,6 +87,18 @@ def _plant(path: Path, old: str, new: str) -> None:
             "FAIL  overlay",
         ),
         (
+            "deploy/prometheus/alerts.yaml",
+            "expr: max(mlcycle_monitor_score_psi) >= 0.25",
+            "expr: max(mlcycle_monitor_score_psi >= 0.25",
+            "FAIL  alerts.yaml",
+        ),
+        (  # a rule that no longer does what its unit test says
+            "deploy/prometheus/alerts.yaml",
+            "(mlcycle_monitor_feature_drift) >= 2",
+            "(mlcycle_monitor_feature_drift) >= 1",
+            "FAIL  alerts_test.yaml",
+        ),
+        (
             ".github/workflows/ci.yml",
             "    timeout-minutes: 45\n",
             "    timeout-minutes: 45\n    step: []\n",

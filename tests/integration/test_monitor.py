@@ -94,7 +94,8 @@ def monitor(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, dict[str, 
 def versions(tracking_uri: str, name: str) -> int:
     from mlflow.tracking import MlflowClient
 
-    return len(MlflowClient(tracking_uri).search_model_versions(f"name='{name}'"))
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return len(client.search_model_versions(f"name='{name}'"))
 
 
 @pytest.mark.parametrize("backend", ["embedded", "mongodb"])

@@ -15,7 +15,8 @@ import pytest
 
 from mlcycle.config import Settings
 from mlcycle.monitor.config import MonitorConfig, RetrainPolicy
-from mlcycle.monitor.run import Window, build_report, load_reference, retrain_reason
+from mlcycle.monitor.run import build_report, load_reference, retrain_reason
+from mlcycle.monitor.window import Window
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.train.train import TrainResult, load_snapshot
@@ -59,7 +60,8 @@ def window(spec: DatasetSpec, X: pd.DataFrame, model: Any) -> Window:
         c: Counter(None if isinstance(v, float) else v for v in X[c])
         for c in spec.categorical_features
     }
-    win.scores, win.predicted, win.labels = scores, Counter(labels), labels
+    win.scores, win.predicted = scores, Counter(labels)
+    win.labels = np.array(labels, dtype=object)
     return win
 
 

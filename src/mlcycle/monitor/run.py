@@ -15,10 +15,9 @@ import math
 import tempfile
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import chain, pairwise
-from operator import itemgetter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,9 @@ from mlcycle.monitor.stats import (
     shares,
     wilson,
 )
+from mlcycle.monitor.window import Window, read_window
 from mlcycle.spec import DatasetSpec, value_text
-from mlcycle.store.base import (
-    Store,
-    as_datetime,
-    monitoring_collection,
-    predictions_collection,
-)
+from mlcycle.store.base import Store, monitoring_collection, predictions_collection
 
 logger = logging.getLogger(__name__)
 
@@ -75,97 +70,14 @@ class NoReference(ModelNotFound):
     """The model version has no reference profile (trained before monitoring existed)."""
 
 
-@dataclass
-class Window:
-    """The logged predictions of one model version, column by column."""
-
-    model_name: str
-    version: str
-    requests: int = 0
-    rows: int = 0
-    first_ts: datetime | None = None
-    last_ts: datetime | None = None
-    numeric: dict[str, np.ndarray] = field(default_factory=dict)
-    categorical: dict[str, Counter[Any]] = field(default_factory=dict)
-    scores: np.ndarray = field(default_factory=lambda: np.empty(0))
-    predicted: Counter[Any] = field(default_factory=Counter)
-    ids: list[Any] = field(default_factory=list)
-    labels: list[Any] = field(default_factory=list)
-
-
 def newest_version(store: Store, spec: DatasetSpec, model_name: str) -> str | None:
-    """The model version of the newest prediction logged for `model_name`."""
-    for docs in store.scan(
-        predictions_collection(spec.name), match={"model_name": model_name}, chunk=1
-    ):
-        return str(docs[0].get("model_version"))
+    """The model version of the newest prediction logged for `model_name` (the log is
+    walked newest first, so this reads a page or two, not the log)."""
+    for docs in store.scan(predictions_collection(spec.name), chunk=500):
+        for doc in docs:
+            if doc.get("model_name") == model_name:
+                return str(doc.get("model_version"))
     return None
-
-
-def _column(feats: list[dict[str, Any]], rows: list[int], name: str) -> list[Any]:
-    try:
-        return list(chain.from_iterable(map(itemgetter(name), feats)))
-    except KeyError:  # an entry without the column (never within one version): slow path
-        return list(
-            chain.from_iterable(
-                f[name] if name in f else [None] * r for f, r in zip(feats, rows, strict=True)
-            )
-        )
-
-
-def read_window(
-    store: Store,
-    spec: DatasetSpec,
-    model_name: str,
-    version: str,
-    since: datetime | None = None,
-    last: int = 0,
-    chunk: int = 10_000,
-) -> Window:
-    """The window, read in chunks of log documents; each chunk becomes arrays and counts
-    with C-level iteration (map/itemgetter/chain), no Python loop per document."""
-    win = Window(model_name, version)
-    numeric: dict[str, list[np.ndarray]] = {c: [] for c in spec.numeric_features}
-    win.categorical = {c: Counter() for c in spec.categorical_features}
-    scores: list[np.ndarray] = []
-    newest = oldest = None
-    match = {"model_name": model_name, "model_version": version}
-    for docs in store.scan(
-        predictions_collection(spec.name), match=match, since=since, chunk=chunk
-    ):
-        rows = list(map(itemgetter("rows"), docs))
-        if last and win.rows + sum(rows) > last:  # newest first: stop at `last` rows
-            keep = int(np.searchsorted(np.cumsum(rows), last - win.rows, side="left")) + 1
-            docs, rows = docs[:keep], rows[:keep]
-        feats = list(map(itemgetter("features"), docs))
-        for name in spec.numeric_features:
-            numeric[name].append(np.array(_column(feats, rows, name), dtype=np.float64))
-        for name in spec.categorical_features:
-            win.categorical[name].update(_column(feats, rows, name))
-        scores.append(
-            np.array(
-                list(chain.from_iterable(map(itemgetter("probabilities"), docs))), dtype=np.float64
-            )
-        )
-        labels = list(chain.from_iterable(map(itemgetter("labels"), docs)))
-        win.predicted.update(labels)
-        win.labels.extend(labels)
-        win.ids.extend(chain.from_iterable(map(itemgetter("ids"), docs)))
-        stamps = list(map(itemgetter("ts"), docs))
-        hi, lo = max(stamps), min(stamps)
-        newest = hi if newest is None or hi > newest else newest
-        oldest = lo if oldest is None or lo < oldest else oldest
-        win.requests += len(docs)
-        win.rows += sum(rows)
-        if last and win.rows >= last:
-            break
-    win.numeric = {
-        k: np.concatenate(v) if v else np.empty(0, dtype=np.float64) for k, v in numeric.items()
-    }
-    win.scores = np.concatenate(scores) if scores else np.empty(0)
-    win.first_ts = as_datetime(oldest) if oldest is not None else None
-    win.last_ts = as_datetime(newest) if newest is not None else None
-    return win
 
 
 def load_reference(settings: Settings, model_name: str, version: str) -> tuple[dict[str, Any], str]:
@@ -274,7 +186,7 @@ def realized_performance(
     import pandas as pd
 
     assert spec.target is not None
-    if not win.ids:
+    if win.ids.size == 0:
         return None
     preds = pd.DataFrame({"id": win.ids, "score": win.scores, "label": win.labels})
     preds = preds[preds["id"].notna()]

@@ -119,7 +119,9 @@ def main() -> None:
             "MONGO_URI": "",
             "MLCYCLE_LOG_LEVEL": "WARNING",
         }
-        os.environ.update({k: v for k, v in base_env.items() if k.startswith(("MLCYCLE", "MLFLOW", "MONGO"))})
+        os.environ.update(
+            {k: v for k, v in base_env.items() if k.startswith(("MLCYCLE", "MLFLOW", "MONGO"))}
+        )
         get_settings.cache_clear()
         settings = get_settings()
         store = EmbeddedStore(settings.embedded_store_path)
@@ -138,18 +140,22 @@ def main() -> None:
             f"\n{args.rows:,} logged predictions, {args.batch} per request "
             f"({-(-args.rows // args.batch):,} log documents); {args.repeat} runs each\n"
         )
-        print("| store | fill log (s) | monitor (s), median [min–max] | predictions/s | peak RSS (MB) |")
-        print("|---|---:|---:|---:|---:|")
+        print(
+            "| store | fill log (s) | `mlcycle monitor` (s), median [min–max] "
+            "| of which monitoring (s) | predictions/s | peak RSS (MB) |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
         for name, target, env in targets:
             fill = fill_log(target, args.rows, args.batch, version)
             runs = [run_once(env, root, args.rows) for _ in range(args.repeat)]
             times = [r[0] for r in runs]
+            inner = statistics.median(r[2]["seconds"] for r in runs)
             report = runs[-1][2]
             assert report["window"]["rows"] == args.rows, report["window"]
             median = statistics.median(times)
             print(
                 f"| {name} | {fill:.1f} | {median:.2f} [{min(times):.2f}–{max(times):.2f}] | "
-                f"{args.rows / median:,.0f} | {max(r[1] for r in runs):,.0f} |"
+                f"{inner:.2f} | {args.rows / inner:,.0f} | {max(r[1] for r in runs):,.0f} |"
             )
             target.close()
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -353,6 +354,7 @@ def run_monitor(
 ) -> MonitorResult:
     """The monitoring stage; `train` is called (no arguments) when `retrain` is set and
     the policy fires; its result is recorded in the report."""
+    started = time.perf_counter()
     name = spec.registered_model
     last = DEFAULT_LAST if last is None and since is None else (last or 0)
     version = version or newest_version(store, spec, name)
@@ -387,5 +389,6 @@ def run_monitor(
             report["retrain"].update(triggered=True, error=str(err))
     else:
         report["retrain"]["triggered"] = False
+    report["seconds"] = round(time.perf_counter() - started, 3)
     store.append(monitoring_collection(spec.name), [report])
     return MonitorResult(report, VERDICT_EXIT[report["verdict"]])

@@ -189,19 +189,18 @@ def realized_performance(
     assert spec.target is not None
     if win.ids.size == 0:
         return None
-    preds = pd.DataFrame({"id": win.ids, "score": win.scores, "label": win.labels})
-    preds = preds[preds["id"].notna()]
-    if preds.empty:
-        return None
-    preds["id"] = preds["id"].map(value_text)
-    preds = preds.drop_duplicates("id", keep="first")  # newest first: the latest prediction
     target = spec.target.column
     truth = store.read_snapshot(spec.name, columns=[spec.id_column, target], require=target)
     if truth.empty:
         return None
     truth = pd.DataFrame(
-        {"id": truth[spec.id_column].map(value_text), "truth": truth[target].map(value_text)}
+        {"id": _id_text(truth[spec.id_column]), "truth": truth[target].map(value_text)}
     )
+    preds = pd.DataFrame({"id": win.ids, "score": win.scores, "label": win.labels})
+    preds = preds[preds["id"].notna()]
+    preds["id"] = _id_text(preds["id"])
+    preds = preds[preds["id"].isin(truth["id"])]  # matured only: a hash lookup per id
+    preds = preds.drop_duplicates("id", keep="first")  # newest first: the latest prediction
     joined = preds.merge(truth, on="id", how="inner")
     if joined.empty:
         return None
@@ -229,6 +228,16 @@ def realized_performance(
         "validation": {k: validation.get(k) for k in ("accuracy", "f1", "roc_auc")},
     }
     return result
+
+
+def _id_text(ids: Any) -> Any:
+    """Ids as text, as `value_text` writes them (1.0 -> "1"); text ids pass unchanged
+    without a Python call per id."""
+    import pandas as pd
+
+    if pd.api.types.infer_dtype(ids, skipna=True) in ("string", "empty"):
+        return ids.astype(object)
+    return ids.map(value_text)
 
 
 def verdict(report: dict[str, Any], cfg: MonitorConfig) -> tuple[str, list[str]]:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymongo import DESCENDING, InsertOne, MongoClient, UpdateOne
@@ -25,6 +26,7 @@ from pymongo.errors import (
     DuplicateKeyError,
     NetworkTimeout,
     OperationFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
 from tenacity import (
@@ -323,26 +325,22 @@ class MongoStore:
             except (OperationFailure, StoreAccessDenied) as err:
                 logger.debug("no index on %s.ts: %s", collection, err)
             self._indexed.add(collection)
-        last: Document | None = None
-        while True:
-            query = dict(base)
-            if last is not None:  # keyset paging: every page is one retried query
-                after = [
-                    {"ts": {"$lt": last["ts"]}},
-                    {"ts": last["ts"], "_id": {"$lt": last["_id"]}},
-                ]
-                query = {"$and": [base, {"$or": after}]} if base else {"$or": after}
-
-            def page(q: dict[str, Any] = query) -> list[Document]:
-                return list(coll.find(q).sort(order).limit(chunk))
-
-            docs = self._call("scan", page)
-            if not docs:
-                return
-            yield docs
-            if len(docs) < chunk:
-                return
-            last = docs[-1]
+        # one sorted cursor, read `chunk` documents at a time; a failure part-way is a
+        # StoreUnavailable (a reader such as the monitor is simply rerun)
+        cursor = self._call("scan", lambda: coll.find(base).sort(order).batch_size(chunk))
+        try:
+            while True:
+                docs = list(islice(cursor, chunk))
+                if not docs:
+                    return
+                yield docs
+        except PyMongoError as err:
+            raise StoreUnavailable(
+                f"MongoDB at {redact_uri(self._uri)}: reading {collection} failed part-way "
+                f"({_short(err)}); rerun"
+            ) from err
+        finally:
+            cursor.close()
 
     def try_lock(
         self, name: str, owner: str, lease_seconds: float, info: Mapping[str, Any]

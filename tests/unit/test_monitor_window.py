@@ -108,3 +108,34 @@ def test_since_and_last_cut_the_window(spec: DatasetSpec, tmp_path: Path) -> Non
     assert newest.last_ts == T0 + timedelta(seconds=99)
     assert read_window(store, spec, "m", "9").rows == 0
     store.close()
+
+
+def test_prefetch_hands_over_pages_errors_and_stops_early() -> None:
+    from mlcycle.errors import StoreUnavailable
+    from mlcycle.monitor.window import _prefetch
+
+    assert list(_prefetch(iter([[1], [2], [3]]))) == [[1], [2], [3]]
+
+    def failing() -> Iterator[list[int]]:
+        yield [1]
+        raise StoreUnavailable("gone")
+
+    pages = _prefetch(failing())
+    assert next(pages) == [1]
+    with pytest.raises(StoreUnavailable, match="gone"):
+        next(pages)
+    closed = []
+
+    def endless() -> Iterator[list[int]]:
+        try:
+            i = 0
+            while True:
+                i += 1
+                yield [i]
+        finally:
+            closed.append(True)
+
+    reader = _prefetch(endless())
+    assert next(reader) == [1]
+    reader.close()  # the reader stopped early: the producer ends and the source is closed
+    assert closed == [True]

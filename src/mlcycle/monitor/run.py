@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -372,14 +373,19 @@ def run_monitor(
             f"no predictions of {name} are logged in {predictions_collection(spec.name)!r} "
             "yet: serve the model (with the prediction log on) and send it traffic first"
         )
-    ref, run_id = load_reference(settings, name, version)
+    # the registry lookup (MLflow's client is slow to start) runs while the log is read
+    with ThreadPoolExecutor(1, thread_name_prefix="reference") as pool:
+        pending = pool.submit(load_reference, settings, name, version)
+        try:
+            win = read_window(store, spec, name, version, since=since, last=last)
+        finally:
+            ref, run_id = pending.result()
     missing = [c for c in spec.feature_columns if c not in ref["features"]]
     if missing:
         raise MlcycleError(
             f"{name} v{version}'s reference profile lacks {', '.join(missing)}: the spec "
             "changed since it was trained; monitor with the spec it was trained on"
         )
-    win = read_window(store, spec, name, version, since=since, last=last)
     performance = realized_performance(store, spec, win, ref) if win.rows else None
     report = build_report(spec, ref, win, cfg, performance, since, last, run_id)
     report["retrain"] = {"requested": retrain, "reason": retrain_reason(report, cfg)}

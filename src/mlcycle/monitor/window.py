@@ -14,7 +14,7 @@ import gc
 import io
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -256,7 +256,8 @@ def read_window(
             import orjson
 
             schema = _arrow_schema(spec)
-            for texts in scan_json(collection, match=match, since=since, chunk=JSON_CHUNK):
+            pages = scan_json(collection, match=match, since=since, chunk=JSON_CHUNK)
+            for texts in _prefetch(pages):
                 table = _parse(texts, schema)
                 if table is not None:
                     acc.add_table(table)
@@ -270,6 +271,45 @@ def read_window(
                 if acc.full:
                     break
     return acc.finish()
+
+
+def _prefetch(pages: Iterator[Any]) -> Iterator[Any]:
+    """Fetch the next page in a thread while this one is parsed (SQLite and pyarrow both
+    release the GIL, so on two cores the two overlap)."""
+    import queue
+    import threading
+
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if stop.is_set():
+                    break
+                slots.put(("page", page))
+            slots.put(("end", None))
+        except BaseException as err:  # handed to the reader
+            slots.put(("error", err))
+
+    worker = threading.Thread(target=produce, name="log-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full slot
+            with suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
 
 
 def _has_pyarrow() -> bool:

@@ -129,9 +129,13 @@ def start_ferretdb(workdir: Path) -> FerretDB:
 class MlflowServer:
     """`mlflow server` with a SQLite backend store and a local artifact root."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.args = args
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -144,7 +148,7 @@ class MlflowServer:
             _unavailable("the mlflow command is not installed: run `make install`")
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / "mlflow.log"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": "", **self.env}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -161,8 +165,10 @@ class MlflowServer:
                 str(self.workdir / "artifacts"),
                 "--workers",
                 "1",
+                *self.args,
             ],
             stdout=log.open("ab"),
+            cwd=str(self.workdir),
             stderr=subprocess.STDOUT,
             env=env,
         )

@@ -593,6 +593,39 @@ def _print_monitor(report: dict[str, Any]) -> None:
     console.print(f"verdict: {report['verdict']}", highlight=False)
 
 
+@app.command("mlflow-users")
+def mlflow_users() -> None:
+    """Create (or reset) the MLflow users of a tracking server with authentication.
+
+    Run as the MLflow admin (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). Makes
+    the training user (MLCYCLE_MLFLOW_TRAIN_USER, default mlcycle-train, password
+    MLCYCLE_MLFLOW_TRAIN_PASSWORD) and the read-only user for serving and monitoring
+    (MLCYCLE_MLFLOW_READ_USER, default mlcycle-read, password
+    MLCYCLE_MLFLOW_READ_PASSWORD). Idempotent: existing users get the given password.
+
+    Example: mlcycle mlflow-users
+    """
+    import os
+
+    from mlcycle import registry
+
+    settings = _settings()
+    users = {}
+    for role, default in (("TRAIN", "mlcycle-train"), ("READ", "mlcycle-read")):
+        password = os.environ.get(f"MLCYCLE_MLFLOW_{role}_PASSWORD", "")
+        if not password:
+            raise _fail(BadInput(f"MLCYCLE_MLFLOW_{role}_PASSWORD is not set"))
+        users[os.environ.get(f"MLCYCLE_MLFLOW_{role}_USER") or default] = password
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        raise _fail(BadInput("MLFLOW_TRACKING_URI must name a tracking server (http/https)"))
+    try:
+        registry.probe(settings.tracking_uri)
+        for name, what in registry.ensure_users(settings.tracking_uri, users):
+            console.print(f"{what} MLflow user {name}", highlight=False)
+    except MlcycleError as err:
+        raise _fail(err) from err
+
+
 @app.command("hash-key")
 def hash_key_cmd() -> None:
     """Read an API key on stdin and print its SHA-256, for MLCYCLE_API_KEYS.

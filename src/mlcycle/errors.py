@@ -43,3 +43,7 @@ class TrackingUnavailable(MlcycleError):
 
 class ModelNotFound(MlcycleError):
     """No model version matches the request."""
+
+
+class RegistryAccessDenied(BadInput):
+    """The MLflow tracking server refused the user the operation: a configuration problem."""

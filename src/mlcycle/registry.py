@@ -12,7 +12,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from mlcycle.config import Settings, redact_uri
-from mlcycle.errors import ModelNotFound, TrackingUnavailable
+from mlcycle.errors import MlcycleError, ModelNotFound, RegistryAccessDenied, TrackingUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +99,26 @@ def get_version(
         else:
             mv = client.get_model_version(name, str(version))
     except MlflowException as err:
+        if (denied := access_denied(err, f"read registered model {name!r}")) is not None:
+            raise denied from err
         what = f"alias {alias!r}" if alias else f"version {version}"
         raise ModelNotFound(f"registered model {name!r} has no {what}") from err
     metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
     return VersionInfo(name, str(mv.version), str(mv.run_id), dict(mv.tags or {}), metrics)
 
 
+def model_exists(client: Any, name: str) -> bool:
+    """Whether the registered model exists (and the user may see it). Asked first because
+    a tracking server with authentication answers a missing model with 403, like a
+    forbidden one."""
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+    found = client.search_registered_models(filter_string=f"name = '{quoted}'", max_results=1)
+    return any(m.name == name for m in found)
+
+
 def champion(client: Any, name: str) -> VersionInfo | None:
+    if not model_exists(client, name):
+        return None
     try:
         return get_version(client, name, alias=CHAMPION)
     except ModelNotFound:
@@ -152,6 +165,46 @@ def promotion_check(target: VersionInfo, current: VersionInfo | None, gate: Any)
     )
 
 
+def access_denied(err: Exception, what: str) -> MlcycleError | None:
+    """MLflow's 401/403 (a tracking server with authentication) as a clear error."""
+    code = str(getattr(err, "error_code", ""))
+    text = str(err)
+    if "error code 403" in text or "Permission denied" in text:
+        code = "PERMISSION_DENIED"  # some routes answer a plain-text 403
+    elif "error code 401" in text:
+        code = "UNAUTHENTICATED"
+    if code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+        return RegistryAccessDenied(
+            f"the MLflow tracking server refused to {what} ({code}): the user in "
+            "MLFLOW_TRACKING_USERNAME lacks the right (serving and monitoring use a "
+            "read-only user; training and promotion use the training user)"
+        )
+    return None
+
+
+def ensure_users(tracking_uri: str, users: dict[str, str]) -> list[tuple[str, str]]:
+    """Create MLflow users (name -> password) on a server running the basic-auth app, or
+    reset the password of those that exist; the caller's MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD must be an admin's. Returns (user, "created"|"updated")."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+
+    client = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    done = []
+    for name, password in users.items():
+        try:
+            client.create_user(name, password)
+            done.append((name, "created"))
+        except MlflowException as err:
+            if (denied := access_denied(err, "manage users")) is not None:
+                raise denied from err
+            if "exist" not in str(err).lower() and "taken" not in str(err).lower():
+                raise
+            client.update_user_password(name, password)
+            done.append((name, "updated"))
+    return done
+
+
 def set_champion(
     client: Any,
     name: str,
@@ -161,14 +214,26 @@ def set_champion(
 ) -> None:
     """Point `champion` at `version`, remembering the previous champion for rollback and,
     for a promotion that overrode the gate, why."""
-    if previous:
-        client.set_model_version_tag(name, version, TAG + "previous_champion", previous)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if previous:
+            client.set_model_version_tag(name, version, TAG + "previous_champion", previous)
+    except MlflowException as err:
+        if (denied := access_denied(err, f"change {name} v{version}")) is not None:
+            raise denied from err
+        raise
     if forced_reason:
         client.set_model_version_tag(name, version, TAG + "forced_reason", forced_reason[:4000])
         client.update_model_version(
             name, version, description=f"promoted by hand over the gate: {forced_reason}"[:4000]
         )
-    client.set_registered_model_alias(name, CHAMPION, version)
+    try:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    except MlflowException as err:
+        if (denied := access_denied(err, f"move {name}'s {CHAMPION} alias")) is not None:
+            raise denied from err
+        raise
     logger.info("%s: alias %s -> version %s (was %s)", name, CHAMPION, version, previous)
 
 
@@ -183,6 +248,13 @@ def rollback(client: Any, name: str) -> tuple[str, str]:
             f"{name} version {current.version} is the first champion: there is nothing to roll back to"
         )
     get_version(client, name, version=previous)  # still exists?
-    client.set_registered_model_alias(name, CHAMPION, previous)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, CHAMPION, previous)
+    except MlflowException as err:
+        if (denied := access_denied(err, f"move {name}'s {CHAMPION} alias")) is not None:
+            raise denied from err
+        raise
     client.set_model_version_tag(name, current.version, TAG + "rolled_back", "true")
     return current.version, previous

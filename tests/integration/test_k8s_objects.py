@@ -126,3 +126,37 @@ def test_compose_gives_the_application_its_own_user_not_root() -> None:
     script = REPO / "deploy" / "k8s" / "overlays" / "minikube" / "mongo-init" / "create-app-user.js"
     text = script.read_text()
     assert 'role: "readWrite", db: dbName' in text
+
+
+def _pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every workload's pod spec, by the workload's name."""
+    out = {}
+    for o in objects:
+        spec = o.get("spec", {})
+        if o["kind"] in ("Deployment", "StatefulSet", "Job"):
+            out[o["metadata"]["name"]] = spec["template"]["spec"]
+        elif o["kind"] == "CronJob":
+            out[o["metadata"]["name"]] = spec["jobTemplate"]["spec"]["template"]["spec"]
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_component_runs_as_its_own_identity_without_api_credentials(overlay: str) -> None:
+    objects = render(overlay)
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    pods = _pod_specs(objects)
+    assert {"serve", "etl", "train", "monitor", "mlflow"} <= set(pods)
+    used = [pod.get("serviceAccountName") for pod in pods.values()]
+    assert len(set(used)) == len(used), f"components share an identity: {used}"
+    for name, pod in pods.items():
+        account = pod.get("serviceAccountName")
+        assert account == name, f"{name} runs as {account!r}"
+        assert account in accounts, f"{name}'s ServiceAccount {account} is not rendered"
+        assert pod.get("automountServiceAccountToken") is False, name
+        assert accounts[account].get("automountServiceAccountToken") is False, account
+    # nothing calls the Kubernetes API: no role and no binding is granted to anyone
+    assert not [
+        o
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+    ]

@@ -71,7 +71,7 @@ def _plant(path: Path, old: str, new: str) -> None:
             "deploy/compose.yaml",
             "${MONGO_APP_PASSWORD:?set in .env}",
             "${MONGO_APP_PASSWORD:-}",
-            "FAIL  compose.yaml renders with only MONGO_ROOT_PASSWORD",
+            "FAIL  compose.yaml renders without MONGO_APP_PASSWORD",
         ),
         (
             "src/mlcycle/project/configs/train.yaml",

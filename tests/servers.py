@@ -220,3 +220,15 @@ class UvicornServer:
     def stop(self) -> None:
         _terminate(self.proc)
         self.proc = None
+
+
+def mlcycle(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `mlcycle` CLI as a user runs it, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlcycle.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from mlcycle.datagen import write_demo
 from mlcycle.spec import DatasetSpec
 from tests.data import LOAN_RECORD
 from tests.servers import REPO, MlflowServer, UvicornServer
+from tests.servers import mlcycle as cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,17 +64,6 @@ def _env(
     if user is not None and password is not None:
         env |= {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
     return env
-
-
-def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlcycle.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_each_user_can_do_only_what_its_role_needs(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from mlcycle.store.mongo import MongoStore
 from tests.browser import render
 from tests.data import write_spec
 from tests.servers import UvicornServer
+from tests.servers import mlcycle as cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,17 +47,6 @@ def open_spec(spec: DatasetSpec, model_name: str) -> DatasetSpec:
     data["model_name"] = model_name
     data["columns"]["Property_Area"]["values"].append("Riverside")
     return parse_spec(data)
-
-
-def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlcycle.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def send(url: str, frame: pd.DataFrame, spec: DatasetSpec) -> None:

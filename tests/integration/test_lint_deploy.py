@@ -98,6 +98,18 @@ def _plant(path: Path, old: str, new: str) -> None:
             "(mlcycle_monitor_feature_drift) >= 1",
             "FAIL  alerts_test.yaml",
         ),
+        (  # valid Kubernetes, but a container that may escalate its privileges
+            "deploy/k8s/base/serve.yaml",
+            "            allowPrivilegeEscalation: false\n",
+            "            allowPrivilegeEscalation: true\n",
+            "FAIL  checkov Kubernetes overlays",
+        ),
+        (  # a cloud key pasted into a deployment file (made here, never stored as such)
+            "deploy/compose.yaml",
+            "  mongo:\n",
+            "  mongo:\n    labels:\n      leaked: " + "AKIA" + "Z3MNOPQ7RSTUVWXY\n",
+            "FAIL  checkov secrets scan",
+        ),
         (
             ".github/workflows/ci.yml",
             "    timeout-minutes: 45\n",

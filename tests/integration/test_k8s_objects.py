@@ -3,6 +3,8 @@ network policies, a read-only MongoDB; the compose file's application user."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from typing import Any
 
@@ -116,16 +118,70 @@ def test_minikube_mongodb_takes_app_pods_only_and_has_a_read_only_root() -> None
     assert {"/data/db", "/tmp", "/docker-entrypoint-initdb.d"} <= mounts
 
 
-def test_compose_gives_the_application_its_own_user_not_root() -> None:
+def test_compose_gives_each_component_its_own_database_user_not_root() -> None:
     compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
-    app_uri = compose["x-pipeline"]["environment"]["MONGO_URI"]
-    assert "MONGO_APP_USER" in app_uri and "MONGO_APP_PASSWORD" in app_uri
-    assert "ROOT" not in app_uri and "authSource=admin" not in app_uri
-    mongo_env = compose["services"]["mongo"]["environment"]
-    assert "MONGO_APP_PASSWORD" in mongo_env
-    script = REPO / "deploy" / "k8s" / "overlays" / "minikube" / "mongo-init" / "create-app-user.js"
-    text = script.read_text()
-    assert 'role: "readWrite", db: dbName' in text
+    services = compose["services"]
+    users = {}
+    for name in ("etl", "train", "monitor", "serve"):
+        env = services[name].get("environment") or compose["x-pipeline"]["environment"]
+        uri = env["MONGO_URI"]
+        assert "ROOT" not in uri and "authSource=admin" not in uri, name
+        users[name] = uri.split("//", 1)[1].split(":", 1)[0]
+    assert users == {c: f"mlcycle_{c}" for c in ("etl", "train", "monitor", "serve")}
+    mongo_env = services["mongo"]["environment"]
+    assert {f"MONGO_{c.upper()}_PASSWORD" for c in users} <= set(mongo_env)
+
+
+def _mongo_init(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The init script under Node with a recording stand-in for mongosh's `db`."""
+    script = REPO / "deploy" / "k8s" / "overlays" / "minikube" / "mongo-init" / "create-users.js"
+    harness = (
+        "const calls = [];"
+        "globalThis.print = () => {};"
+        "globalThis.db = { getSiblingDB: (name) => ({"
+        "  createRole: (r) => calls.push(['role', name, r]),"
+        "  createUser: (u) => calls.push(['user', name, u]) }) };"
+        f"require({json.dumps(str(script))});"
+        "console.log(JSON.stringify(calls));"
+    )
+    return subprocess.run(
+        ["node", "-e", harness], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+def test_database_roles_give_each_component_only_what_it_needs() -> None:
+    passwords = {f"MONGO_{c}_PASSWORD": "x" for c in ("ETL", "TRAIN", "SERVE", "MONITOR")}
+    out = _mongo_init({**passwords, "MLCYCLE_DATASET": "credit"})
+    assert out.returncode == 0, out.stderr
+    calls = json.loads(out.stdout)
+    roles = {
+        r["role"]: {p["resource"]["collection"]: set(p["actions"]) for p in r["privileges"]}
+        for kind, _, r in calls
+        if kind == "role"
+    }
+    assert roles["mlcycle_serve"] == {
+        "credit_predictions": {"insert"},
+        "credit_monitoring": {"find"},
+    }
+    assert roles["mlcycle_train"] == {
+        "credit": {"find"},
+        "etl_batches": {"find"},
+        "mlcycle_locks": {"find"},
+    }
+    assert "credit" not in roles["mlcycle_serve"]  # serve never reads the dataset
+    assert {"insert", "update", "remove"} <= roles["mlcycle_etl"]["credit"]
+    assert not any(
+        a - {"find", "createIndex"}
+        for c, a in roles["mlcycle_monitor"].items()
+        if c != "credit_monitoring"
+    )
+    users = {u["user"]: u["roles"] for kind, _, u in calls if kind == "user"}
+    assert users == {
+        f"mlcycle_{c}": [{"role": f"mlcycle_{c}", "db": "mlcycle"}]
+        for c in ("etl", "train", "serve", "monitor")
+    }
+    missing = _mongo_init({k: v for k, v in passwords.items() if "SERVE" not in k})
+    assert missing.returncode != 0 and "MONGO_SERVE_PASSWORD" in missing.stderr
 
 
 def _pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

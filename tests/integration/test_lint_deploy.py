@@ -69,9 +69,9 @@ def _plant(path: Path, old: str, new: str) -> None:
         ),
         (
             "deploy/compose.yaml",
-            "${MONGO_APP_PASSWORD:?set in .env}",
-            "${MONGO_APP_PASSWORD:-}",
-            "FAIL  compose.yaml renders without MONGO_APP_PASSWORD",
+            "${MONGO_SERVE_PASSWORD:?set in .env}",
+            "${MONGO_SERVE_PASSWORD:-}",
+            "FAIL  compose.yaml renders without MONGO_SERVE_PASSWORD",
         ),
         (
             "src/mlcycle/project/configs/train.yaml",

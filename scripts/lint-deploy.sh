@@ -4,7 +4,8 @@
 #   compose.yaml    the real compose v2 binary: `config -q` (and it must fail without secrets)
 #   YAML            yamllint
 #   Kubernetes      kustomize build of every overlay | kubernetes-validate --strict,
-#                   failing on a kind without a schema
+#                   failing on a kind without a schema; ExternalSecrets against
+#                   deploy/schemas/externalsecret-v1.json (check-jsonschema)
 #   workflows       actionlint and check-jsonschema (GitHub workflow schema)
 #   alert rules     promtool check rules and promtool test rules (deploy/prometheus)
 #   policy          checkov (offline: --skip-download) on the Dockerfile, the rendered
@@ -56,11 +57,35 @@ for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
   name="$(basename "$overlay")"
   rendered="$(mktemp)"
   if ! "$KUSTOMIZE" build "$overlay" > "$rendered"; then bad "kustomize build $name"; continue; fi
+  # operator kinds (ExternalSecret) go to their schema in deploy/schemas, the rest to
+  # Kubernetes' own; a kind with neither fails
+  custom="$(mktemp -d)"
+  "${PYTHON:-python3}" - "$rendered" "$custom" <<'PY'
+import json, sys, yaml
+from pathlib import Path
+rendered, custom = Path(sys.argv[1]), Path(sys.argv[2])
+core = []
+for i, doc in enumerate(d for d in yaml.safe_load_all(rendered.read_text()) if d):
+    group = str(doc.get("apiVersion", "")).split("/")[0]
+    if group.endswith("external-secrets.io"):
+        version = doc["apiVersion"].split("/")[-1]
+        name = f"{doc['kind'].lower()}-{version}"
+        (custom / f"{i:03d}-{name}.json").write_text(json.dumps(doc))
+    else:
+        core.append(doc)
+rendered.write_text(yaml.safe_dump_all(core))
+PY
   out="$(kubernetes-validate --strict -k "$K8S_VERSION" "$rendered" 2>&1)"; rc=$?
+  for doc in "$custom"/*.json; do
+    [[ -e "$doc" ]] || continue
+    schema="$ROOT/deploy/schemas/$(basename "$doc" .json | cut -d- -f2-).json"
+    if [[ ! -f "$schema" ]]; then out+=$'\n'"no schema $schema for $(basename "$doc")"; rc=1; continue; fi
+    if ! extra="$(check-jsonschema --schemafile "$schema" "$doc" 2>&1)"; then out+=$'\n'"$extra"; rc=1; fi
+  done
   if [[ $rc -ne 0 ]] || grep -q "Couldn't find schema" <<<"$out"; then
     grep -vE '^INFO' <<<"$out"; bad "overlay $name"
-  else ok "overlay $name ($(grep -c '^kind:' "$rendered") resources)"; fi
-  rm -f "$rendered"
+  else ok "overlay $name ($(grep -c '^kind:' "$rendered") resources + $(find "$custom" -name '*.json' | wc -l) from operator schemas)"; fi
+  rm -rf "$rendered" "$custom"
 done
 
 echo "== Prometheus alert rules (promtool check rules, promtool test rules)"

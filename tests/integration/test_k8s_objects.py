@@ -216,3 +216,41 @@ def test_each_component_runs_as_its_own_identity_without_api_credentials(overlay
         for o in objects
         if o["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
     ]
+
+
+def _secrets_used(objects: list[dict[str, Any]]) -> set[str]:
+    """Names of the Secrets the workloads need (optional ones left out)."""
+    used: set[str] = set()
+    for pod in _pod_specs(objects).values():
+        for container in pod["containers"]:
+            for source in container.get("envFrom", []):
+                ref = source.get("secretRef")
+                if ref and not ref.get("optional"):
+                    used.add(ref["name"])
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    used.add(ref["name"])
+    return used
+
+
+def test_cloud_secrets_come_from_the_secret_manager_never_from_the_manifests() -> None:
+    objects = render("cloud")
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    external = {o["spec"]["target"]["name"]: o for o in objects if o["kind"] == "ExternalSecret"}
+    workloads = [o for o in objects if o["kind"] != "ExternalSecret"]
+    assert _secrets_used(workloads) - {"mlcycle-mongo"} <= set(external)
+    for name, es in external.items():
+        assert es["spec"]["secretStoreRef"] == {
+            "kind": "ClusterSecretStore",
+            "name": "mlcycle-secret-store",
+        }
+        assert all(d["remoteRef"]["key"].startswith("mlcycle/") for d in es["spec"]["data"]), name
+    # every key a workload reads from an external Secret is one the ExternalSecret makes
+    for pod in _pod_specs(objects).values():
+        for container in pod["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    keys = {d["secretKey"] for d in external[ref["name"]]["spec"]["data"]}
+                    assert ref["key"] in keys, (ref, keys)

@@ -98,6 +98,12 @@ def _plant(path: Path, old: str, new: str) -> None:
             "(mlcycle_monitor_feature_drift) >= 1",
             "FAIL  alerts_test.yaml",
         ),
+        (  # a misspelt field in an operator resource (checked against deploy/schemas)
+            "deploy/k8s/overlays/cloud/external-secrets.yaml",
+            "  secretStoreRef:\n",
+            "  secretstoreRef:\n",
+            "FAIL  overlay cloud",
+        ),
         (  # valid Kubernetes, but a container that may escalate its privileges
             "deploy/k8s/base/serve.yaml",
             "            allowPrivilegeEscalation: false\n",

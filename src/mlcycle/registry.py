@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,19 @@ def access_denied(err: Exception, what: str) -> MlcycleError | None:
     return None
 
 
+@contextmanager
+def refused_as_error(what: str) -> Iterator[None]:
+    """MLflow calls inside: a 401/403 from the tracking server becomes RegistryAccessDenied."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        if (denied := access_denied(err, what)) is not None:
+            raise denied from err
+        raise
+
+
 def ensure_users(tracking_uri: str, users: dict[str, str]) -> list[tuple[str, str]]:
     """Create MLflow users (name -> password) on a server running the basic-auth app, or
     reset the password of those that exist; the caller's MLFLOW_TRACKING_USERNAME /
@@ -214,26 +229,15 @@ def set_champion(
 ) -> None:
     """Point `champion` at `version`, remembering the previous champion for rollback and,
     for a promotion that overrode the gate, why."""
-    from mlflow.exceptions import MlflowException
-
-    try:
+    with refused_as_error(f"promote {name} v{version}"):
         if previous:
             client.set_model_version_tag(name, version, TAG + "previous_champion", previous)
-    except MlflowException as err:
-        if (denied := access_denied(err, f"change {name} v{version}")) is not None:
-            raise denied from err
-        raise
-    if forced_reason:
-        client.set_model_version_tag(name, version, TAG + "forced_reason", forced_reason[:4000])
-        client.update_model_version(
-            name, version, description=f"promoted by hand over the gate: {forced_reason}"[:4000]
-        )
-    try:
+        if forced_reason:
+            client.set_model_version_tag(name, version, TAG + "forced_reason", forced_reason[:4000])
+            client.update_model_version(
+                name, version, description=f"promoted by hand over the gate: {forced_reason}"[:4000]
+            )
         client.set_registered_model_alias(name, CHAMPION, version)
-    except MlflowException as err:
-        if (denied := access_denied(err, f"move {name}'s {CHAMPION} alias")) is not None:
-            raise denied from err
-        raise
     logger.info("%s: alias %s -> version %s (was %s)", name, CHAMPION, version, previous)
 
 
@@ -248,13 +252,7 @@ def rollback(client: Any, name: str) -> tuple[str, str]:
             f"{name} version {current.version} is the first champion: there is nothing to roll back to"
         )
     get_version(client, name, version=previous)  # still exists?
-    from mlflow.exceptions import MlflowException
-
-    try:
+    with refused_as_error(f"roll {name} back to v{previous}"):
         client.set_registered_model_alias(name, CHAMPION, previous)
-    except MlflowException as err:
-        if (denied := access_denied(err, f"move {name}'s {CHAMPION} alias")) is not None:
-            raise denied from err
-        raise
-    client.set_model_version_tag(name, current.version, TAG + "rolled_back", "true")
+        client.set_model_version_tag(name, current.version, TAG + "rolled_back", "true")
     return current.version, previous

@@ -64,7 +64,6 @@ VERDICT_EXIT = {
 """Exit codes: 0 ok / watch / too few rows / no predictions, 3 drift, 4 realized
 performance below the policy; 1 and 2 keep their meaning (error, bad input)."""
 
-LEVEL = {"ok": 0, "watch": 1, "drift": 2}
 DEFAULT_LAST = 10_000
 
 

@@ -126,30 +126,12 @@ class _Columns:
             values = feats.field(name).flatten().to_numpy(zero_copy_only=False)
             self.numeric[name].append(values.astype(np.float64, copy=False))
         for name in self.spec.categorical_features:
-            counts = pc.value_counts(feats.field(name).flatten())
-            self.win.categorical[name].update(
-                dict(
-                    zip(
-                        counts.field("values").to_pylist(),
-                        counts.field("counts").to_pylist(),
-                        strict=True,
-                    )
-                )
-            )
+            self.win.categorical[name].update(_value_counts(feats.field(name).flatten()))
         self.scores.append(
             table.column("probabilities").chunk(0).flatten().to_numpy(zero_copy_only=False)
         )
         labels = table.column("labels").chunk(0).flatten()
-        counts = pc.value_counts(labels)
-        self.win.predicted.update(
-            dict(
-                zip(
-                    counts.field("values").to_pylist(),
-                    counts.field("counts").to_pylist(),
-                    strict=True,
-                )
-            )
-        )
+        self.win.predicted.update(_value_counts(labels))
         self.labels.append(labels.to_numpy(zero_copy_only=False).astype(object))
         self.ids.append(table.column("ids").chunk(0).flatten().to_numpy(zero_copy_only=False))
         span = pc.min_max(table.column("ts"))
@@ -167,6 +149,16 @@ class _Columns:
         win.first_ts = as_datetime(self.oldest) if self.oldest is not None else None
         win.last_ts = as_datetime(self.newest) if self.newest is not None else None
         return win
+
+
+def _value_counts(values: Any) -> dict[Any, int]:
+    """An Arrow array's counts per value (None for missing), computed in C++."""
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(values)
+    return dict(
+        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+    )
 
 
 def _objects(values: list[Any]) -> np.ndarray:

@@ -6,12 +6,12 @@ VENV ?= $(ROOT).venv
 PY := $(VENV)/bin/python
 MLCYCLE := $(PY) -m mlcycle.cli
 ROWS ?= 1000
-EXTRAS ?= etl,train,serve,dev
+EXTRAS ?= etl,train,serve,stream,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor \
+.PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor stream publish kafka-start kafka-stop \
         test test-unit test-tools lint lint-tools lint-deploy image image-smoke up down check-env \
         demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor clean
 
@@ -59,6 +59,18 @@ inference serve: install ## Serve the champion model over HTTP (POST /predict)
 check-env: install ## Check settings, store, MLflow and dependencies
 	$(MLCYCLE) doctor
 
+stream: install ## Consume the Kafka topic into the store (TOPIC=, KAFKA_BOOTSTRAP_SERVERS=; SIGTERM/Ctrl-C stops)
+	$(MLCYCLE) stream $(if $(TOPIC),--topic $(TOPIC))
+
+publish: install ## Send a file's records to the topic (make publish FILE=data/raw/loan.csv TOPIC=)
+	$(MLCYCLE) publish $(FILE) $(if $(TOPIC),--topic $(TOPIC))
+
+kafka-start: ## Start Apache Kafka (KRaft, official jars via Maven) on 127.0.0.1:9092
+	bash $(ROOT)scripts/kafka.sh start 9092
+
+kafka-stop: ## Stop the broker started by kafka-start
+	bash $(ROOT)scripts/kafka.sh stop
+
 ferretdb: ## Build FerretDB (MongoDB wire protocol on SQLite) once, for integration tests
 	bash $(ROOT)scripts/ferretdb.sh build
 
@@ -68,8 +80,9 @@ ferretdb-start: ## Start FerretDB on 127.0.0.1:27018 (export MONGO_URI=mongodb:/
 ferretdb-stop: ## Stop the FerretDB started by ferretdb-start
 	bash $(ROOT)scripts/ferretdb.sh stop
 
-test-tools: install ## Everything the tests need beside Python: FerretDB, validators, Chromium
+test-tools: install ## Everything the tests need beside Python: FerretDB, Kafka jars, validators, Chromium
 	@bash $(ROOT)scripts/ferretdb.sh build
+	@bash $(ROOT)scripts/kafka.sh fetch
 	@PYTHON=$(PY) bash $(ROOT)scripts/install-lint-tools.sh
 
 test: test-tools ## All tests: unit, integration (real FerretDB, mlflow server, uvicorn, Chromium) and e2e

@@ -19,7 +19,7 @@ from tests.data import (
     real_loan_available,
     write_loan_files,
 )
-from tests.servers import FerretDB, start_ferretdb
+from tests.servers import FerretDB, KafkaBroker, start_ferretdb, start_kafka
 
 # Commands installed beside this interpreter (mlflow, st, hadolint, yamllint ...) are
 # found without activating the virtualenv, as `make test` runs it.
@@ -66,6 +66,13 @@ def ferretdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerretDB]:
     server = start_ferretdb(tmp_path_factory.mktemp("ferretdb"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    broker = start_kafka(tmp_path_factory.mktemp("kafka"))
+    yield broker
+    broker.stop()
 
 
 def _mongo_store(server: FerretDB) -> Store:

@@ -1,4 +1,5 @@
-"""Real servers for tests: FerretDB (MongoDB wire protocol) and `mlflow server`.
+"""Real servers for tests: FerretDB (MongoDB wire protocol), `mlflow server`, uvicorn
+and an Apache Kafka broker (KRaft, from the official jars).
 
 Each is started as a subprocess on 127.0.0.1 on a free port and stopped afterwards. A
 missing binary fails the tests that need it with the command that installs it (`make
@@ -124,6 +125,64 @@ def start_ferretdb(workdir: Path) -> FerretDB:
         _unavailable("FerretDB is not built: run `scripts/ferretdb.sh build` (needs Go)")
     assert binary is not None
     return FerretDB(binary, workdir).start()
+
+
+def _free_port_pair() -> int:
+    """A free port whose successor is free too (Kafka's broker and controller)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+class KafkaBroker:
+    """One combined KRaft broker/controller started by scripts/kafka.sh, with its data in
+    `workdir`: it can be stopped (SIGTERM), killed and restarted on the same ports and data."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = _free_port_pair()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _script(self, *args: str) -> None:
+        env = {**os.environ, "KAFKA_RUN_DIR": str(self.workdir), "KAFKA_HEAP": "384m"}
+        out = subprocess.run(
+            ["bash", str(REPO / "scripts" / "kafka.sh"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if out.returncode != 0:
+            if "required" in out.stderr:
+                _unavailable(f"Kafka cannot run here: {out.stderr.strip()}")
+            raise RuntimeError(f"kafka.sh {' '.join(args)} failed: {out.stderr[-3000:]}")
+
+    def start(self) -> KafkaBroker:
+        self._script("start", str(self.port))
+        return self
+
+    def stop(self) -> None:
+        self._script("stop")
+
+    def kill(self) -> None:
+        pid_file = self.workdir / "pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), 9)
+            time.sleep(0.5)
+            pid_file.unlink()
+
+
+def start_kafka(workdir: Path) -> KafkaBroker:
+    return KafkaBroker(workdir).start()
 
 
 class MlflowServer:

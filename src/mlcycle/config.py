@@ -68,6 +68,29 @@ class Settings(BaseSettings):
     prediction_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Bound on what the prediction log may hold in memory while the store is slow or down."""
 
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "MLCYCLE_KAFKA_BOOTSTRAP"),
+    )
+    kafka_topic: str | None = None
+    """Topic of `stream` and `publish`; unset: `mlcycle.<dataset>`."""
+    kafka_group: str | None = None
+    """Consumer group of `stream`; unset: `mlcycle-stream-<dataset>`."""
+    kafka_security_protocol: str | None = None
+    """PLAINTEXT (unset), SSL, SASL_PLAINTEXT or SASL_SSL."""
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    stream_batch: int = Field(default=5_000, ge=1)
+    """Messages per micro-batch at most."""
+    stream_batch_ms: int = Field(default=500, ge=1)
+    """Milliseconds a micro-batch waits to fill before it is processed."""
+    stream_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """A larger message is dead-lettered unread."""
+    stream_http_host: str = "127.0.0.1"
+    stream_http_port: int = Field(default=8001, ge=0, le=65535)
+    """`/health` and `/metrics` of `stream` (0: a free port, logged)."""
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -226,7 +226,7 @@ def _row_checks(frame: pd.DataFrame, wanted: list[str], shape: np.ndarray) -> pd
     return out
 
 
-def _records_frame(records: list[object], spec: DatasetSpec, first: int) -> pd.DataFrame:
+def records_frame(records: list[object], spec: DatasetSpec, first: int) -> pd.DataFrame:
     """Build a raw frame from parsed JSON values; non-objects become record errors."""
     cols = list(spec.columns)
     rows: list[dict[str, object]] = []
@@ -264,7 +264,8 @@ def _present_columns(path: Path, records: list[object], spec: DatasetSpec) -> No
         _check_columns(path, sorted(seen), spec)
 
 
-def _read_json(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+def json_records(path: Path) -> list[object]:
+    """The records of a JSON file: an array, or an object with a "records" array."""
     try:
         data = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as err:
@@ -273,10 +274,15 @@ def _read_json(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawCh
         data = data["records"]
     if not isinstance(data, list):
         raise StructuralError(f"{path}: expected a JSON array of objects (or JSONL)")
+    return data
+
+
+def _read_json(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+    data = json_records(path)
     _present_columns(path, data, spec)
     for start in range(0, len(data), chunk_rows):
         part = data[start : start + chunk_rows]
-        yield RawChunk(path, start + 1, _records_frame(part, spec, start + 1), 0)
+        yield RawChunk(path, start + 1, records_frame(part, spec, start + 1), 0)
 
 
 def _read_jsonl(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
@@ -308,7 +314,7 @@ def _read_jsonl(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawC
 
 
 def _jsonl_frame(batch: list[object], spec: DatasetSpec, first: int) -> pd.DataFrame:
-    frame = _records_frame(batch, spec, first)
+    frame = records_frame(batch, spec, first)
     for i, rec in enumerate(batch):
         if isinstance(rec, str):  # the decode error recorded above
             frame.loc[i, RECORD_ERROR] = rec

@@ -1,4 +1,5 @@
-"""The ETL run: files -> validate -> quarantine / upsert, with a batch record.
+"""The batch ETL run: a re-readable source (files) -> validate -> quarantine / upsert,
+with a batch record.
 
 Two passes keep failed runs harmless and memory bounded: the first validates everything
 and counts (a structural problem stops the run before anything is written; a rejected
@@ -8,7 +9,6 @@ Small inputs are validated once and kept in memory between the passes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -18,13 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlcycle import __version__
 from mlcycle.errors import MlcycleError, RejectedShareExceeded, StoreUnavailable
-from mlcycle.etl.extract import RECORD_ERROR, RawChunk, discover, file_sha256, read_file
-from mlcycle.etl.transform import plan_writes, to_documents
+from mlcycle.etl.sources import FileSource, FileSummary, Origin
+from mlcycle.etl.steps import (
+    EXCERPT_CHARS,
+    DuplicateTracker,
+    excerpt,
+    load_valid,
+    now_ms,
+    quarantine_docs,
+)
 from mlcycle.etl.validate import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
@@ -36,16 +42,6 @@ ProgressFn = Callable[[str, int, int | None], None]
 CACHE_ROWS = 2_000_000
 """Inputs up to this many rows are validated once and kept (compactly typed, ~120 bytes a
 row) for the write pass; larger ones are read and validated again, so memory stays bounded."""
-
-
-@dataclass
-class FileSummary:
-    path: str
-    sha256: str
-    rows: int = 0
-    valid: int = 0
-    rejected: int = 0
-    dropped: int = 0
 
 
 @dataclass
@@ -90,145 +86,47 @@ class _Checked:
     dropped: int
     accepted: pd.DataFrame  # valid rows that are not duplicates
     quarantine: list[Document]
-
-
-def _now() -> datetime:
-    """A UTC timestamp with millisecond precision: a BSON date in MongoDB."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    origin: Origin
 
 
 def new_batch_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
-_ROW_BITS = 40
-
-
-class _DuplicateTracker:
-    """Remembers where each id was first accepted during one run (file number and row,
-    packed in one int to keep a million ids in ~100 MB)."""
-
-    def __init__(self) -> None:
-        self.first_seen: dict[str, int] = {}
-        self.files: list[str] = []
-
-    def where(self, packed: int, file_no: int) -> str:
-        f_no, row = packed >> _ROW_BITS, packed & ((1 << _ROW_BITS) - 1)
-        return f"row {row}" if f_no == file_no else f"{self.files[f_no]} row {row}"
-
-    def split(
-        self, chunk: RawChunk, valid: pd.DataFrame, id_column: str
-    ) -> tuple[np.ndarray, pd.DataFrame]:
-        """Mark duplicates of ids seen before; return (accept mask, issue rows)."""
-        file_no = len(self.files) - 1
-        first_seen = self.first_seen
-        accept = np.ones(len(valid), dtype=bool)
-        rows = []
-        base = (file_no << _ROW_BITS) + chunk.first_row
-        for k, (pos, ident) in enumerate(
-            zip(valid.index.tolist(), valid[id_column].tolist(), strict=True)
-        ):
-            prev = first_seen.get(ident)
-            if prev is None:
-                first_seen[ident] = base + pos
-            else:
-                accept[k] = False
-                rows.append(
-                    (
-                        pos,
-                        id_column,
-                        ident,
-                        f"duplicate id: first seen at {self.where(prev, file_no)}",
-                    )
-                )
-        return accept, pd.DataFrame(rows, columns=["pos", "column", "value", "reason"])
-
-
 def _checked_chunks(
-    files: list[tuple[Path, FileSummary]], spec: DatasetSpec, chunk_rows: int, batch_id: str
+    source: FileSource, spec: DatasetSpec, chunk_rows: int, batch_id: str
 ) -> Iterator[tuple[FileSummary, _Checked]]:
-    tracker = _DuplicateTracker()
-    for path, info in files:
-        tracker.files.append(path.name)
-        for chunk in read_file(path, spec, chunk_rows):
-            result = validate_chunk(chunk.frame, spec)
-            accept, dup_issues = tracker.split(chunk, result.valid, spec.id_column)
-            issues = (
-                pd.concat([result.issues, dup_issues], ignore_index=True)
-                if len(dup_issues)
-                else result.issues
-            )
-            quarantine = _quarantine_docs(chunk, issues, info, batch_id)
-            yield (
-                info,
-                _Checked(
-                    rows=len(chunk.frame),
-                    rejected=len(quarantine),
-                    dropped=result.dropped,
-                    accepted=result.valid[accept],
-                    quarantine=quarantine,
-                ),
-            )
-
-
-EXCERPT_CHARS = 256
-"""Quarantine keeps at most this much of a value; a longer one becomes an excerpt with its
-length and SHA-256, so a huge bad field never makes a huge (or >16 MiB) document."""
-
-
-def excerpt(value: Any) -> Any:
-    """A raw value as the quarantine stores it: text, or an excerpt of a long text."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    text = str(value)
-    if len(text) <= EXCERPT_CHARS:
-        return text
-    return {
-        "excerpt": text[:EXCERPT_CHARS],
-        "length": len(text),
-        "sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
-    }
-
-
-def _quarantine_docs(
-    chunk: RawChunk, issues: pd.DataFrame, info: FileSummary, batch_id: str
-) -> list[Document]:
-    if issues.empty:
-        return []
-    raw = chunk.frame.reset_index(drop=True)
-    at = _now()
-    docs = []
-    for pos, group in issues.groupby("pos", sort=True):
-        pos = int(pos)
-        row = chunk.first_row + pos
-        record = {k: excerpt(v) for k, v in raw.iloc[pos].items() if k != RECORD_ERROR}
-        errors = [
-            {"column": c, "value": excerpt(v), "reason": r}
-            for c, v, r in zip(group["column"], group["value"], group["reason"], strict=True)
-        ]
-        docs.append(
-            {
-                "_id": f"{info.sha256[:16]}:{row}",
-                "batch_id": batch_id,
-                "file": info.path,
-                "file_sha256": info.sha256,
-                "row": row,
-                "line": row + chunk.line_offset,
-                "column": errors[0]["column"],
-                "value": errors[0]["value"],
-                "reason": errors[0]["reason"],
-                "errors": errors,
-                "record": record,
-                "quarantined_at": at,
-            }
+    tracker = DuplicateTracker()
+    part: FileSummary | None = None
+    for item in source.chunks(spec, chunk_rows):
+        if item.part is not part:
+            part = item.part
+            tracker.parts.append(Path(part.path).name)
+        frame = item.chunk.frame
+        result = validate_chunk(frame, spec)
+        accept, dup_issues = tracker.split(item.chunk.first_row, result.valid, spec.id_column)
+        issues = (
+            pd.concat([result.issues, dup_issues], ignore_index=True)
+            if len(dup_issues)
+            else result.issues
         )
-    return docs
+        quarantine = quarantine_docs(frame, issues, item.origin, batch_id)
+        yield (
+            part,
+            _Checked(
+                rows=len(frame),
+                rejected=len(quarantine),
+                dropped=result.dropped,
+                accepted=result.valid[accept],
+                quarantine=quarantine,
+                origin=item.origin,
+            ),
+        )
 
 
 def run_etl(
     spec: DatasetSpec,
-    source: Path,
+    source: Path | FileSource,
     store: Store,
     *,
     chunk_rows: int = 100_000,
@@ -238,7 +136,8 @@ def run_etl(
     lock_wait: float = 0.0,
     lock_lease: float = LEASE_SECONDS,
 ) -> EtlSummary:
-    """Extract every supported file at `source`, validate, and upsert into `store`.
+    """Extract every supported file at `source` (a path, or a `FileSource`), validate,
+    and upsert into `store`.
 
     One run per dataset at a time (a lease in the store, see `mlcycle.store.lease`): a
     second run waits up to `lock_wait` seconds, then raises DatasetBusy. Raises
@@ -251,10 +150,11 @@ def run_etl(
         dataset=spec.name,
         store=store.name,
         spec_hash=spec.fingerprint,
-        started_at=_now(),
+        started_at=now_ms(),
     )
     report = progress or (lambda phase, done, total: None)
-    paths = discover(source)  # a missing or unreadable source stops before the store is touched
+    # a missing or unreadable source stops before the store is touched
+    files = source if isinstance(source, FileSource) else FileSource(source)
     lease = Lease(
         store,
         spec.name,
@@ -265,9 +165,8 @@ def run_etl(
     )
     with lease:
         try:
-            files = [(p, FileSummary(str(p), file_sha256(p))) for p in paths]
-            summary.files = [info for _, info in files]
-            logger.info("etl batch %s: %d file(s)", summary.batch_id, len(paths))
+            summary.files = files.open()
+            logger.info("etl batch %s: %d file(s)", summary.batch_id, len(summary.files))
 
             # Pass 1: validate and count; nothing is written.
             cache: list[tuple[FileSummary, _Checked]] | None = []
@@ -301,13 +200,10 @@ def run_etl(
                     store.put(quarantine_collection(spec.name), item.quarantine)
                     summary.quarantined += len(item.quarantine)
                 if passed and len(item.accepted):
-                    docs = to_documents(item.accepted, spec.id_column, summary.batch_id)
-                    stored = store.fetch_hashes(spec.name, [d["_id"] for d in docs])
-                    plan = plan_writes(docs, stored)
-                    store.write_rows(spec.name, plan.new, plan.changed)
-                    summary.inserted += len(plan.new)
-                    summary.updated += len(plan.changed)
-                    summary.unchanged += plan.unchanged
+                    counts = load_valid(store, spec, item.accepted, item.origin, summary.batch_id)
+                    summary.inserted += counts.inserted
+                    summary.updated += counts.updated
+                    summary.unchanged += counts.unchanged
                 done += item.rows
                 report("load", done, summary.rows_read)
 
@@ -347,7 +243,7 @@ def _mark_abandoned(store: Store, spec: DatasetSpec, held: Document) -> None:
                 "stopped renewing its lease; rerun the ETL to complete the load"
             ),
             "rows_written": written,
-            "finished_at": _now(),
+            "finished_at": now_ms(),
         }
     )
     store.put(BATCHES, [doc])
@@ -355,7 +251,7 @@ def _mark_abandoned(store: Store, spec: DatasetSpec, held: Document) -> None:
 
 
 def _finish(store: Store, summary: EtlSummary, spec: DatasetSpec, started: float) -> None:
-    summary.finished_at = _now()
+    summary.finished_at = now_ms()
     summary.seconds = round(time.perf_counter() - started, 3)
     _record_batch(store, summary, spec)
 
@@ -376,4 +272,4 @@ def _record_batch(store: Store, summary: EtlSummary, spec: DatasetSpec) -> None:
         logger.warning("could not record ETL batch %s: %s", summary.batch_id, err)
 
 
-__all__ = ["EtlSummary", "FileSummary", "run_etl"]
+__all__ = ["EXCERPT_CHARS", "EtlSummary", "FileSummary", "excerpt", "run_etl"]

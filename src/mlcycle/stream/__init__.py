@@ -1,0 +1,1 @@
+"""Streaming ingestion: Kafka topics into the store (`stream`), files onto topics (`publish`)."""

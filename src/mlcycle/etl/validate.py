@@ -42,10 +42,15 @@ class ChunkResult:
     dropped: int
 
 
+_NO_ISSUES = pd.DataFrame(columns=ISSUE_COLUMNS)
+"""Shared by every rule that finds nothing (dropped before the issues are combined):
+building an empty frame per rule and chunk cost more than some rules themselves."""
+
+
 def _issues(mask: pd.Series | np.ndarray, column: str, raw: pd.Series, reason: str) -> pd.DataFrame:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
-        return pd.DataFrame(columns=ISSUE_COLUMNS)
+        return _NO_ISSUES
     pos = np.flatnonzero(mask)
     return pd.DataFrame(
         {

@@ -9,13 +9,45 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 RATE_WINDOW = 30.0
 """Seconds over which records/s is averaged."""
 STUCK_AFTER = 120.0
 """`/health` fails when the loop has not polled for this long (a hung consumer)."""
+
+
+class BulkHistogram(Collector):
+    """A Prometheus histogram fed a whole batch of observations at once (numpy), where
+    `Histogram.observe` per record cost ~6 µs each: 10 % of the consumer's time."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = np.array(buckets, dtype=float)
+        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)
+        self.total = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        where = np.searchsorted(self.bounds, values, side="left")  # le semantics
+        with self._lock:
+            self.counts += np.bincount(where, minlength=len(self.counts))
+            self.total += float(values.sum())
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self.counts).tolist()
+            total = self.total
+        labels = [str(b) for b in self.bounds.tolist()] + ["+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], buckets=list(zip(labels, cumulative, strict=True)), sum_value=total)
+        yield family
 
 
 class StreamMetrics:
@@ -46,12 +78,12 @@ class StreamMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = BulkHistogram(
             "mlcycle_stream_latency_seconds",
             "From a record's Kafka timestamp to its batch being stored and committed",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=r,
         )
+        r.register(self.latency)
         self.rate = Gauge(
             "mlcycle_stream_records_per_second",
             f"Records consumed per second over the last {RATE_WINDOW:.0f} s",
@@ -76,6 +108,8 @@ class StreamMetrics:
         self._last_poll = time.monotonic()
         self._partitions: set[int] = set()
         self.store_ok = True
+        self.assigned_at: float | None = None
+        """Unix time of the first partition assignment (the group join took until then)."""
 
     def polled(self) -> None:
         self._last_poll = time.monotonic()
@@ -105,9 +139,9 @@ class StreamMetrics:
         self.records.labels("rejected").inc(rejected)
         self.batches.inc()
         self.batch_seconds.observe(seconds)
-        for ts in timestamps:
-            if ts > 0:
-                self.latency.observe(max(0.0, now - ts / 1000))
+        stamps = np.fromiter(timestamps, dtype=np.float64)
+        stamps = stamps[stamps > 0]
+        self.latency.observe_many(np.maximum(0.0, now - stamps / 1000))
         self.last_commit.set(now)
         with self._lock:
             self._window.append((time.monotonic(), records))
@@ -115,6 +149,8 @@ class StreamMetrics:
         self.store_ok = True
 
     def assigned(self, partitions: Iterable[int]) -> None:
+        if self.assigned_at is None:
+            self.assigned_at = time.time()
         self._partitions.update(partitions)
         self.assigned_partitions.set(len(self._partitions))
 

@@ -15,6 +15,9 @@ const monitoring = `${dataset}_monitoring`;
 const components = {
   // load files: the dataset, its quarantine, batch records and the load lease
   etl: [on(rows, WRITE), on(quarantine, WRITE), on("etl_batches", WRITE), on("mlcycle_locks", WRITE)],
+  // consume the topic: the dataset, its quarantine and its run records (no lease: a
+  // consumer group already gives each partition one consumer)
+  stream: [on(rows, WRITE), on(quarantine, WRITE), on("etl_batches", WRITE)],
   // read the labelled snapshot and check no load is running
   train: [on(rows, READ), on("etl_batches", READ), on("mlcycle_locks", READ)],
   // write the prediction log (never read it or the dataset); read monitoring reports
@@ -25,8 +28,13 @@ const components = {
     on(rows, READ), on("etl_batches", READ), on("mlcycle_locks", READ),
   ],
 };
+const optional = new Set(["stream"]);  // only for teams that run the Kafka consumer
 for (const [name, privileges] of Object.entries(components)) {
   const password = process.env[`MONGO_${name.toUpperCase()}_PASSWORD`];
+  if (!password && optional.has(name)) {
+    print(`MONGO_${name.toUpperCase()}_PASSWORD is not set: no user mlcycle_${name}`);
+    continue;
+  }
   if (!password) {
     throw new Error(`MONGO_${name.toUpperCase()}_PASSWORD must be set`);
   }

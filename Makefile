@@ -6,14 +6,14 @@ VENV ?= $(ROOT).venv
 PY := $(VENV)/bin/python
 MLCYCLE := $(PY) -m mlcycle.cli
 ROWS ?= 1000
-EXTRAS ?= etl,train,serve,stream,dev
+EXTRAS ?= etl,train,serve,stream,dask,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor stream publish kafka-start kafka-stop \
         test test-unit test-tools lint lint-tools lint-deploy image image-smoke up down check-env \
-        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor clean
+        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -119,6 +119,11 @@ benchmark: install ## Print the ETL benchmark table (1,000,000 rows; takes minut
 
 benchmark-serve: install ## Print the serving benchmark table (needs wrk)
 	$(PY) benchmarks/serve.py
+
+benchmark-stream: install ## Print the streaming benchmark (1,000,000 records through a real Kafka broker)
+	@bash $(ROOT)scripts/ferretdb.sh build
+	@bash $(ROOT)scripts/kafka.sh fetch
+	$(PY) benchmarks/stream.py
 
 benchmark-monitor: install ## Print the monitoring benchmark (1,000,000 logged predictions)
 	$(PY) benchmarks/monitor.py

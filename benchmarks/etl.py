@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.servers (the FerretDB launcher); not the package
 
+from benchmarks.common import peak_mb  # noqa: E402
+
 from mlcycle.etl.extract import read_file  # noqa: E402
 from mlcycle.etl.pipeline import run_etl  # noqa: E402
 from mlcycle.etl.transform import to_documents  # noqa: E402
@@ -34,10 +35,6 @@ from mlcycle.store.embedded import EmbeddedStore  # noqa: E402
 from mlcycle.store.mongo import MongoStore  # noqa: E402
 
 SPEC = load_spec(packaged("datasets/loan.yaml"))
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _open(kind: str, target: str) -> EmbeddedStore | MongoStore:
@@ -66,7 +63,7 @@ def child(mode: str, kind: str, target: str, csv: Path, rows: int) -> dict:
             "seconds": seconds,
             "inserted": summary.inserted,
             "unchanged": summary.unchanged,
-            "peak_mb": _peak_mb(),
+            "peak_mb": peak_mb(),
         }
     docs = _documents(csv, rows if mode == "naive" else None)
     if mode == "raw":

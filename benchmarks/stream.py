@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.servers (the Kafka and FerretDB launchers)
 
+from benchmarks.common import peak_mb  # noqa: E402
+
 from mlcycle.etl.pipeline import run_etl  # noqa: E402
 from mlcycle.spec import load_spec, packaged  # noqa: E402
 from mlcycle.store.embedded import EmbeddedStore  # noqa: E402
@@ -36,10 +37,6 @@ from mlcycle.stream.consumer import StreamConsumer, StreamOptions  # noqa: E402
 from mlcycle.stream.publish import publish  # noqa: E402
 
 SPEC = load_spec(packaged("datasets/loan.yaml"))
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _open(target: str) -> EmbeddedStore | MongoStore:
@@ -53,7 +50,7 @@ def child(mode: str, target: str, csv: str, bootstrap: str, topic: str) -> dict:
     if mode == "etl":
         t = time.perf_counter()
         summary = run_etl(SPEC, Path(csv), store)
-        return {"seconds": time.perf_counter() - t, "rows": summary.inserted, "peak_mb": _peak_mb()}
+        return {"seconds": time.perf_counter() - t, "rows": summary.inserted, "peak_mb": peak_mb()}
     marks: list[float] = []
     options = StreamOptions(bootstrap, topic, f"bench-{time.time_ns()}", until_idle=3)
     consumer = StreamConsumer(SPEC, store, options, on_batch=lambda _m, now: marks.append(now))
@@ -66,7 +63,7 @@ def child(mode: str, target: str, csv: str, bootstrap: str, topic: str) -> dict:
         "seconds": marks[-1] - t,
         "busy": marks[-1] - joined,
         "rows": summary.inserted,
-        "peak_mb": _peak_mb(),
+        "peak_mb": peak_mb(),
     }
 
 

@@ -32,6 +32,29 @@ err_console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("mlcycle.cli")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option("--engine", help="local (default: MLCYCLE_ENGINE) or dask."),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler tcp://host:8786 (default: MLCYCLE_DASK_SCHEDULER; none: a local cluster).",
+    ),
+]
+
+
+def _engine(settings: Settings, engine: str | None, scheduler: str | None) -> Any:
+    """The engine context for a stage (a Dask client for the dask engine)."""
+    from mlcycle.engine import open_engine
+
+    kind = engine or settings.engine
+    if kind not in ("local", "dask"):
+        raise _fail(BadInput(f"--engine must be local or dask, not {kind!r}"))
+    return open_engine(kind, scheduler or settings.dask_scheduler, settings.dask_workers)  # type: ignore[arg-type]
+
+
 SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="Dataset spec YAML (default: MLCYCLE_SPEC).")
 ]
@@ -147,11 +170,13 @@ def etl(
         float | None,
         typer.Option("--max-rejected", min=0.0, max=1.0, help="Fail above this rejected share."),
     ] = None,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Extract, validate and upsert raw files into the store; bad rows go to quarantine.
 
-    Example: mlcycle etl --source ../shared/data/loan --json
+    Example: mlcycle etl --source ../shared/data/loan --json (--engine dask on a cluster)
     """
     from mlcycle.etl.pipeline import EtlSummary, run_etl
     from mlcycle.spec import load_spec
@@ -176,19 +201,31 @@ def etl(
 
     try:
         spec = load_spec(spec_path or settings.spec_path)
-        with progress:
-            summary = run_etl(
-                spec,
-                source or settings.raw_path,
-                store,
-                chunk_rows=settings.chunk_rows,
-                max_rejected_share=(
-                    settings.max_rejected_share if max_rejected is None else max_rejected
-                ),
-                progress=on_progress,
-                lock_wait=settings.lock_wait,
-                lock_lease=settings.lock_lease,
-            )
+        options: dict[str, Any] = {
+            "chunk_rows": settings.chunk_rows,
+            "max_rejected_share": (
+                settings.max_rejected_share if max_rejected is None else max_rejected
+            ),
+            "progress": on_progress,
+            "lock_wait": settings.lock_wait,
+            "lock_lease": settings.lock_lease,
+        }
+        with _engine(settings, engine, scheduler) as runner, progress:
+            if runner.distributed:
+                from mlcycle.etl.distributed import run_etl_dask
+                from mlcycle.store.mongo import MongoStore
+
+                summary = run_etl_dask(
+                    spec,
+                    source or settings.raw_path,
+                    store,
+                    runner.client,
+                    mongo_db=store.db.name if isinstance(store, MongoStore) else None,
+                    part_bytes=settings.part_bytes,
+                    **options,
+                )
+            else:
+                summary = run_etl(spec, source or settings.raw_path, store, **options)
     except MlcycleError as err:
         raise _fail(err, as_json) from err
     finally:
@@ -424,10 +461,16 @@ def preprocess(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def train(spec_path: SpecOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def train(
+    spec_path: SpecOpt = None,
+    config: ConfigOpt = None,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Train on the newest data, log to MLflow, register, and promote if the gate passes.
 
-    Example: mlcycle train --config configs/train.yaml
+    Example: mlcycle train --config configs/train.yaml (--engine dask on a cluster)
     """
     from mlcycle.spec import load_spec
     from mlcycle.store import open_store
@@ -439,8 +482,11 @@ def train(spec_path: SpecOpt = None, config: ConfigOpt = None, as_json: JsonOpt 
     try:
         spec = load_spec(spec_path or settings.spec_path)
         cfg = load_train_config(config or settings.train_config_path)
-        with console.status("training", spinner="dots") if not as_json else _json_only():
-            result = run_train(settings, spec, cfg, store)
+        with (
+            _engine(settings, engine, scheduler) as runner,
+            console.status("training", spinner="dots") if not as_json else _json_only(),
+        ):
+            result = run_train(settings, spec, cfg, store, runner)
     except MlcycleError as err:
         raise _fail(err, as_json) from err
     finally:

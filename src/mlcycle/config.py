@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     prediction_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Bound on what the prediction log may hold in memory while the store is slow or down."""
 
+    engine: Literal["local", "dask"] = "local"
+    """Where `etl` and `train` run: here, or on a Dask cluster."""
+    dask_scheduler: str | None = None
+    """tcp://host:8786 of a Dask scheduler; unset with the dask engine: a local cluster."""
+    dask_workers: int = Field(default=2, ge=1)
+    """Worker processes of the local cluster started when no scheduler is set."""
+    part_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """The dask engine cuts CSV and JSONL files larger than this into parts."""
+
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "MLCYCLE_KAFKA_BOOTSTRAP"),

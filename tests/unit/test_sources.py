@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,11 +15,14 @@ import pytest
 
 from mlcycle.datagen import write_demo
 from mlcycle.errors import StructuralError
+from mlcycle.etl.extract import read_file
+from mlcycle.etl.partitions import plan_parts
 from mlcycle.etl.sources import FileOrigin, FileSource, TopicOrigin
 from mlcycle.etl.steps import DuplicateTracker, quarantine_docs
 from mlcycle.spec import DatasetSpec
 from mlcycle.stream.consumer import dead_letter_headers
 from mlcycle.stream.publish import file_records
+from tests.data import LOAN_RECORD
 
 
 def _frame(ids: list[str]) -> pd.DataFrame:
@@ -125,3 +129,39 @@ def test_publish_reads_records_as_the_file_has_them(tmp_path: Path) -> None:
 
     with pytest.raises(StructuralError, match="unsupported file type"):
         file_records(tmp_path / "a.txt", "id")
+
+
+def test_parts_of_a_csv_read_as_the_whole_file(spec: DatasetSpec, tmp_path: Path) -> None:
+    path = write_demo(spec, tmp_path / "a.csv", 3_000, seed=4)
+    lines = path.read_text().splitlines()
+    lines.insert(500, '"LP-X","Ma\nle",Yes,0,"Not\n Graduate",No,"4,000",0,100,360,1,Urban,Y')
+    lines.insert(900, "")
+    lines.insert(1_200, 'LP-Y,Male,Yes,0,"say ""hi""\n",No,1,0,1,360,1,Urban,Y')
+    path.write_text("\n".join(lines) + "\n")
+    whole = pd.concat([c.frame for c in read_file(path, spec, 700)], ignore_index=True)
+    source = FileSource(path)
+    parts = plan_parts(source, part_bytes=20_000)
+    assert len(parts) > 5 and all(p.span for p in parts)
+    pieces = [c.frame for p in parts for c in read_file(Path(p.path), spec, 700, p.span)]
+    joined = pd.concat(pieces, ignore_index=True)
+    pd.testing.assert_frame_equal(joined, whole)
+    spans = [p.span for p in parts]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    assert spans[-1][1] == path.stat().st_size
+
+
+def test_parts_of_a_jsonl_file_and_whole_formats(spec: DatasetSpec, tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({**LOAN_RECORD, "Loan_ID": f"L{i}", "x": "a\\nb"}) + b"\n"
+            for i in range(2_000)
+        )
+    )
+    parts = plan_parts(FileSource(path), part_bytes=5_000)
+    assert len(parts) > 3
+    ids = [v for p in parts for c in read_file(path, spec, 300, p.span) for v in c.frame["Loan_ID"]]
+    assert ids == [f"L{i}" for i in range(2_000)]
+    pq.write_table(pa.table({"Loan_ID": ["p"]}), tmp_path / "b.parquet")
+    (whole,) = plan_parts(FileSource(tmp_path / "b.parquet"), part_bytes=1)
+    assert whole.span is None

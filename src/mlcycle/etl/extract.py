@@ -14,7 +14,7 @@ import io
 import itertools
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,9 +133,22 @@ def _check_columns(path: Path, columns: list[str], spec: DatasetSpec) -> None:
     )
 
 
-def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+def _read_csv(
+    path: Path,
+    spec: DatasetSpec,
+    chunk_rows: int,
+    span: tuple[int, int] | None = None,
+) -> Iterator[RawChunk]:
+    """A CSV file, or the records in bytes [start, end) of it (`span`, cut at record
+    boundaries by `mlcycle.etl.partitions`) read as if they followed the header line."""
+
+    def open_text() -> io.TextIOBase:
+        if span is None:
+            return path.open("r", encoding="utf-8-sig", newline="")
+        return _span_text(path, span)
+
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+        with open_text() as fh:
             header_line = fh.readline()
     except UnicodeDecodeError as err:
         raise StructuralError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
@@ -148,18 +161,17 @@ def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChu
         raise StructuralError(f"{path}: duplicate column name(s) {', '.join(dupes)}")
     wanted = [c for c in header if c in spec.columns]
     try:
-        reader = pd.read_csv(
-            path,
-            dtype="string",
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8-sig",
-            chunksize=chunk_rows,
-            skip_blank_lines=True,
-            index_col=False,
-        )
-        first = 1
-        with path.open("r", encoding="utf-8-sig", newline="") as raw:
+        with open_text() as data, open_text() as raw:
+            reader = pd.read_csv(
+                data,
+                dtype="string",
+                keep_default_na=False,
+                na_filter=False,
+                chunksize=chunk_rows,
+                skip_blank_lines=True,
+                index_col=False,
+            )
+            first = 1
             widths = _field_counts(raw)
             while True:
                 with warnings.catch_warnings():
@@ -177,6 +189,16 @@ def _read_csv(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChu
         raise StructuralError(f"{path}: not UTF-8 text ({err.reason})") from err
     except (pd.errors.ParserError, pd.errors.ParserWarning, csv.Error) as err:
         raise StructuralError(f"{path}: malformed CSV: {err}") from err
+
+
+def _span_text(path: Path, span: tuple[int, int]) -> io.StringIO:
+    """The header line and the bytes of `span`, as one text (a part of a big file)."""
+    start, end = span
+    with path.open("rb") as fh:
+        header = fh.readline()
+        fh.seek(start)
+        body = fh.read(end - start)
+    return io.StringIO(header.decode("utf-8-sig") + body.decode("utf-8"), newline="")
 
 
 MAX_FIELD_CHARS = 1_000_000
@@ -288,11 +310,17 @@ def _read_json(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawCh
         yield RawChunk(path, start + 1, records_frame(part, spec, start + 1), 0)
 
 
-def _read_jsonl(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
+def _read_jsonl(
+    path: Path, spec: DatasetSpec, chunk_rows: int, span: tuple[int, int] | None = None
+) -> Iterator[RawChunk]:
     checked = False
     first = 1
     batch: list[object] = []
-    with path.open("rb") as fh:
+    with path.open("rb") as handle:
+        fh: Iterable[bytes] = handle
+        if span is not None:
+            handle.seek(span[0])
+            fh = io.BytesIO(handle.read(span[1] - span[0]))
         for lineno, raw in enumerate(fh, start=1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
@@ -389,16 +417,25 @@ def _parquet_text(name: str, column: pa.Array, errors: pd.Series) -> pa.Array:
     return pc.cast(column, pa.string())
 
 
-def read_file(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
-    """Yield the chunks of one file; a structural problem raises StructuralError."""
+SPLITTABLE = (".csv", ".jsonl", ".ndjson")
+"""Formats whose records can be read from a byte range (see `mlcycle.etl.partitions`)."""
+
+
+def read_file(
+    path: Path, spec: DatasetSpec, chunk_rows: int, span: tuple[int, int] | None = None
+) -> Iterator[RawChunk]:
+    """Yield the chunks of one file, or of the records in the byte range `span` of a CSV
+    or JSONL file (numbered from 1 within it); a structural problem raises StructuralError."""
     suffix = path.suffix.lower()
-    logger.debug("extracting %s", path)
+    logger.debug("extracting %s%s", path, f" bytes {span[0]}-{span[1]}" if span else "")
+    if span is not None and suffix not in SPLITTABLE:
+        raise StructuralError(f"{path}: a {suffix} file is read whole, not by byte range")
     if suffix == ".csv":
-        return _read_csv(path, spec, chunk_rows)
+        return _read_csv(path, spec, chunk_rows, span)
     if suffix == ".json":
         return _read_json(path, spec, chunk_rows)
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path, spec, chunk_rows)
+        return _read_jsonl(path, spec, chunk_rows, span)
     if suffix in (".parquet", ".pq"):
         return _read_parquet(path, spec, chunk_rows)
     raise StructuralError(f"{path}: unsupported file type {suffix!r}")

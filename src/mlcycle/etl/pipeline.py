@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,6 +145,58 @@ def run_etl(
     StructuralError (nothing written but the batch record) and RejectedShareExceeded (only
     quarantine and the batch record written).
     """
+    report = progress or (lambda phase, done, total: None)
+    with batch_run(spec, source, store, lock_wait, lock_lease) as (summary, files):
+        logger.info("etl batch %s: %d file(s)", summary.batch_id, len(summary.files))
+
+        # Pass 1: validate and count; nothing is written.
+        cache: list[tuple[FileSummary, _Checked]] | None = []
+        for info, item in _checked_chunks(files, spec, chunk_rows, summary.batch_id):
+            info.rows += item.rows
+            info.rejected += item.rejected
+            info.dropped += item.dropped
+            info.valid += len(item.accepted)
+            summary.rows_read += item.rows
+            report("validate", summary.rows_read, None)
+            if cache is not None:
+                cache.append((info, item))
+                if summary.rows_read > cache_rows:
+                    cache = None  # too big to keep: the write pass reads the files again
+        passed = checked(summary, spec, store, max_rejected_share)
+
+        # Pass 2: quarantine always; rows only when the run passed.
+        items = (
+            iter(cache)
+            if cache is not None
+            else _checked_chunks(files, spec, chunk_rows, summary.batch_id)
+        )
+        done = 0
+        for _info, item in items:
+            if item.quarantine:
+                store.put(quarantine_collection(spec.name), item.quarantine)
+                summary.quarantined += len(item.quarantine)
+            if passed and len(item.accepted):
+                counts = load_valid(store, spec, item.accepted, item.origin, summary.batch_id)
+                summary.inserted += counts.inserted
+                summary.updated += counts.updated
+                summary.unchanged += counts.unchanged
+            done += item.rows
+            report("load", done, summary.rows_read)
+        refuse_if_failed(summary, spec, passed, max_rejected_share)
+    return summary
+
+
+@contextmanager
+def batch_run(
+    spec: DatasetSpec,
+    source: Path | FileSource,
+    store: Store,
+    lock_wait: float,
+    lock_lease: float,
+) -> Iterator[tuple[EtlSummary, FileSource]]:
+    """One batch ETL run, whatever the engine: the files (checked before the store is
+    touched), the dataset's lease, and the batch record, written at the end whether the
+    run succeeded or failed (with the error)."""
     started = time.perf_counter()
     summary = EtlSummary(
         batch_id=new_batch_id(),
@@ -152,8 +205,6 @@ def run_etl(
         spec_hash=spec.fingerprint,
         started_at=now_ms(),
     )
-    report = progress or (lambda phase, done, total: None)
-    # a missing or unreadable source stops before the store is touched
     files = source if isinstance(source, FileSource) else FileSource(source)
     lease = Lease(
         store,
@@ -166,54 +217,7 @@ def run_etl(
     with lease:
         try:
             summary.files = files.open()
-            logger.info("etl batch %s: %d file(s)", summary.batch_id, len(summary.files))
-
-            # Pass 1: validate and count; nothing is written.
-            cache: list[tuple[FileSummary, _Checked]] | None = []
-            for info, item in _checked_chunks(files, spec, chunk_rows, summary.batch_id):
-                info.rows += item.rows
-                info.rejected += item.rejected
-                info.dropped += item.dropped
-                info.valid += len(item.accepted)
-                summary.rows_read += item.rows
-                report("validate", summary.rows_read, None)
-                if cache is not None:
-                    cache.append((info, item))
-                    if summary.rows_read > cache_rows:
-                        cache = None  # too big to keep: the write pass reads the files again
-            summary.valid = sum(f.valid for f in summary.files)
-            summary.rejected = sum(f.rejected for f in summary.files)
-            summary.dropped = sum(f.dropped for f in summary.files)
-            passed = summary.rejected_share <= max_rejected_share
-
-            store.put(BATCHES, [_batch_doc(summary, spec)])
-
-            # Pass 2: quarantine always; rows only when the run passed.
-            items = (
-                iter(cache)
-                if cache is not None
-                else _checked_chunks(files, spec, chunk_rows, summary.batch_id)
-            )
-            done = 0
-            for _info, item in items:
-                if item.quarantine:
-                    store.put(quarantine_collection(spec.name), item.quarantine)
-                    summary.quarantined += len(item.quarantine)
-                if passed and len(item.accepted):
-                    counts = load_valid(store, spec, item.accepted, item.origin, summary.batch_id)
-                    summary.inserted += counts.inserted
-                    summary.updated += counts.updated
-                    summary.unchanged += counts.unchanged
-                done += item.rows
-                report("load", done, summary.rows_read)
-
-            if not passed:
-                raise RejectedShareExceeded(
-                    f"{summary.rejected} of {summary.rows_read} rows rejected "
-                    f"({summary.rejected_share:.1%} > the allowed {max_rejected_share:.1%}); "
-                    f"nothing was loaded. See the quarantine collection "
-                    f"{quarantine_collection(spec.name)!r} (batch {summary.batch_id})."
-                )
+            yield summary, files
             summary.status = "succeeded"
         except StoreUnavailable:
             raise  # the store is gone: recording the batch would only retry again
@@ -225,7 +229,30 @@ def run_etl(
             _finish(store, summary, spec, started)
             raise
         _finish(store, summary, spec, started)
-    return summary
+
+
+def checked(
+    summary: EtlSummary, spec: DatasetSpec, store: Store, max_rejected_share: float
+) -> bool:
+    """After the validation pass: the totals, the running batch record, and whether the
+    rejected share allows loading."""
+    summary.valid = sum(f.valid for f in summary.files)
+    summary.rejected = sum(f.rejected for f in summary.files)
+    summary.dropped = sum(f.dropped for f in summary.files)
+    store.put(BATCHES, [_batch_doc(summary, spec)])
+    return summary.rejected_share <= max_rejected_share
+
+
+def refuse_if_failed(
+    summary: EtlSummary, spec: DatasetSpec, passed: bool, max_rejected_share: float
+) -> None:
+    if not passed:
+        raise RejectedShareExceeded(
+            f"{summary.rejected} of {summary.rows_read} rows rejected "
+            f"({summary.rejected_share:.1%} > the allowed {max_rejected_share:.1%}); "
+            f"nothing was loaded. See the quarantine collection "
+            f"{quarantine_collection(spec.name)!r} (batch {summary.batch_id})."
+        )
 
 
 def _mark_abandoned(store: Store, spec: DatasetSpec, held: Document) -> None:

@@ -122,39 +122,44 @@ class DuplicateTracker:
                     break
         return found
 
+    def check(
+        self, a: np.ndarray, b: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Ids (as their two hashes) of rows `rows` of the newest part, in order: the
+        accept mask, and for each rejected index where its id was first seen."""
+        part_no = len(self.parts) - 1
+        found = self._find(a, b)
+        pairs = pd.DataFrame({"a": a, "b": b})
+        repeat = pairs.duplicated(keep="first").to_numpy()
+        accept = (found < 0) & ~repeat
+        where: dict[int, str] = {}
+        if not accept.all():
+            first = pairs.groupby(["a", "b"], sort=False).ngroup().to_numpy()
+            first_at: dict[int, int] = {}
+            for k, g in enumerate(first.tolist()):
+                first_at.setdefault(g, k)
+            base = part_no << _ROW_BITS
+            for k in np.flatnonzero(~accept).tolist():
+                prev = (
+                    int(self.at[found[k]])
+                    if found[k] >= 0
+                    else base + int(rows[first_at[int(first[k])]])
+                )
+                where[k] = f"duplicate id: first seen at {self.where(prev, part_no)}"
+        self._add(a[accept], b[accept], (part_no << _ROW_BITS) + rows[accept])
+        return accept, where
+
     def split(
         self, first_row: int, valid: pd.DataFrame, id_column: str
     ) -> tuple[np.ndarray, pd.DataFrame]:
         """Mark duplicates of ids seen before (in earlier chunks or earlier in this one);
         return (accept mask, issue rows). `valid`'s index holds chunk positions."""
-        part_no = len(self.parts) - 1
         ids = valid[id_column]
         positions = valid.index.to_numpy(dtype=np.int64)
         a, b = id_hashes(ids)
-        found = self._find(a, b)
-        repeat = ids.duplicated(keep="first").to_numpy()
-        accept = (found < 0) & ~repeat
-        rows = []
-        if not accept.all():
-            base = (part_no << _ROW_BITS) + first_row
-            firsts: dict[Any, int] = {}
-            id_list = ids.tolist()
-            for k in np.flatnonzero(repeat).tolist():  # first occurrences in this chunk
-                firsts.setdefault(id_list[k], -1)
-            for k, ident in enumerate(id_list):
-                if ident in firsts and firsts[ident] < 0:
-                    firsts[ident] = base + int(positions[k])
-            for k in np.flatnonzero(~accept).tolist():
-                prev = int(self.at[found[k]]) if found[k] >= 0 else firsts[id_list[k]]
-                rows.append(
-                    (
-                        int(positions[k]),
-                        id_column,
-                        id_list[k],
-                        f"duplicate id: first seen at {self.where(prev, part_no)}",
-                    )
-                )
-        self._add(a[accept], b[accept], (part_no << _ROW_BITS) + first_row + positions[accept])
+        accept, where = self.check(a, b, first_row + positions)
+        id_list = ids.tolist() if where else []
+        rows = [(int(positions[k]), id_column, id_list[k], reason) for k, reason in where.items()]
         return accept, pd.DataFrame(rows, columns=["pos", "column", "value", "reason"])
 
     def _add(self, a: np.ndarray, b: np.ndarray, at: np.ndarray) -> None:

@@ -263,13 +263,44 @@ class MongoStore:
                 functools.partial(coll.bulk_write, ops[start : start + step], ordered=False),
             )
 
+    def id_bounds(self, dataset: str, parts: int) -> list[Any]:
+        """`parts - 1` ids that cut the collection into about equal `_id` ranges, found
+        with a sorted `_id` cursor and `skip` (no `$bucketAuto` or `$sample`, which
+        MongoDB-compatible servers such as FerretDB lack)."""
+        coll = self._coll(dataset)
+
+        def bounds() -> list[Any]:
+            total = coll.estimated_document_count()
+            step = total // parts if parts > 1 else 0
+            out: list[Any] = []
+            for k in range(1, parts if step else 0):
+                doc = next(coll.find({}, {"_id": 1}).sort("_id", 1).skip(k * step).limit(1), None)
+                if doc is not None and (not out or doc["_id"] > out[-1]):
+                    out.append(doc["_id"])
+            return out
+
+        return self._call("split the dataset into id ranges", bounds)
+
     def read_snapshot(
-        self, dataset: str, columns: Sequence[str] | None = None, require: str | None = None
+        self,
+        dataset: str,
+        columns: Sequence[str] | None = None,
+        require: str | None = None,
+        id_range: tuple[Any, Any] | None = None,
     ) -> pd.DataFrame:
+        """Rows (optionally only those whose `_id` is in [lo, hi), None meaning open)."""
         import pandas as pd
 
         coll = self._coll(dataset)
         query: dict[str, Any] = {require: {"$ne": None}} if require else {}
+        if id_range is not None:
+            lo, hi = id_range
+            bounds = {
+                **({"$gte": lo} if lo is not None else {}),
+                **({"$lt": hi} if hi is not None else {}),
+            }
+            if bounds:
+                query["_id"] = bounds
         projection: dict[str, int] | None = None
         if columns is not None:
             projection = {c: 1 for c in columns}

@@ -24,6 +24,7 @@ import pandas as pd
 
 from mlcycle import __version__, registry
 from mlcycle.config import Settings
+from mlcycle.engine import LOCAL, Engine
 from mlcycle.errors import TrainingError
 from mlcycle.gate import Decision, should_promote
 from mlcycle.monitor.profile import PROFILE_FILE, reference_profile
@@ -71,8 +72,9 @@ class TrainResult:
         return asdict(self)
 
 
-def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
-    """Read the newest labelled rows and check they can train a model."""
+def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Snapshot:
+    """Read the newest labelled rows and check they can train a model (on the dask
+    engine, MongoDB is read by the workers in parallel `_id` ranges)."""
     if spec.target is None:
         raise TrainingError(f"dataset spec {spec.name!r} has no target column")
     target = spec.target.column
@@ -83,7 +85,15 @@ def load_snapshot(store: Store, spec: DatasetSpec) -> Snapshot:
             "train when it has finished, so a model never learns from half a load"
         )
     columns = [spec.id_column, *spec.feature_columns, target, "_hash", "_batch_id"]
-    frame = store.read_snapshot(spec.name, columns=columns, require=target)
+    if engine.distributed:
+        from mlcycle.etl.distributed import read_snapshot_dask
+
+        workers = max(1, len(engine.client.scheduler_info().get("workers", {})))
+        frame = read_snapshot_dask(
+            store, engine.client, spec.name, columns, target, parts=2 * workers
+        )
+    else:
+        frame = store.read_snapshot(spec.name, columns=columns, require=target)
     if frame.empty:
         raise TrainingError(
             f"no labelled rows for dataset {spec.name!r} in the {store.name} store: "
@@ -226,7 +236,7 @@ def _importances(model: Any) -> pd.DataFrame | None:
 
 
 def fit(
-    snapshot: Snapshot, spec: DatasetSpec, cfg: TrainConfig
+    snapshot: Snapshot, spec: DatasetSpec, cfg: TrainConfig, engine: Engine = LOCAL
 ) -> tuple[
     Any,
     dict[str, Any],
@@ -258,11 +268,14 @@ def fit(
     folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
     pipeline = build_pipeline(spec, cfg.model, cfg.seed)
     best: dict[str, Any] = {}
-    with warnings.catch_warnings():
+    n_jobs = engine.n_jobs
+    with warnings.catch_warnings(), engine.parallel():
         warnings.simplefilter("ignore", category=UserWarning)  # e.g. unknown categories in a fold
         if cfg.search is not None:
             grid = {f"model__{k}": v for k, v in cfg.search.grid.items()}
-            search = GridSearchCV(pipeline, grid, scoring=cfg.search.scoring, cv=folds, n_jobs=1)
+            search = GridSearchCV(
+                pipeline, grid, scoring=cfg.search.scoring, cv=folds, n_jobs=n_jobs
+            )
             search.fit(X_train, y_train)
             best = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
             pipeline = search.best_estimator_
@@ -276,7 +289,7 @@ def fit(
             y_train,
             cv=folds,
             scoring=["accuracy", "roc_auc", "f1"],
-            n_jobs=1,
+            n_jobs=n_jobs,
         )
         if cfg.search is None:
             pipeline.fit(X_train, y_train)
@@ -291,19 +304,21 @@ def fit(
     return pipeline, best, metrics, baseline, cv, (X_test, y_test)
 
 
-def run_train(settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store) -> TrainResult:
+def run_train(
+    settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store, engine: Engine = LOCAL
+) -> TrainResult:
     """The training stage; see the module docstring."""
     import mlflow
     from mlflow.models import infer_signature
 
     assert spec.target is not None
     client = registry.connect(settings)  # fail fast if tracking is unreachable
-    snapshot = load_snapshot(store, spec)
+    snapshot = load_snapshot(store, spec, engine)
     logger.info(
         "training on %d labelled rows (data %s)", len(snapshot.ids), snapshot.data_hash[:12]
     )
     positive = spec.target.labels[spec.target.positive]
-    pipeline, best, metrics, baseline, cv, (X_test, y_test) = fit(snapshot, spec, cfg)
+    pipeline, best, metrics, baseline, cv, (X_test, y_test) = fit(snapshot, spec, cfg, engine)
 
     name = spec.registered_model
     current = registry.champion(client, name)

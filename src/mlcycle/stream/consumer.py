@@ -302,27 +302,19 @@ class StreamConsumer:
         """Raw string values of a batch; a message that is not one JSON object becomes
         a record error (so the row is quarantined with that reason)."""
         limit = self.opts.max_message_bytes
+        partitions = [m.partition() for m in msgs]
+        offsets = [m.offset() for m in msgs]
+        keys = [
+            k.decode("utf-8", "replace")[:256] if (k := m.key()) is not None else None for m in msgs
+        ]
         records: list[object] = []
         errors: dict[int, str] = {}
-        partitions, offsets, keys = [], [], []
+        # one decode per message: joining a batch into one JSON array would be faster, but
+        # crafted messages could then shift values from one offset to another
         for i, msg in enumerate(msgs):
-            partitions.append(msg.partition())
-            offsets.append(msg.offset())
-            key = msg.key()
-            keys.append(key.decode("utf-8", "replace")[:256] if key is not None else None)
-            value = msg.value()
-            if value is None:
-                errors[i] = "an empty message (null value); deletes are not applied"
-                records.append({})
-                continue
-            if len(value) > limit:
-                errors[i] = f"a message of {len(value):,} bytes, over the {limit:,}-byte limit"
-                records.append({})
-                continue
-            try:
-                record = orjson.loads(value)
-            except orjson.JSONDecodeError as err:
-                errors[i] = f"not valid JSON ({err})"
+            record, problem = _parse_one(msg.value(), limit)
+            if problem:
+                errors[i] = problem
                 records.append({})
                 continue
             if not isinstance(record, dict):
@@ -438,6 +430,17 @@ class StreamConsumer:
             logger.warning("closing the consumer: %s", err)
         if self.producer is not None:
             self.producer.flush(10)
+
+
+def _parse_one(value: bytes | None, limit: int) -> tuple[object, str | None]:
+    if value is None:
+        return None, "an empty message (null value); deletes are not applied"
+    if len(value) > limit:
+        return None, f"a message of {len(value):,} bytes, over the {limit:,}-byte limit"
+    try:
+        return orjson.loads(value), None
+    except orjson.JSONDecodeError as err:
+        return None, f"not valid JSON ({err})"
 
 
 class _KafkaFailure(Exception):

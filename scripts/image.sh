@@ -43,7 +43,7 @@ build() {
   need podman
   base
   echo "image.sh: wheelhouse (pip wheel on the host) ..." >&2
-  "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" -c "$ROOT/constraints.txt" "$ROOT[train,serve,stream]" >/dev/null
+  "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" -c "$ROOT/constraints.txt" "$ROOT[train,serve,stream,dask]" >/dev/null
   "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" "setuptools>=77" wheel >/dev/null  # the build backend, offline
   for target in serve pipeline; do
     echo "image.sh: podman build --target $target (offline, from the wheelhouse) ..." >&2

@@ -5,7 +5,7 @@
 #   YAML            yamllint
 #   Kubernetes      kustomize build of every overlay | kubernetes-validate --strict,
 #                   failing on a kind without a schema; ExternalSecrets against
-#                   deploy/schemas/externalsecret-v1.json (check-jsonschema)
+#                   deploy/schemas/externalsecret-v1.json, daskcluster-v1.json (check-jsonschema)
 #   workflows       actionlint and check-jsonschema (GitHub workflow schema)
 #   alert rules     promtool check rules and promtool test rules (deploy/prometheus)
 #   policy          checkov (offline: --skip-download) on the Dockerfile, the rendered
@@ -57,7 +57,7 @@ for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
   name="$(basename "$overlay")"
   rendered="$(mktemp)"
   if ! "$KUSTOMIZE" build "$overlay" > "$rendered"; then bad "kustomize build $name"; continue; fi
-  # operator kinds (ExternalSecret) go to their schema in deploy/schemas, the rest to
+  # operator kinds (ExternalSecret, DaskCluster) go to their schema in deploy/schemas, the rest to
   # Kubernetes' own; a kind with neither fails
   custom="$(mktemp -d)"
   "${PYTHON:-python3}" - "$rendered" "$custom" <<'PY'
@@ -67,7 +67,7 @@ rendered, custom = Path(sys.argv[1]), Path(sys.argv[2])
 core = []
 for i, doc in enumerate(d for d in yaml.safe_load_all(rendered.read_text()) if d):
     group = str(doc.get("apiVersion", "")).split("/")[0]
-    if group.endswith("external-secrets.io"):
+    if group.endswith("external-secrets.io") or group == "kubernetes.dask.org":
         version = doc["apiVersion"].split("/")[-1]
         name = f"{doc['kind'].lower()}-{version}"
         (custom / f"{i:03d}-{name}.json").write_text(json.dumps(doc))

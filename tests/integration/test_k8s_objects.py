@@ -57,7 +57,8 @@ def _peers(rule: dict[str, Any]) -> set[str]:
         elif "matchLabels" in pod:
             labels = pod["matchLabels"]
             names.add(
-                labels.get("app.kubernetes.io/name") or f"kafka:{labels['strimzi.io/cluster']}"
+                labels.get("app.kubernetes.io/name")
+                or ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
             )
         for expr in pod.get("matchExpressions", []):
             names.update(expr["values"])
@@ -76,6 +77,22 @@ def _allowed(policies: dict[str, dict[str, Any]], pod: str, kind: str) -> list[d
 def test_no_overlay_renders_a_secret(overlay: str) -> None:
     kinds = [o["kind"] for o in render(overlay)]
     assert "Secret" not in kinds
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_image_is_the_overlays_own(overlay: str) -> None:
+    objects = render(overlay)
+    images = set()
+    for o in objects:
+        text = json.dumps(o)
+        images.update(part.split('"')[0] for part in text.split('"image": "')[1:])
+    ours = {i for i in images if i.startswith("mlcycle")}
+    tag = "0.1.0" if overlay == "cloud" else "latest"
+    assert ours == {f"mlcycle:{tag}-serve", f"mlcycle:{tag}-pipeline"}, images
+    if overlay == "cloud":  # the Dask workers run the pipeline image of the release
+        (dask,) = [o for o in objects if o["kind"] == "DaskCluster"]
+        (worker,) = dask["spec"]["worker"]["spec"]["containers"]
+        assert worker["image"] == "mlcycle:0.1.0-pipeline"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -99,15 +116,30 @@ def test_network_policies_give_each_component_only_what_it_needs(overlay: str) -
         pod: set().union(*(_peers(r) for r in _allowed(policies, pod, "Egress")))
         for pod in ("serve", "etl", "train", "monitor", "mlflow", "stream")
     }
+    dask = {"dask.org/cluster-name=mlcycle"} if overlay == "cloud" else set()
     assert egress["serve"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
-    assert egress["train"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
+    assert egress["train"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"} | dask
     assert egress["monitor"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
-    assert egress["etl"] - {"0.0.0.0/0"} == {"dns", "mongo"}
+    assert egress["etl"] - {"0.0.0.0/0"} == {"dns", "mongo"} | dask
     assert egress["mlflow"] == {"dns"}
     # the broker is Strimzi's in-cluster Kafka, or (cloud) an external one on its ports
     assert egress["stream"] - {"0.0.0.0/0"} == {"dns", "mongo"} | (
-        set() if overlay == "cloud" else {"kafka:mlcycle"}
+        set() if overlay == "cloud" else {"strimzi.io/cluster=mlcycle"}
     )
+    if overlay == "cloud":  # the Dask cluster: its own pods and the jobs in, MongoDB out
+        dask_pods = {
+            name: spec
+            for name, spec in policies.items()
+            if spec["podSelector"].get("matchLabels", {}).get("dask.org/cluster-name")
+        }
+        (spec,) = dask_pods.values()
+        peers_in = set().union(*(_peers(r) for r in spec["ingress"]))
+        assert peers_in == {"etl", "train", "dask.org/cluster-name=mlcycle"}
+        peers_out = set().union(*(_peers(r) for r in spec["egress"]))
+        assert peers_out == {"0.0.0.0/0", "dask.org/cluster-name=mlcycle"}
+        for rule in spec["egress"]:
+            if "0.0.0.0/0" in _peers(rule):
+                assert rule["ports"] == [{"port": 27017, "protocol": "TCP"}]
     for pod in ("serve", "etl", "train"):
         for rule in _allowed(policies, pod, "Egress"):
             if "0.0.0.0/0" in _peers(rule):  # the cloud overlay's external MongoDB only

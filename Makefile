@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 .DEFAULT_GOAL := help
 .PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor stream publish kafka-start kafka-stop \
         test test-unit test-tools lint lint-tools lint-deploy image image-smoke up down check-env \
-        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream clean
+        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream benchmark-scale clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -124,6 +124,9 @@ benchmark-stream: install ## Print the streaming benchmark (1,000,000 records th
 	@bash $(ROOT)scripts/ferretdb.sh build
 	@bash $(ROOT)scripts/kafka.sh fetch
 	$(PY) benchmarks/stream.py
+
+benchmark-scale: install ## Print the scale-out benchmark (5,000,000 rows: ETL and 5-fold CV, local vs Dask)
+	$(PY) benchmarks/scale.py
 
 benchmark-monitor: install ## Print the monitoring benchmark (1,000,000 logged predictions)
 	$(PY) benchmarks/monitor.py

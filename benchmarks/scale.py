@@ -26,25 +26,11 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import peak_mb  # noqa: E402
 
-from mlcycle.engine import LOCAL, Engine  # noqa: E402
+from mlcycle.engine import open_engine  # noqa: E402
 from mlcycle.spec import load_spec, packaged  # noqa: E402
 from mlcycle.store.embedded import EmbeddedStore  # noqa: E402
 
 SPEC = load_spec(packaged("datasets/loan.yaml"))
-
-
-def _cluster(workers: int):  # type: ignore[no-untyped-def]
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        memory_limit="8GiB",
-    )
-    return cluster, Client(cluster)
 
 
 def etl_child(workers: int, csv: str, target: str) -> dict:
@@ -57,15 +43,11 @@ def etl_child(workers: int, csv: str, target: str) -> dict:
         summary = run_etl(SPEC, Path(csv), store)
         return {"seconds": time.perf_counter() - t, "rows": summary.inserted,
                 "client_mb": peak_mb(), "worker_mb": []}  # fmt: skip
-    cluster, client = _cluster(workers)
-    try:
+    with open_engine("dask", None, workers) as engine:
         t = time.perf_counter()
-        summary = run_etl_dask(SPEC, Path(csv), store, client)
+        summary = run_etl_dask(SPEC, Path(csv), store, engine.client)
         seconds = time.perf_counter() - t
-        worker_mb = sorted(client.run(peak_mb).values())
-    finally:
-        client.close()
-        cluster.close()
+        worker_mb = sorted(engine.client.run(peak_mb).values())
     return {"seconds": seconds, "rows": summary.inserted, "client_mb": peak_mb(),
             "worker_mb": worker_mb}  # fmt: skip
 
@@ -81,20 +63,11 @@ def cv_child(workers: int, target: str, rows: int) -> dict:
         snapshot.y = snapshot.y[:rows]
     cfg = load_train_config(packaged("configs/train.yaml"))
     cfg = cfg.model_copy(update={"cv_folds": 5, "search": None})
-    cluster = client = None
-    engine = LOCAL
-    if workers:
-        cluster, client = _cluster(workers)
-        engine = Engine("dask", client)
-    try:
+    with open_engine("dask" if workers else "local", None, max(workers, 1)) as engine:
         t = time.perf_counter()
         _pipe, _best, _metrics, _base, cv, _hold = fit(snapshot, SPEC, cfg, engine)
         seconds = time.perf_counter() - t
-        worker_mb = sorted(client.run(peak_mb).values()) if client else []
-    finally:
-        if client is not None:
-            client.close()
-            cluster.close()  # type: ignore[union-attr]
+        worker_mb = sorted(engine.client.run(peak_mb).values()) if engine.distributed else []
     return {"seconds": seconds, "rows": len(snapshot.y), "auc": cv["cv_roc_auc_mean"],
             "client_mb": peak_mb(), "worker_mb": worker_mb}  # fmt: skip
 

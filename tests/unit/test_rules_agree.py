@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from mlcycle.etl.extract import _records_frame
+from mlcycle.etl.extract import records_frame
 from mlcycle.etl.validate import validate_chunk
 from mlcycle.serve.schemas import InvalidRequest, RequestValidator
 from mlcycle.spec import DatasetSpec
@@ -51,7 +51,7 @@ CASES: list[tuple[str, Any]] = [
 
 def _etl_verdict(spec: DatasetSpec, record: dict[str, Any]) -> str | None:
     """Through the ETL as a JSON record (the JSONL reader's path)."""
-    raw = _records_frame([orjson.loads(orjson.dumps(record))], spec, 1)
+    raw = records_frame([orjson.loads(orjson.dumps(record))], spec, 1)
     result = validate_chunk(raw.drop(columns="__record_error__"), spec)
     if result.issues.empty:
         return None

@@ -25,8 +25,13 @@ fetch() {
   command -v java >/dev/null || { echo "kafka.sh: Java 17+ is required to run Kafka" >&2; exit 2; }
   echo "kafka.sh: fetching the Kafka jars with Maven (first time only)..." >&2
   rm -rf "$JARS.tmp"
-  mvn -q -B -f "$POM" dependency:copy-dependencies \
-      -DoutputDirectory="$JARS.tmp" -DincludeScope=runtime >&2
+  mkdir -p "$CACHE"
+  if ! mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
+      -DoutputDirectory="$JARS.tmp" -DincludeScope=runtime >"$CACHE/fetch.log" 2>&1; then
+    echo "kafka.sh: Maven could not fetch the Kafka jars; its log follows" >&2
+    cat "$CACHE/fetch.log" >&2
+    exit 1
+  fi
   rm -rf "$JARS"
   mv "$JARS.tmp" "$JARS"
   touch "$JARS/.complete"

@@ -11,7 +11,7 @@
 #   policy          checkov (offline: --skip-download) on the Dockerfile, the rendered
 #                   overlays and the workflows, and its secrets scan on every deployment
 #                   file; a skip needs a written reason next to the object
-#   /metrics        promtool check metrics on a live server's output
+#   /metrics        promtool check metrics on a live API's and stream consumer's output
 # Usage: scripts/lint-deploy.sh [ROOT]   (ROOT defaults to the repository)
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -131,6 +131,15 @@ pid=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fs -X POST "http://127.0.0.1:$port/predict" -d '{}' >/dev/null 2>&1 || true
 if curl -fs "http://127.0.0.1:$port/metrics" | promtool check metrics; then ok "/metrics"; else bad "/metrics"; fi
+kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+# the stream consumer's /metrics (no broker needed: it serves while it waits for one)
+( cd "$HERE" && MLCYCLE_DATA_DIR="$tmp" MONGO_URI= exec "${PYTHON:-python3}" -m mlcycle.cli stream \
+  --bootstrap 127.0.0.1:9 --http-port "$port" >"$tmp/stream.log" 2>&1 ) &
+pid=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.2; done
+metrics="$(curl -fs "http://127.0.0.1:$port/metrics" || true)"
+if grep -q '^mlcycle_stream_batches_total' <<<"$metrics" && promtool check metrics <<<"$metrics"; then
+  ok "stream /metrics"; else bad "stream /metrics (log: $(tail -n 3 "$tmp/stream.log"))"; fi
 kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$tmp"
 fi
 

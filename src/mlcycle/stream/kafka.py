@@ -42,6 +42,9 @@ def client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[s
         "reconnect.backoff.max.ms": 5000,
         "log.connection.close": False,
         "logger": logging.getLogger("mlcycle.kafka"),  # librdkafka's lines via logging
+        # connection failures repeat every reconnect: they reach the log once a minute
+        # through the error callback instead of once per attempt
+        "log_level": 2,
         **(extra or {}),
     }
 

@@ -21,6 +21,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,8 +285,8 @@ class StreamConsumer:
         for p, off in batch.last.items():
             seen = self.partitions.setdefault(p, {"first_offset": batch.first[p], "records": 0})
             seen["last_offset"] = off
-        for msg in msgs:
-            self.partitions[msg.partition()]["records"] += 1
+        for p, n in Counter(partitions).items():
+            self.partitions[p]["records"] += n
         self.metrics.batch_done(
             records=len(msgs),
             stored=counts.inserted + counts.updated,

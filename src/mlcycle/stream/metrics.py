@@ -107,7 +107,6 @@ class StreamMetrics:
         self._window: deque[tuple[float, int]] = deque()
         self._last_poll = time.monotonic()
         self._partitions: set[int] = set()
-        self.store_ok = True
         self.assigned_at: float | None = None
         """Unix time of the first partition assignment (the group join took until then)."""
 
@@ -146,7 +145,6 @@ class StreamMetrics:
         with self._lock:
             self._window.append((time.monotonic(), records))
         self._rate_now()
-        self.store_ok = True
 
     def assigned(self, partitions: Iterable[int]) -> None:
         if self.assigned_at is None:

@@ -91,9 +91,15 @@ def generate(spec: DatasetSpec, rows: int, seed: int = 42) -> pd.DataFrame:
     if spec.target is not None:
         target = spec.target
         prob = 1.0 / (1.0 + np.exp(-(logit + target.demo_intercept)))
-        labels = sorted(target.labels, key=lambda k: target.labels[k])
-        negative = next(label for label in labels if label != target.positive)
-        data[target.column] = np.where(rng.random(rows) < prob, target.positive, negative)
+        labels = target.label_order
+        if target.binary:
+            positive = str(target.positive)
+            negative = next(label for label in labels if label != positive)
+            data[target.column] = np.where(rng.random(rows) < prob, positive, negative)
+        else:  # ordered classes: the noisy score cut into equal shares, low to high
+            noisy = logit + rng.logistic(size=rows)
+            cuts = np.quantile(noisy, np.linspace(0, 1, len(labels) + 1)[1:-1])
+            data[target.column] = np.array(labels, dtype=object)[np.searchsorted(cuts, noisy)]
     return pd.DataFrame(data)
 
 

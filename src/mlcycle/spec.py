@@ -156,17 +156,40 @@ class TargetSpec(BaseModel):
 
     column: str
     labels: dict[str, int]
-    positive: str
+    positive: str | None = None
+    """The label whose probability a binary model reports (required for two labels;
+    a multiclass target has none: every class gets its probability)."""
     demo_intercept: float = 0.0
     """Base log-odds of the positive label in `mlcycle demo-data`."""
 
     @model_validator(mode="after")
     def _check(self) -> TargetSpec:
-        if self.positive not in self.labels:
-            raise ValueError(f"positive label {self.positive!r} is not one of labels")
+        if len(self.labels) < 2:
+            raise ValueError("a target needs at least two labels")
         if len(set(self.labels.values())) != len(self.labels):
             raise ValueError("labels must map to distinct class indexes")
+        if len(self.labels) == 2:
+            if self.positive is None:
+                raise ValueError(
+                    "a binary target needs 'positive': the label whose probability is reported"
+                )
+            if self.positive not in self.labels:
+                raise ValueError(f"positive label {self.positive!r} is not one of labels")
+        elif self.positive is not None:
+            raise ValueError(
+                f"'positive' applies to a binary target; this one has {len(self.labels)} "
+                "labels (every class gets its probability): remove it"
+            )
         return self
+
+    @property
+    def binary(self) -> bool:
+        return len(self.labels) == 2
+
+    @property
+    def label_order(self) -> list[str]:
+        """The labels in class-index order (the model's probability columns)."""
+        return sorted(self.labels, key=self.labels.__getitem__)
 
 
 class DatasetSpec(BaseModel):

@@ -45,7 +45,7 @@ def test_a_version_that_cannot_score_is_never_swapped_in(
     # v2 loads, but its graph gives other scores than training recorded (a broken export)
     broken = _artifact_bundle(settings, second.run_id)
     example = json.loads((broken / "example.json").read_text())
-    example["probabilities"] = [1.0 - p for p in example["probabilities"]]
+    example["class_probabilities"] = [p[::-1] for p in example["class_probabilities"]]
     (broken / "example.json").write_text(json.dumps(example))
 
     assert manager.refresh() is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -93,17 +94,23 @@ def test_train_logs_registers_and_promotes_version_1(
     version = client.get_model_version(spec.registered_model, "1")
     assert version.tags["mlcycle.gate_decision"] == "promoted"
 
-    # interoperability: the registered champion loads with plain MLflow and predicts raw rows
-    # (numbers as the spec types them: MLflow refuses int64 -> float64 as unsafe)
-    raw = pd.read_csv(
-        loan_dir / "test.csv", dtype={c: "float64" for c in spec.numeric_features}
-    ).head(25)
+    # interoperability: the registered champion loads with plain MLflow and predicts the
+    # raw file as pandas reads it (int64 and float64 numbers, text, gaps, the id column)
+    raw = pd.read_csv(loan_dir / "test.csv")
     model = mlflow.pyfunc.load_model(f"models:/{spec.registered_model}@champion")
-    features = raw[spec.feature_columns].astype({c: object for c in spec.categorical_features})
-    features["Dependents"] = features["Dependents"].astype(str).replace("nan", np.nan)
-    preds = model.predict(features)
-    assert len(preds) == 25
-    assert set(np.unique(preds)) <= {0, 1}
+    preds = model.predict(raw)
+    assert len(preds) == len(raw)
+    assert list(preds.columns) == ["label", "probability", "probability_N", "probability_Y"]
+    assert set(preds["label"]) <= {"Y", "N"}
+    np.testing.assert_allclose(preds["probability"], preds["probability_Y"])
+    np.testing.assert_allclose(preds["probability_N"] + preds["probability_Y"], 1.0)
+    assert ((preds["label"] == "Y") == (preds["probability_Y"] > 0.5)).all()
+    # each run records its training data as an input: the store and its data hash
+    run = client.get_run(result.run_id)
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.name == spec.name and inp.dataset.source_type == "mlcycle_store"
+    assert json.loads(inp.dataset.source)["data_hash"] == result.data_hash
+    assert {t.key: t.value for t in inp.tags}.get("mlflow.data.context") == "training"
 
 
 def test_retraining_on_unchanged_data_reproduces_the_metrics(

@@ -64,7 +64,11 @@ def test_the_three_body_shapes_answer_alike(client: TestClient) -> None:
         "id": ["LP1", "LP1"],
         "label": [one["label"]] * 2,
         "probability": [one["probability"]] * 2,
+        "probabilities": {k: [v] * 2 for k, v in one["probabilities"].items()},
     }
+    assert set(one["probabilities"]) == {"Y", "N"}
+    assert abs(sum(one["probabilities"].values()) - 1) < 1e-5
+    assert one["probability"] == one["probabilities"]["Y"]  # binary: the positive label's
 
 
 @pytest.mark.parametrize(

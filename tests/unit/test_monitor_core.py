@@ -19,6 +19,7 @@ from mlcycle.monitor.run import build_report, load_reference, retrain_reason
 from mlcycle.monitor.window import Window
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train.mlflow_model import load_pipeline
 from mlcycle.train.train import TrainResult, load_snapshot
 from tests.data import embedded_settings, train_demo
 
@@ -34,7 +35,6 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    import mlflow
 
     root = tmp_path_factory.mktemp("monitor-core")
     settings = embedded_settings(root)
@@ -43,7 +43,7 @@ def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Trai
     snapshot = load_snapshot(store, spec)
     store.close()
     reference, _ = load_reference(settings, spec.registered_model, result.version)
-    model = mlflow.sklearn.load_model(f"runs:/{result.run_id}/model")
+    model = load_pipeline(f"runs:/{result.run_id}/model")
     return Trained(settings, result, reference, snapshot.X, model)
 
 

@@ -62,8 +62,23 @@ def test_features_default_to_all_but_id_and_target() -> None:
             "must be nullable: false",
         ),
         (
-            {**BASE, "target": {"column": "y", "labels": {"Y": 1}, "positive": "Y"}},
+            {**BASE, "target": {"column": "y", "labels": {"Y": 1, "Q": 0}, "positive": "Y"}},
             "no label mapping",
+        ),
+        (
+            {**BASE, "target": {"column": "y", "labels": {"Y": 1}, "positive": "Y"}},
+            "at least two labels",
+        ),
+        (
+            {**BASE, "target": {"column": "y", "labels": {"Y": 1, "N": 0}}},
+            "a binary target needs 'positive'",
+        ),
+        (
+            {
+                **BASE,
+                "target": {"column": "y", "labels": {"Y": 1, "N": 0, "M": 2}, "positive": "Y"},
+            },
+            "'positive' applies to a binary target",
         ),
         (
             {**BASE, "target": {"column": "y", "labels": {"Y": 1, "N": 0}, "positive": "maybe"}},

@@ -252,7 +252,9 @@ def render(report: dict[str, Any], history: list[dict[str, Any]] | None = None) 
             return f"{lo_hi[0]:.3f} – {lo_hi[1]:.3f}" if lo_hi else "—"
 
         perf_html = (
-            f"<p>{perf['matured']:,} matured predictions ({perf['positives']:,} positive).</p>"
+            f"<p>{perf['matured']:,} matured predictions"
+            + (f" ({perf['positives']:,} positive)" if perf.get("positives") is not None else "")
+            + ".</p>"
             "<table><tr><th>metric</th><th>realized</th><th>95 % interval</th><th>validation</th></tr>"
             + "".join(
                 f'<tr><td>{k}</td><td class="num">{_num(perf.get(k))}</td><td class="num">{ci(k)}</td>'

@@ -58,6 +58,7 @@ def reference_profile(
     data_hash: str,
     bins: int = 10,
     seed: int = 0,
+    predicted: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The profile of the training rows `X` (model-input form), their classes `y` and the
     model's positive-class scores on them."""
@@ -70,8 +71,9 @@ def reference_profile(
         features[name] = categorical_profile(X[name])
     names = {v: k for k, v in spec.target.labels.items()}
     positive = spec.target.positive
-    negative = next(k for k in spec.target.labels if k != positive)
-    predicted = np.where(scores > 0.5, positive, negative)
+    if predicted is None:  # binary: the positive label above 0.5
+        negative = next(k for k in spec.target.labels if k != positive)
+        predicted = np.where(scores > 0.5, str(positive), negative)
     score = numeric_profile(scores, bins, rng)
     return {
         "format": FORMAT,

@@ -204,17 +204,33 @@ def realized_performance(
     joined = preds.merge(truth, on="id", how="inner")
     if joined.empty:
         return None
-    positive = str(ref.get("positive", spec.target.positive))
+    score = joined["score"].to_numpy(dtype=np.float64)
+    validation = ref.get("validation", {})
+    positive = ref.get("positive", spec.target.positive)
+    if positive is None:  # multiclass: the top label right or wrong, its score's calibration
+        hit = (joined["truth"] == joined["label"]).to_numpy()
+        n, correct = int(hit.size), int(hit.sum())
+        return {
+            "matured": n,
+            "positives": None,
+            "accuracy": correct / n,
+            "accuracy_ci": list(wilson(correct, n)),
+            "f1": None,
+            "f1_ci": None,
+            "roc_auc": None,
+            "roc_auc_ci": None,
+            "calibration": calibration(hit, score),
+            "validation": {k: validation.get(k) for k in ("accuracy", "f1", "roc_auc")},
+        }
+    positive = str(positive)
     y = (joined["truth"] == positive).to_numpy()
     pred = (joined["label"] == positive).to_numpy()
-    score = joined["score"].to_numpy(dtype=np.float64)
     n = int(y.size)
     correct = int((y == pred).sum())
     tp, fp, fn = int((y & pred).sum()), int((~y & pred).sum()), int((y & ~pred).sum())
     f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0
     auc = roc_auc(y, score)
     n_pos = int(y.sum())
-    validation = ref.get("validation", {})
     result = {
         "matured": n,
         "positives": n_pos,

@@ -378,11 +378,11 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             if isinstance(parsed, Reply):
                 return parsed, None
             feed, ids, n, shape = parsed
-            probs = model.scorer.positive_proba(feed)
+            probs = model.scorer.proba(feed)
         except InvalidRequest as err:
             return Reply(422, {"detail": err.errors}), None
         if not np.isfinite(probs).all():  # defensive: never answer a NaN score
-            bad = np.flatnonzero(~np.isfinite(probs)).tolist()[:50]
+            bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)).tolist()[:50]
             return Reply(
                 422,
                 {
@@ -396,20 +396,32 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                     ]
                 },
             ), None
-        positive = probs > 0.5
-        labels = np.where(positive, model.positive_label, model.negative_label).tolist()
-        rounded = np.round(probs, 6).tolist() if n > 8 else [round(float(p), 6) for p in probs]
-        n_pos = int(positive.sum())
-        if n_pos:
-            metrics.predictions.labels(model.positive_label).inc(n_pos)
-        if n - n_pos:
-            metrics.predictions.labels(model.negative_label).inc(n - n_pos)
+        best = probs.argmax(axis=1)
+        names = model.class_labels
+        labels = [names[b] for b in best.tolist()]
+        score = probs[:, model.positive] if model.positive is not None else probs.max(axis=1)
+        rounded = np.round(score, 6).tolist()
+        per_class = {name: np.round(probs[:, j], 6).tolist() for j, name in enumerate(names)}
+        for j, count in enumerate(np.bincount(best, minlength=len(names)).tolist()):
+            if count:
+                metrics.predictions.labels(names[j]).inc(count)
         if shape == "columns":
-            predictions: Any = {"id": ids, "label": labels, "probability": rounded}
+            predictions: Any = {
+                "id": ids,
+                "label": labels,
+                "probability": rounded,
+                "probabilities": per_class,
+            }
         else:
+            rows = zip(*per_class.values(), strict=True)
             predictions = [
-                {"id": i, "label": lab, "probability": p}
-                for i, lab, p in zip(ids, labels, rounded, strict=True)
+                {
+                    "id": i,
+                    "label": lab,
+                    "probability": p,
+                    "probabilities": dict(zip(names, r, strict=True)),
+                }
+                for i, lab, p, r in zip(ids, labels, rounded, rows, strict=True)
             ]
         out = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
         log_doc = {
@@ -418,6 +430,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             "features": _canonical_columns(feed),
             "labels": labels,
             "probabilities": rounded,
+            "class_probabilities": per_class,
         }
         return Reply(200, out, {"x-model-version": model.version}), log_doc
 

@@ -31,51 +31,43 @@ logger = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
-    def positive_proba(self, feed: dict[str, np.ndarray]) -> np.ndarray: ...
+    def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Validated input columns -> probabilities, one column per class (n x K)."""
+        ...
 
 
 class OnnxScorer:
-    """onnxruntime on one thread per request: no scikit-learn or pandas at serving time."""
+    """onnxruntime on one thread per request: no scikit-learn or pandas at serving time.
 
-    def __init__(self, path: Path, positive_index: int) -> None:
+    Missing numbers get the bundle's training medians before the graph (the graph has
+    no imputer: onnxruntime has no float64 one); a graph that takes float32 (bundles
+    of format 1) gets float32 and imputes itself."""
+
+    def __init__(self, path: Path, fill: dict[str, float] | None = None) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self._index = positive_index
+        self._types = {i.name: i.type for i in self._session.get_inputs()}
+        self._fill = fill or {}
 
-    def positive_proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        probs = self._session.run(["probabilities"], feed)[0]
-        return np.asarray(probs[:, self._index], dtype=np.float64)
-
-
-class SklearnScorer:
-    """Fallback when the ONNX export did not match scikit-learn (e.g. tree ensembles)."""
-
-    def __init__(
-        self,
-        model_uri: str,
-        numeric: list[str],
-        categorical: list[str],
-        missing: str,
-        positive_index: int,
-    ) -> None:
-        import mlflow
-
-        self._model = mlflow.sklearn.load_model(model_uri)
-        self._numeric, self._categorical, self._missing = numeric, categorical, missing
-        self._index = positive_index
-
-    def positive_proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        import pandas as pd
-
-        frame = pd.DataFrame({c: feed[c].ravel().astype(np.float64) for c in self._numeric})
-        for c in self._categorical:
-            col = pd.Series(feed[c].ravel(), dtype=object)
-            frame[c] = col.where(col != self._missing, np.nan)
-        return np.asarray(self._model.predict_proba(frame)[:, self._index], dtype=np.float64)
+    def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        inputs: dict[str, np.ndarray] = {}
+        for name, values in feed.items():
+            kind = self._types.get(name)
+            if kind == "tensor(double)":
+                fill = self._fill.get(name)
+                if fill is not None:
+                    values = np.where(np.isnan(values), fill, values)
+                inputs[name] = values.astype(np.float64, copy=False)
+            elif kind == "tensor(float)":
+                inputs[name] = values.astype(np.float32)
+            elif kind is not None:
+                inputs[name] = values
+        probs = self._session.run(["probabilities"], inputs)[0]
+        return np.asarray(probs, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -90,8 +82,10 @@ class LoadedModel:
     spec: DatasetSpec
     validator: RequestValidator
     scorer: Scorer
-    positive_label: str
-    negative_label: str
+    class_labels: list[str]
+    """The label of each probability column, in the scorer's column order."""
+    positive: int | None
+    """Binary: the positive label's column (its probability is `probability`)."""
     sha256: str = ""
     loaded_at: float = field(default_factory=time.time)
 
@@ -107,6 +101,8 @@ class LoadedModel:
             "training_data_hash": self.meta.get("data_hash"),
             "onnx_max_abs_diff": self.meta.get("onnx_max_abs_diff"),
             "signature": {"numeric": self.meta["numeric"], "categorical": self.meta["categorical"]},
+            "labels": self.class_labels,
+            "positive_label": None if self.positive is None else self.class_labels[self.positive],
             "loaded_at": self.loaded_at,
         }
 
@@ -116,33 +112,27 @@ def _load_folder(
 ) -> LoadedModel:
     meta = json.loads((folder / "serving.json").read_text())
     spec = parse_spec(meta["spec"], str(folder / "serving.json"))
-    classes = [int(c) for c in meta["classes"]]
-    labels: dict[str, int] = meta["labels"]
-    positive = meta["positive"]
-    index = classes.index(labels[positive])
-    negative = next(k for k, v in labels.items() if k != positive)
-    scorer: Scorer
-    if meta["runtime"] == "onnx" and (folder / "model.onnx").exists():
-        scorer = OnnxScorer(folder / "model.onnx", index)
-        runtime = "onnx"
-    else:
-        scorer = SklearnScorer(
-            f"runs:/{run_id}/model", meta["numeric"], meta["categorical"], meta["missing"], index
+    names = {int(v): k for k, v in meta["labels"].items()}
+    class_labels = [names[int(c)] for c in meta["classes"]]
+    positive = meta.get("positive")
+    if meta["runtime"] != "onnx" or not (folder / "model.onnx").exists():
+        raise CandidateRejected(
+            f"its bundle has no ONNX graph ({meta.get('onnx_note', 'runtime ' + str(meta['runtime']))}): "
+            "the serving runtime serves ONNX only"
         )
-        runtime = "sklearn"
     return LoadedModel(
         name=name,
         version=version,
         alias=alias,
         run_id=run_id,
         source=source,
-        runtime=runtime,
+        runtime="onnx",
         meta=meta,
         spec=spec,
         validator=RequestValidator(spec, meta["numeric"], meta["categorical"]),
-        scorer=scorer,
-        positive_label=positive,
-        negative_label=negative,
+        scorer=OnnxScorer(folder / "model.onnx", meta.get("fill")),
+        class_labels=class_labels,
+        positive=class_labels.index(positive) if positive is not None else None,
         sha256=digest,
     )
 
@@ -174,14 +164,22 @@ def self_check(model: LoadedModel, folder: Path) -> None:
     if not example.is_file():
         raise CandidateRejected("its bundle has no reference batch (example.json)")
     data = json.loads(example.read_text())
+    n = len(data["records"])
     try:
         feed = model.validator.validate(list(data["records"]), single=False)
-        probs = np.asarray(model.scorer.positive_proba(feed), dtype=np.float64)
+        probs = np.asarray(model.scorer.proba(feed), dtype=np.float64)
     except Exception as err:  # any failure to score is the finding
         raise CandidateRejected(f"it cannot score its reference batch: {err}"[:300]) from err
-    if probs.shape != (len(data["records"]),) or not np.isfinite(probs).all():
-        raise CandidateRejected("it gives non-finite scores on its reference batch")
-    expected = np.asarray(data["probabilities"], dtype=np.float64)
+    if probs.shape != (n, len(model.class_labels)) or not np.isfinite(probs).all():
+        raise CandidateRejected("it gives no finite score per class on its reference batch")
+    if "class_probabilities" in data:
+        expected = np.asarray(data["class_probabilities"], dtype=np.float64).reshape(n, -1)
+    else:  # format 1: the positive label's probabilities only
+        assert model.positive is not None
+        probs = probs[:, model.positive]
+        expected = np.asarray(data["probabilities"], dtype=np.float64)
+    if probs.shape != expected.shape:
+        raise CandidateRejected("its reference batch does not match its classes")
     diff = float(np.max(np.abs(probs - expected))) if len(expected) else 0.0
     if diff > REFERENCE_TOLERANCE:
         raise CandidateRejected(

@@ -170,7 +170,7 @@ class RequestValidator:
             if col.type == "integer":
                 bad |= present & (arr % 1 != 0)
             if not bad.any():
-                return arr.astype(np.float32).reshape(-1, 1)
+                return arr.reshape(-1, 1)
         out = np.full(len(values), np.nan, dtype=np.float64)
         for i, v in enumerate(values):
             problem, number = self._number(c, v)
@@ -178,7 +178,7 @@ class RequestValidator:
                 errors.append(_err(single, i, c.name, problem[0], problem[1]))
             elif number is not None:
                 out[i] = number
-        return out.astype(np.float32).reshape(-1, 1)
+        return out.reshape(-1, 1)
 
     def _number(self, c: _Column, v: Any) -> tuple[tuple[str, str] | None, float | None]:
         """One value by the spec's rules, in the ETL's order and with its words; numbers
@@ -303,8 +303,11 @@ def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) 
 
 class Prediction(BaseModel):
     id: str | None = Field(None, description="The record's id field, if it had one")
-    label: str
-    probability: float = Field(description="Probability of the positive label")
+    label: str = Field(description="The most probable label")
+    probability: float = Field(
+        description="Binary: probability of the positive label; multiclass: of `label`"
+    )
+    probabilities: dict[str, float] = Field(description="Probability of every label")
 
 
 class ModelRef(BaseModel):
@@ -318,6 +321,7 @@ class ColumnarPredictions(BaseModel):
     id: list[str | None]
     label: list[str]
     probability: list[float]
+    probabilities: dict[str, list[float]] = Field(description="Label -> one probability per row")
 
 
 class PredictResponse(BaseModel):

@@ -34,6 +34,7 @@ from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.export import export_onnx
 from mlcycle.train.features import MISSING, build_pipeline, model_frame
+from mlcycle.train.mlflow_model import load_pipeline, log_pyfunc, log_training_input, raw_example
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
     if len(classes) < 2:
         raise TrainingError(
             f"only one class ({frame[target].iloc[0]!r}) among {len(frame)} labelled rows: "
-            "a classifier needs both"
+            "a classifier needs at least two"
         )
     X = model_frame(frame, spec)
     numbers = X[spec.numeric_features].to_numpy(dtype=np.float64)
@@ -165,7 +166,23 @@ def profile(snapshot: Snapshot, spec: DatasetSpec) -> dict[str, Any]:
     }
 
 
-def evaluate(model: Any, X: pd.DataFrame, y: np.ndarray, positive: int) -> dict[str, float]:
+def class_proba(model: Any, X: pd.DataFrame, classes: list[int]) -> np.ndarray:
+    """Probabilities in the order of `classes` (a class the model never saw gets 0)."""
+    proba = model.predict_proba(X)
+    seen = [int(c) for c in model.classes_]
+    out = np.zeros((len(X), len(classes)))
+    for j, c in enumerate(classes):
+        if c in seen:
+            out[:, j] = proba[:, seen.index(c)]
+    return out
+
+
+def evaluate(
+    model: Any, X: pd.DataFrame, y: np.ndarray, positive: int | None, classes: list[int]
+) -> dict[str, float]:
+    """Hold-out metrics. Binary: precision, recall and F1 of the positive label, ROC AUC
+    of its probability. Multiclass (`positive` None): macro precision, recall and F1,
+    one-vs-rest macro ROC AUC. Log loss over every class either way."""
     from sklearn.metrics import (
         accuracy_score,
         f1_score,
@@ -175,19 +192,34 @@ def evaluate(model: Any, X: pd.DataFrame, y: np.ndarray, positive: int) -> dict[
         roc_auc_score,
     )
 
-    classes = list(model.classes_)
-    proba = model.predict_proba(X)
-    pos = proba[:, classes.index(positive)] if positive in classes else np.zeros(len(X))
+    proba = class_proba(model, X, classes)
     pred = np.asarray(classes)[proba.argmax(axis=1)]
+    if positive is not None:
+        averaged: dict[str, Any] = {"pos_label": positive, "average": "binary"}
+        auc = roc_auc_score(y == positive, proba[:, classes.index(positive)])
+    else:
+        averaged = {"average": "macro", "labels": classes}
+        auc = roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes)
     return {
         "accuracy": float(accuracy_score(y, pred)),
-        "precision": float(precision_score(y, pred, pos_label=positive, zero_division=0)),
-        "recall": float(recall_score(y, pred, pos_label=positive, zero_division=0)),
-        "f1": float(f1_score(y, pred, pos_label=positive, zero_division=0)),
-        "roc_auc": float(roc_auc_score(y == positive, pos)),
-        "log_loss": float(
-            log_loss(y == positive, np.clip(pos, 1e-15, 1 - 1e-15), labels=[False, True])
-        ),
+        "precision": float(precision_score(y, pred, zero_division=0, **averaged)),
+        "recall": float(recall_score(y, pred, zero_division=0, **averaged)),
+        "f1": float(f1_score(y, pred, zero_division=0, **averaged)),
+        "roc_auc": float(auc),
+        "log_loss": float(log_loss(y, np.clip(proba, 1e-15, 1.0), labels=classes)),
+    }
+
+
+def cv_scorers(positive: int | None) -> dict[str, Any]:
+    """The CV metrics with the meanings `evaluate` gives them."""
+    from sklearn.metrics import f1_score, make_scorer
+
+    if positive is None:
+        return {"accuracy": "accuracy", "roc_auc": "roc_auc_ovr", "f1": "f1_macro"}
+    return {
+        "accuracy": "accuracy",
+        "roc_auc": "roc_auc",
+        "f1": make_scorer(f1_score, pos_label=positive, zero_division=0),
     }
 
 
@@ -203,7 +235,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _plots(model: Any, X: pd.DataFrame, y: np.ndarray, positive: int, out: Path) -> None:
+def _plots(model: Any, X: pd.DataFrame, y: np.ndarray, positive: int | None, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,6 +248,8 @@ def _plots(model: Any, X: pd.DataFrame, y: np.ndarray, positive: int, out: Path)
     fig.tight_layout()
     fig.savefig(out / "confusion_matrix.png", dpi=100)
     plt.close(fig)
+    if positive is None:  # one ROC curve per class would need its own figure
+        return
     fig, ax = plt.subplots(figsize=(4.5, 4))
     RocCurveDisplay.from_estimator(model, X, y, pos_label=positive, ax=ax)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
@@ -255,7 +289,8 @@ def fit(
     )
 
     assert spec.target is not None
-    positive = spec.target.labels[spec.target.positive]
+    positive = positive_class(spec)
+    classes = [int(c) for c in np.unique(snapshot.y)]  # the classes the data has
     min_class = int(np.bincount(snapshot.y).min())
     if min_class < cfg.cv_folds + 1:
         raise TrainingError(
@@ -273,9 +308,10 @@ def fit(
         warnings.simplefilter("ignore", category=UserWarning)  # e.g. unknown categories in a fold
         if cfg.search is not None:
             grid = {f"model__{k}": v for k, v in cfg.search.grid.items()}
-            search = GridSearchCV(
-                pipeline, grid, scoring=cfg.search.scoring, cv=folds, n_jobs=n_jobs
-            )
+            scoring = cfg.search.scoring
+            if positive is None and scoring in ("roc_auc", "f1", "precision", "recall"):
+                scoring = {"roc_auc": "roc_auc_ovr"}.get(scoring, f"{scoring}_macro")
+            search = GridSearchCV(pipeline, grid, scoring=scoring, cv=folds, n_jobs=n_jobs)
             search.fit(X_train, y_train)
             best = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
             pipeline = search.best_estimator_
@@ -288,7 +324,7 @@ def fit(
             X_train,
             y_train,
             cv=folds,
-            scoring=["accuracy", "roc_auc", "f1"],
+            scoring=cv_scorers(positive),
             n_jobs=n_jobs,
         )
         if cfg.search is None:
@@ -298,10 +334,17 @@ def fit(
         vals = scores[f"test_{metric}"]
         cv[f"cv_{metric}_mean"] = float(np.mean(vals))
         cv[f"cv_{metric}_std"] = float(np.std(vals))
-    metrics = evaluate(pipeline, X_test, y_test, positive)
+    metrics = evaluate(pipeline, X_test, y_test, positive, classes)
     dummy = DummyClassifier(strategy="most_frequent").fit(X_train, y_train)
-    baseline = evaluate(dummy, X_test, y_test, positive)
+    baseline = evaluate(dummy, X_test, y_test, positive, classes)
     return pipeline, best, metrics, baseline, cv, (X_test, y_test)
+
+
+def positive_class(spec: DatasetSpec) -> int | None:
+    """The positive label's class index (None for a multiclass target)."""
+    assert spec.target is not None
+    positive = spec.target.positive
+    return spec.target.labels[positive] if positive is not None else None
 
 
 def run_train(
@@ -309,7 +352,6 @@ def run_train(
 ) -> TrainResult:
     """The training stage; see the module docstring."""
     import mlflow
-    from mlflow.models import infer_signature
 
     assert spec.target is not None
     client = registry.connect(settings)  # fail fast if tracking is unreachable
@@ -317,8 +359,9 @@ def run_train(
     logger.info(
         "training on %d labelled rows (data %s)", len(snapshot.ids), snapshot.data_hash[:12]
     )
-    positive = spec.target.labels[spec.target.positive]
+    positive = positive_class(spec)
     pipeline, best, metrics, baseline, cv, (X_test, y_test) = fit(snapshot, spec, cfg, engine)
+    classes = [int(c) for c in pipeline.classes_]
 
     name = spec.registered_model
     current = registry.champion(client, name)
@@ -333,7 +376,7 @@ def run_train(
             )
             champion_before = {"version": current.version, "metrics": {}}
         else:  # same contract: re-score the champion on the candidate's hold-out
-            champ_metrics = _rescore(current, X_test, y_test, positive)
+            champ_metrics = _rescore(current, X_test, y_test, positive, classes)
             champion_before = {"version": current.version, "metrics": champ_metrics}
 
     experiment_id = registry.ensure_experiment(client, spec.experiment_name, settings)
@@ -403,6 +446,7 @@ def run_train(
         (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
         (out / "dataset_spec.json").write_text(spec.model_dump_json(indent=2, exclude_none=True))
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
+        log_training_input(spec, store.name, repr(store), snapshot)
         serving = _serving_bundle(pipeline, spec, snapshot, out / "serving")
         reference = _reference(pipeline, snapshot, X_test.index, spec, cfg, metrics)
         (out / "serving" / PROFILE_FILE).write_text(json.dumps(reference))
@@ -411,15 +455,15 @@ def run_train(
             "onnx_max_abs_diff",
             serving["onnx_max_abs_diff"] if serving["onnx_max_abs_diff"] is not None else -1,
         )
-        example = snapshot.X.head(5)
-        signature = infer_signature(example, pipeline.predict(example))
-        info = mlflow.sklearn.log_model(
+        names = {v: k for k, v in spec.target.labels.items()}
+        info = log_pyfunc(
             pipeline,
-            name="model",
-            signature=signature,
-            input_example=example,
-            registered_model_name=name,
-            serialization_format="cloudpickle",
+            spec,
+            out / "serving" / "serving.json",
+            raw_example(spec, snapshot.X),
+            [names[c] for c in classes],
+            name,
+            out,
         )
         version = str(info.registered_model_version)
         run_id = run.info.run_id
@@ -481,18 +525,18 @@ def _serving_bundle(
     small JSON describing inputs, labels and the spec used to validate requests."""
     assert spec.target is not None
     folder.mkdir(parents=True, exist_ok=True)
-    positive = spec.target.labels[spec.target.positive]
-    exported = export_onnx(pipeline, spec, snapshot.X, positive)
+    exported = export_onnx(pipeline, spec, snapshot.X)
     if exported.usable and exported.model is not None:
         (folder / "model.onnx").write_bytes(exported.model)
     meta = {
-        "format": 1,
+        "format": 2,
         "runtime": "onnx" if exported.usable else "sklearn",
         "onnx_max_abs_diff": exported.max_abs_diff,
         "onnx_note": exported.reason,
         "numeric": spec.numeric_features,
         "categorical": spec.categorical_features,
         "missing": MISSING,
+        "fill": exported.fill,
         "classes": [int(c) for c in pipeline.classes_],
         "labels": spec.target.labels,
         "positive": spec.target.positive,
@@ -500,7 +544,7 @@ def _serving_bundle(
         "spec": spec.model_dump(mode="json", exclude_none=True),
     }
     (folder / "serving.json").write_text(json.dumps(meta, indent=2))
-    (folder / "example.json").write_text(json.dumps(_reference_batch(pipeline, snapshot, positive)))
+    (folder / "example.json").write_text(json.dumps(_reference_batch(pipeline, snapshot)))
     logger.info("serving runtime: %s (%s)", meta["runtime"], exported.reason)
     return meta
 
@@ -519,10 +563,14 @@ def _reference(
     train_mask = ~snapshot.X.index.isin(test_index)
     X_train = snapshot.X[train_mask]
     classes = list(pipeline.classes_)
-    positive = spec.target.labels[spec.target.positive]
+    positive = positive_class(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        scores = pipeline.predict_proba(X_train)[:, classes.index(positive)]
+        proba = pipeline.predict_proba(X_train)
+    # the score monitoring follows: the positive probability, or the top class's
+    scores = proba[:, classes.index(positive)] if positive is not None else proba.max(axis=1)
+    names = {v: k for k, v in spec.target.labels.items()}
+    predicted = np.asarray([names[int(c)] for c in classes], dtype=object)[proba.argmax(axis=1)]
     return reference_profile(
         X_train,
         snapshot.y[train_mask],
@@ -532,13 +580,14 @@ def _reference(
         snapshot.data_hash,
         bins=cfg.monitor.bins,
         seed=cfg.seed,
+        predicted=predicted,
     )
 
 
 REFERENCE_ROWS = 20
 
 
-def _reference_batch(pipeline: Any, snapshot: Snapshot, positive: int) -> dict[str, Any]:
+def _reference_batch(pipeline: Any, snapshot: Snapshot) -> dict[str, Any]:
     """Training rows and the probabilities scikit-learn gives them: a server scores them
     with a candidate before swapping it in, and refuses a model that cannot."""
     rows = snapshot.X.head(REFERENCE_ROWS)
@@ -546,23 +595,24 @@ def _reference_batch(pipeline: Any, snapshot: Snapshot, positive: int) -> dict[s
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
         for rec in rows.to_dict("records")
     ]
-    classes = list(pipeline.classes_)
-    probs = pipeline.predict_proba(rows)[:, classes.index(positive)]
-    return {"records": records, "probabilities": [float(p) for p in probs]}
+    probs = pipeline.predict_proba(rows)
+    return {"records": records, "class_probabilities": probs.tolist()}
 
 
 def _rescore(
-    current: registry.VersionInfo, X: pd.DataFrame, y: np.ndarray, positive: int
+    current: registry.VersionInfo,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    positive: int | None,
+    classes: list[int],
 ) -> dict[str, float]:
     """The champion's metrics on the candidate's hold-out, so both are judged on the same
     rows; falls back to its logged metrics if it cannot be loaded."""
-    import mlflow
-
     try:
-        model = mlflow.sklearn.load_model(f"models:/{current.name}/{current.version}")
+        model = load_pipeline(f"models:/{current.name}/{current.version}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
-            return evaluate(model, X, y, positive)
+            return evaluate(model, X, y, positive, classes)
     except Exception as err:  # a broken or foreign model must not block training
         logger.warning(
             "could not re-score champion v%s (%s); using its logged metrics", current.version, err

@@ -104,6 +104,34 @@ CREDIT_SPEC = {
 integer 0/1 target, an integer and a boolean feature, no names of its own for MLflow."""
 
 
+TIERS_SPEC = {
+    "name": "tiers",
+    "id_column": "account",
+    "target": {"column": "tier", "labels": {"low": 0, "mid": 1, "high": 2}},
+    "columns": {
+        "account": {"type": "string", "nullable": False},
+        "balance": {
+            "type": "float",
+            "min": 0,
+            "demo": {"median": 2000, "spread": 0.8, "effect": 1.2, "missing": 0.05},
+        },
+        "visits": {
+            "type": "integer",
+            "min": 0,
+            "nullable": False,
+            "demo": {"median": 5, "spread": 0.5, "effect": 0.6},
+        },
+        "channel": {
+            "type": "category",
+            "values": ["web", "branch", "phone"],
+            "demo": {"effect": {"branch": 0.8}, "missing": 0.05},
+        },
+        "tier": {"type": "category", "values": ["low", "mid", "high"]},
+    },
+}
+"""A three-class dataset: ordered tiers, no positive label."""
+
+
 LOAN_RECORD = {
     "Loan_ID": "LP1",
     "Gender": "Male",

@@ -291,3 +291,14 @@ def mlcycle(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedP
         text=True,
         timeout=600,
     )
+
+
+BLOCKER = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pandas", "pyarrow", "sklearn", "scipy", "matplotlib", "skl2onnx"):
+            raise ImportError("not part of the serving install: " + name)
+sys.meta_path.insert(0, _Block())
+"""
+"""A `sitecustomize.py` for a server process: the serving install has none of these."""

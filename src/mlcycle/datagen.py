@@ -76,6 +76,8 @@ def generate(spec: DatasetSpec, rows: int, seed: int = 42) -> pd.DataFrame:
             elif effect:
                 logit += _numeric_effect(values, effect)
             column: pd.Series = pd.Series(values)
+            if col.type == "integer":  # written as 6, not 6.0, as a real file has it
+                column = column.astype("Int64")
         elif col.type in ("category", "boolean"):
             allowed = [value_text(v) for v in col.values or []] or ["true", "false"]
             codes, keys = _choose(demo.weights or dict.fromkeys(allowed, 1.0), rows, rng)

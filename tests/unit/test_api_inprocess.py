@@ -24,7 +24,7 @@ RECORD = LOAN_RECORD
 @pytest.fixture(scope="module")
 def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("inprocess")
-    settings = embedded_settings(root, reload_interval=0, max_body_bytes=4096)
+    settings = embedded_settings(root, reload_interval=0, max_body_bytes=4096, max_batch=500)
     train_demo(spec, settings, 600)
     keys = [
         {"name": "ops", "role": "admin", "sha256": hash_key(ADMIN)},
@@ -81,6 +81,7 @@ def test_the_three_body_shapes_answer_alike(client: TestClient) -> None:
         ({"records": [RECORD], "extra": 1}, CLIENT, 422),
         ({"columns": {"Gender": ["Male"], "Married": []}}, CLIENT, 422),
         ({"records": [RECORD] * 40}, CLIENT, 413),  # over the 4 KiB body limit set above
+        ({"records": [{}] * 501}, CLIENT, 422),  # over the batch limit (the schema's maxItems)
         ([RECORD], CLIENT, 422),
     ],
 )
@@ -113,7 +114,10 @@ def test_docs_and_openapi_follow_the_loaded_model(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     titles = [part.get("title") for part in body["schema"]["anyOf"]]
-    assert titles == ["LoanRecord", "Batch", "ColumnarBatch"]
+    assert titles == ["LoanRecord", "Batch"]
+    columnar = schema["components"]["schemas"]["ColumnarBatch"]
+    gender = columnar["properties"]["columns"]["properties"]["Gender"]
+    assert gender["type"] == "array" and gender["maxItems"] == 500
     income = body["schema"]["anyOf"][0]["properties"]["ApplicantIncome"]
     assert "1000000000000000" in json.dumps(income) or "1e+15" in json.dumps(income)
 

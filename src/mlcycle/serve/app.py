@@ -36,7 +36,7 @@ from mlcycle.config import Settings, get_settings
 from mlcycle.serve.model import LoadedModel, ModelManager
 from mlcycle.serve.monitoring import ReportCollector, ReportFeed
 from mlcycle.serve.predlog import PredictionLog
-from mlcycle.serve.schemas import MISSING, InvalidRequest, PredictResponse, record_model
+from mlcycle.serve.schemas import MISSING, InvalidRequest, PredictResponse, record_schema
 from mlcycle.serve.security import KeyRing, parse_keys
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store, predictions_collection
@@ -288,13 +288,13 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 description=app.description,
                 routes=app.routes,
             )
-            record = record_model(current, current.numeric_features, current.categorical_features)
+            record = record_schema(current, current.numeric_features, current.categorical_features)
+            body, columnar = _request_schema(record, settings.max_batch)
             doc["paths"]["/predict"]["post"]["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": _request_schema(record, settings.max_batch)}
-                },
+                "content": {"application/json": {"schema": body}},
             }
+            doc.setdefault("components", {}).setdefault("schemas", {})["ColumnarBatch"] = columnar
             openapi_cache.clear()
             openapi_cache[key] = doc
         return openapi_cache[key]
@@ -338,12 +338,11 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 records = payload["records"]
                 if not isinstance(records, list) or not records:
                     return invalid("records must be a non-empty list", ["body", "records"])
-                if len(records) > settings.max_batch:
-                    return Reply(
-                        413,
-                        {
-                            "detail": f"batch of {len(records)} records exceeds the limit of {settings.max_batch}"
-                        },
+                if len(records) > settings.max_batch:  # the schema's maxItems
+                    return invalid(
+                        f"batch of {len(records)} records exceeds the limit of {settings.max_batch}",
+                        ["body", "records"],
+                        "too_long",
                     )
                 feed = validator.validate(records, single=False)
                 ids = [r.get(model.spec.id_column) for r in records]
@@ -356,8 +355,10 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
             if n == 0:
                 return invalid("columns must hold non-empty lists", ["body", "columns"])
             if n > settings.max_batch:
-                return Reply(
-                    413, {"detail": f"batch of {n} rows exceeds the limit of {settings.max_batch}"}
+                return invalid(
+                    f"batch of {n} rows exceeds the limit of {settings.max_batch}",
+                    ["body", "columns"],
+                    "too_long",
                 )
             feed = validator.validate_columns(columns, n)
             return feed, columns.get(model.spec.id_column) or [None] * n, n, "columns"
@@ -512,7 +513,8 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     )
     async def predict(request: Request) -> Response:
         """Score one record (the raw columns), a batch `{"records": [...]}`, or a columnar
-        batch `{"columns": {"Gender": [...], ...}}` (answered column-wise, the fastest)."""
+        batch `{"columns": {"Gender": [...], ...}}` (answered column-wise, the fastest; its
+        schema is `ColumnarBatch` under components: every list of one length)."""
         reply = await run_in_threadpool(predict_core, await request.body(), request.headers)
         return reply.response()
 
@@ -630,10 +632,15 @@ def _canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     return out
 
 
-def _request_schema(record: Any, max_batch: int) -> dict[str, Any]:
-    """The /predict body schema, inlined for the OpenAPI document: one record, a batch of
-    records, or a columnar batch (one list per field, all of one length)."""
-    one = record.model_json_schema()
+def _request_schema(
+    record: dict[str, Any], max_batch: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The /predict body schema, inlined for the OpenAPI document: one record or a batch
+    of records; and the columnar batch (one list per field, all of one length), which is
+    documented as its own schema (`components.schemas.ColumnarBatch`) and not in the
+    request body's: JSON Schema cannot say "all lists of one length", so a client or
+    fuzzer generating bodies from it would send ragged columns the API must refuse."""
+    one = record
     batch = {
         "type": "object",
         "properties": {
@@ -661,7 +668,7 @@ def _request_schema(record: Any, max_batch: int) -> dict[str, Any]:
         "additionalProperties": False,
         "title": "ColumnarBatch",
     }
-    return {"anyOf": [one, batch, columns]}
+    return {"anyOf": [one, batch]}, columns
 
 
 DOCS_ASSETS = "/docs-assets"

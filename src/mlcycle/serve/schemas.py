@@ -17,7 +17,14 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mlcycle.spec import NUMBER_LIMIT, ColumnSpec, DatasetSpec, value_text
+from mlcycle.spec import (
+    FALSE_STRINGS,
+    NUMBER_LIMIT,
+    TRUE_STRINGS,
+    ColumnSpec,
+    DatasetSpec,
+    value_text,
+)
 
 MISSING = "__missing__"
 MAX_ERRORS = 50
@@ -258,6 +265,29 @@ def _err(single: bool, i: int, field: str | None, msg: str, kind: str) -> dict[s
     return {"loc": loc, "msg": msg, "type": kind}
 
 
+def accepted_values(col: ColumnSpec) -> tuple[Any, ...]:
+    """What a category or boolean field accepts, as the OpenAPI document lists it: the
+    allowed values and their aliases as text, the same as JSON numbers where the text is
+    one (`"0"` and `0`), and for booleans JSON true/false and the usual words."""
+    texts = [value_text(v) for v in col.values or []] + [str(a) for a in col.aliases]
+    out: list[Any] = []
+    if col.type == "boolean":
+        texts = ["true", "false", *sorted(TRUE_STRINGS | FALSE_STRINGS), *texts]
+        out += [True, False]
+    for text in texts:
+        out.append(text)
+        if _NUMBER.fullmatch(text):
+            number = float(text)
+            out.append(int(number) if number.is_integer() else number)
+    seen: set[tuple[type, Any]] = set()
+    unique = []
+    for value in out:
+        if (type(value), value) not in seen:
+            seen.add((type(value), value))
+            unique.append(value)
+    return tuple(unique)
+
+
 def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) -> type[BaseModel]:
     """A pydantic model of one record, for the OpenAPI document."""
     fields: dict[str, Any] = {}
@@ -284,8 +314,7 @@ def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) 
             )
     for name in categorical:
         col = spec.columns[name]
-        choices = tuple(value_text(v) for v in col.values or ["true", "false"])
-        kind = Literal[choices]
+        kind = Literal[accepted_values(col)]
         fields[name] = (
             (kind | None) if col.nullable else kind,
             Field(None if col.nullable else ..., description=col.description),
@@ -299,6 +328,45 @@ def record_model(spec: DatasetSpec, numeric: list[str], categorical: list[str]) 
         f"{spec.name.title()}Record", __config__=ConfigDict(extra="forbid"), **fields
     )
     return model
+
+
+def record_schema(spec: DatasetSpec, numeric: list[str], categorical: list[str]) -> dict[str, Any]:
+    """The JSON Schema of one record as the API reads it: `record_model`'s, plus the
+    wire forms the rules accept as the ETL does: the spec's null words (`""`, `"NA"`...)
+    for a nullable field, and a number written as text where the column's rule can be
+    said by a pattern (no bounds, or a minimum of 0: digits without a sign) or an enum
+    (allowed values: `"1"`, `"1.0"`)."""
+    schema = record_model(spec, numeric, categorical).model_json_schema()
+    props = schema["properties"]
+    words = "|".join(re.escape(w) for w in spec.null_values)
+    nulls = {"type": "string", "pattern": rf"^\s*({words})\s*$"}  # read stripped
+    for name in [*numeric, *categorical]:
+        col = spec.columns[name]
+        prop = props[name]
+        alternatives = prop.pop("anyOf", None)
+        if alternatives is None:
+            alternatives = [{k: prop.pop(k) for k in list(prop) if k not in _OUTER}]
+        plain = col.values is None and col.max is None and col.min in (None, 0)
+        if name in numeric and plain:
+            alternatives.append({"type": "string", "pattern": _number_text(col)})
+        elif name in numeric and col.values is not None:
+            texts = {value_text(v) for v in col.values} | {str(float(v)) for v in col.values}
+            alternatives.append({"type": "string", "enum": sorted(texts)})
+        if col.nullable and spec.null_values:
+            alternatives.append(nulls)
+        prop["anyOf"] = alternatives
+    return schema
+
+
+_OUTER = {"title", "description", "default"}
+
+
+def _number_text(col: ColumnSpec) -> str:
+    """A number written as text within ±1e15 (15 digits at most), by the column's kind."""
+    sign = "" if col.min == 0 else "[+-]?"
+    if col.type == "integer":
+        return rf"^{sign}[0-9]{{1,15}}(\.0*)?$"
+    return rf"^{sign}([0-9]{{1,15}}(\.[0-9]*)?|\.[0-9]+)$"
 
 
 class Prediction(BaseModel):

@@ -14,13 +14,13 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def input_signature(spec: DatasetSpec) -> Any:
-    """The feature columns as a raw file read by pandas has them. A whole-number column
-    with no gaps is `long`; other numbers are `Any`: pandas reads a float column whose
-    values happen to be whole as int64 and an integer column with gaps as float64, and
-    MLflow refuses both int64 -> double and float64 -> long, so the model converts them
-    itself (by the spec's rules). Categories are `string` unless a value could be read
-    as a number or boolean (`Any` then, for the same reason). Nullable and optional
-    columns are optional. The id and unknown columns are ignored by the model."""
+    """The feature columns as a raw file read by pandas has them. Numbers are `Any`:
+    pandas reads a float column whose values happen to be whole as int64, an integer
+    column with gaps (or written `6.0`) as float64, and MLflow refuses both int64 ->
+    double and float64 -> long; the model converts them itself, by the spec's rules.
+    Categories are `string` unless a value could be read as a number or boolean (`Any`
+    then, for the same reason). Nullable and optional columns are optional. The id and
+    unknown columns are ignored by the model."""
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     cols: list[Any] = []
@@ -28,9 +28,7 @@ def input_signature(spec: DatasetSpec) -> Any:
         col = spec.columns[name]
         optional = col.nullable or not col.required
         kind: Any
-        if col.type == "integer" and not optional:
-            kind = "long"
-        elif col.type == "category" and not any(
+        if col.type == "category" and not any(
             _NUMBER.fullmatch(value_text(v)) or value_text(v).lower() in ("true", "false")
             for v in [*(col.values or []), *col.aliases, *col.aliases.values()]
         ):

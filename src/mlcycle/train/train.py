@@ -263,7 +263,12 @@ def _importances(model: Any) -> pd.DataFrame | None:
     names = model.named_steps["features"].get_feature_names_out()
     est = model.named_steps["model"]
     if hasattr(est, "coef_"):
-        return pd.DataFrame({"feature": names, "coefficient": est.coef_.ravel()})
+        coef = np.atleast_2d(est.coef_)
+        if coef.shape[0] == 1:
+            return pd.DataFrame({"feature": names, "coefficient": coef.ravel()})
+        return pd.DataFrame(  # multiclass: one column per class index
+            {"feature": names, **{f"coefficient_{c}": coef[j] for j, c in enumerate(est.classes_)}}
+        )
     if hasattr(est, "feature_importances_"):
         return pd.DataFrame({"feature": names, "importance": est.feature_importances_})
     return None

@@ -130,3 +130,33 @@ def test_no_model_means_503(spec: DatasetSpec, tmp_path: Path) -> None:
         assert empty.get("/health/ready").status_code == 503
         assert empty.post("/predict", json=RECORD).status_code == 503
         assert not (tmp_path / "empty" / "mlflow.db").exists()
+
+
+def test_every_route_can_run_and_predict_is_documented(client: TestClient) -> None:
+    """No handler the middleware shadows: `/predict` is answered by the fast path only,
+    and documented from the loaded model with its answer and error schemas."""
+    paths = {getattr(route, "path", None) for route in client.app.routes}  # type: ignore[attr-defined]
+    assert "/predict" not in paths
+    assert {"/health/live", "/health/ready", "/model", "/admin/reload", "/metrics"} <= paths
+    doc = client.get("/openapi.json").json()
+    predict = doc["paths"]["/predict"]["post"]
+    assert set(predict["responses"]) == {"200", "401", "403", "413", "415", "422", "503"}
+    ok = predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok == "#/components/schemas/PredictResponse"
+    assert "probabilities" in doc["components"]["schemas"]["Prediction"]["properties"]
+
+
+def test_predictions_are_counted_by_label_through_the_managers_hooks(client: TestClient) -> None:
+    before = client.get("/metrics").text
+    assert _predict(client, {"records": [RECORD] * 3}).status_code == 200
+    after = client.get("/metrics").text
+
+    def count(text: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("mlcycle_predictions_total{")
+        )
+
+    assert count(after) - count(before) == 3
+    assert "mlcycle_model_reloads_total 1.0" in after  # the swap hook ran once

@@ -18,22 +18,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from mlcycle.config import Settings, redact_uri
 from mlcycle.errors import MlcycleError
+from mlcycle.serve.core import Scorer
 from mlcycle.serve.schemas import RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 
 logger = logging.getLogger(__name__)
-
-
-class Scorer(Protocol):
-    def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        """Validated input columns -> probabilities, one column per class (n x K)."""
-        ...
 
 
 class OnnxScorer:
@@ -212,11 +207,27 @@ class ModelManager:
         self.current: LoadedModel | None = None
         self.tracking_reachable: bool | None = None
         self.last_error: str | None = None
-        self.on_swap = on_swap or (lambda model: None)
-        self.on_failure = on_failure or (lambda reason: None)
+        self._on_swap: list[Callable[[LoadedModel], None]] = [on_swap] if on_swap else []
+        self._on_failure: list[Callable[[str], None]] = [on_failure] if on_failure else []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def subscribe(
+        self,
+        on_swap: Callable[[LoadedModel], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        """Hooks called after a swap (with the new model) and after a refused version
+        (with the reason's class name)."""
+        if on_swap is not None:
+            self._on_swap.append(on_swap)
+        if on_failure is not None:
+            self._on_failure.append(on_failure)
+
+    def _swapped(self, model: LoadedModel) -> None:
+        for hook in self._on_swap:
+            hook(model)
 
     def _client(self) -> Any:
         from mlcycle import registry
@@ -255,12 +266,13 @@ class ModelManager:
             except Exception as err:
                 self.last_error = f"refused {self.name} v{version}: {err}"[:400]
                 logger.error("%s; still serving %s", self.last_error, self._serving())
-                self.on_failure(type(err).__name__)
+                for hook in self._on_failure:
+                    hook(type(err).__name__)
                 return False
             self.current = loaded  # the atomic swap
             self.last_error = None
             logger.info("serving %s v%s (%s)", self.name, version, loaded.runtime)
-            self.on_swap(loaded)
+            self._swapped(loaded)
             return True
 
     def _serving(self) -> str:
@@ -326,7 +338,7 @@ class ModelManager:
             info["version"],
             info["run_id"],
         )
-        self.on_swap(loaded)
+        self._swapped(loaded)
         return True
 
     def start(self) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mlcycle.errors import SpecError
+from mlcycle.serve.core import Reply
 
 ROLES = ("predict", "admin")
 
@@ -73,3 +75,23 @@ class KeyRing:
         if role == "admin" and key.role != "admin":
             return 403
         return 0
+
+
+def api_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents: `X-API-Key`, or `Authorization: Bearer <key>`."""
+    key = headers.get("x-api-key")
+    if key is None:
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+    return key
+
+
+def denied(keys: KeyRing, headers: Mapping[str, str], role: str) -> Reply | None:
+    """The 401/403 to answer, or None when the request may go on (an auth dependency)."""
+    status = keys.check(api_key(headers), role)
+    if status == 401:
+        return Reply(401, {"detail": "missing or invalid API key"}, {"www-authenticate": "ApiKey"})
+    if status == 403:
+        return Reply(403, {"detail": f"this API key lacks the {role!r} role"})
+    return None

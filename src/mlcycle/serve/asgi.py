@@ -1,0 +1,193 @@
+"""The ASGI layer: request metrics and access log for every route, and the fast path
+that answers `POST /predict` without the framework's routing or request objects (a thin
+adapter: read the body, hand it to `PredictService`, send the reply)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mlcycle.serve.core import Reply
+from mlcycle.serve.service import PredictService
+
+access = logging.getLogger("mlcycle.access")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ROUTES = {
+    "/predict",
+    "/health/live",
+    "/health/ready",
+    "/model",
+    "/metrics",
+    "/admin/reload",
+    "/monitor",
+    "/docs",
+    "/openapi.json",
+}
+THREADPOOL_BYTES = 64 * 1024
+"""Bodies larger than this are scored in a worker thread, off the event loop."""
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mlcycle_http_requests_total",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mlcycle_http_request_duration_seconds",
+            "Request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.predictions = Counter(
+            "mlcycle_predictions_total", "Predictions by label", ["label"], registry=self.registry
+        )
+        self.model_info = Gauge(
+            "mlcycle_model_info",
+            "The model being served",
+            ["name", "version", "runtime", "source", "run_id"],
+            registry=self.registry,
+        )
+        self.reload_failures = Counter(
+            "mlcycle_model_reload_failures_total",
+            "Model versions refused at load (they failed to load or their self-check)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.log_dropped = Counter(
+            "mlcycle_prediction_log_dropped_total",
+            "Prediction log entries dropped",
+            registry=self.registry,
+        )
+        self.reloads = Counter("mlcycle_model_reloads_total", "Model swaps", registry=self.registry)
+
+
+async def send_reply(reply: Reply, send: Send) -> None:
+    payload = reply.encoded()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": reply.raw_headers(payload),
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class PredictEndpoint:
+    """`POST /predict` as a bare ASGI app over `PredictService`."""
+
+    def __init__(self, service: PredictService) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.service.max_body_bytes
+        length = headers.get("content-length", "")
+        too_big = Reply(413, {"detail": f"body larger than {limit} bytes"})
+        if length.isdigit() and int(length) > limit:
+            await send_reply(too_big, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            more = message.get("more_body", False)
+        if size > limit:
+            reply = too_big
+        elif size > THREADPOOL_BYTES:
+            reply = await run_in_threadpool(self.service.handle, b"".join(chunks), headers)
+        else:
+            reply = self.service.handle(b"".join(chunks), headers)
+        await send_reply(reply, send)
+
+
+async def _post_only(scope: Scope, receive: Receive, send: Send) -> None:
+    reply = Reply(405, {"detail": "Method Not Allowed"}, {"allow": "POST"})
+    await send_reply(reply, send)
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI: counts and times every request; optional one-line access log; sends
+    `POST /predict` to the fast path."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, access_log: bool, fast_predict: ASGIApp
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.fast_predict = fast_predict
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        path = scope["path"]
+        method = scope["method"]
+        target = self.app
+        if path == "/predict":
+            target = self.fast_predict if method == "POST" else _post_only
+        try:
+            await target(scope, receive, send_wrapper)
+        finally:
+            self._observe(path, method, status, time.perf_counter() - start)
+
+    def _observe(self, path: str, method: str, status: int, elapsed: float) -> None:
+        route = path if path in ROUTES else "other"
+        key = (route, method, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(route, method, str(status))
+        counter.inc()
+        timer = self._timers.get(route)
+        if timer is None:
+            timer = self._timers[route] = self.metrics.latency.labels(route)
+        timer.observe(elapsed)
+        if self.access_log:
+            access.info(
+                "%s %s %d %.2fms",
+                method,
+                path,
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                },
+            )

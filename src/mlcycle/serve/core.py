@@ -1,0 +1,211 @@
+"""The prediction core: a request body in, a reply and a log entry out.
+
+Pure: no I/O, no framework, no clock. `score` is body bytes -> JSON -> the body's shape
+(one record, `{"records": [...]}`, `{"columns": {...}}`) -> validated model columns ->
+class probabilities -> the answer. `Servable` is all it needs of a model, so it is
+unit-tested with a fake scorer; the ASGI fast path and the tests drive the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from mlcycle.serve.schemas import MISSING, InvalidRequest, RequestValidator
+from mlcycle.spec import DatasetSpec
+
+
+class Scorer(Protocol):
+    def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Validated input columns -> probabilities, one column per class (n x K)."""
+        ...
+
+
+class Servable(Protocol):
+    """What the core needs of a loaded model."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def spec(self) -> DatasetSpec: ...
+    @property
+    def validator(self) -> RequestValidator: ...
+    @property
+    def scorer(self) -> Scorer: ...
+    @property
+    def class_labels(self) -> list[str]: ...
+    @property
+    def positive(self) -> int | None: ...
+
+
+class Reply:
+    """A response before encoding: status, JSON body, extra headers."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+    def encoded(self) -> bytes:
+        return orjson.dumps(self.body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def raw_headers(self, payload: bytes) -> list[tuple[bytes, bytes]]:
+        raw = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        return raw + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+
+
+@dataclass
+class Outcome:
+    """A scored request: the reply, the log entry's body part (None when nothing was
+    scored) and the number of predictions per class (for metrics)."""
+
+    reply: Reply
+    log: dict[str, Any] | None = None
+    counts: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    feed: dict[str, np.ndarray]
+    ids: list[Any]
+    rows: int
+    shape: str  # single | records | columns
+
+
+def invalid(msg: str, loc: list[Any] | None = None, kind: str = "value_error") -> Reply:
+    return Reply(422, {"detail": [{"loc": loc or ["body"], "msg": msg, "type": kind}]})
+
+
+def parse(payload: Any, model: Servable, max_batch: int) -> Parsed | Reply:
+    """A decoded body -> validated model columns, or the 422 to answer."""
+    if not isinstance(payload, dict):
+        return invalid("expected a JSON object", kind="model_attributes_type")
+    validator = model.validator
+    id_column = model.spec.id_column
+    if "records" not in payload and "columns" not in payload:
+        feed = validator.validate([payload], single=True)
+        return Parsed(feed, [payload.get(id_column)], 1, "single")
+    if len(payload) != 1:
+        return invalid('a batch is {"records": [...]} or {"columns": {...}} and nothing else')
+    if "records" in payload:
+        records = payload["records"]
+        if not isinstance(records, list) or not records:
+            return invalid("records must be a non-empty list", ["body", "records"])
+        if len(records) > max_batch:  # the schema's maxItems
+            return invalid(
+                f"batch of {len(records)} records exceeds the limit of {max_batch}",
+                ["body", "records"],
+                "too_long",
+            )
+        feed = validator.validate(records, single=False)
+        return Parsed(feed, [r.get(id_column) for r in records], len(records), "records")
+    columns = payload["columns"]
+    if not isinstance(columns, dict) or not columns:
+        return invalid("columns must be a non-empty object of lists", ["body", "columns"])
+    first = next(iter(columns.values()))
+    n = len(first) if isinstance(first, list) else 0
+    if n == 0:
+        return invalid("columns must hold non-empty lists", ["body", "columns"])
+    if n > max_batch:
+        return invalid(
+            f"batch of {n} rows exceeds the limit of {max_batch}", ["body", "columns"], "too_long"
+        )
+    feed = validator.validate_columns(columns, n)
+    return Parsed(feed, columns.get(id_column) or [None] * n, n, "columns")
+
+
+def score(body: bytes, model: Servable, max_batch: int) -> Outcome:
+    """The whole core: body bytes -> Outcome (200 with predictions, or a 422)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        return Outcome(invalid(f"invalid JSON: {err}", kind="json_invalid"))
+    try:
+        parsed = parse(payload, model, max_batch)
+        if isinstance(parsed, Reply):
+            return Outcome(parsed)
+        probs = model.scorer.proba(parsed.feed)
+    except InvalidRequest as err:
+        return Outcome(Reply(422, {"detail": err.errors}))
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.all():  # defensive: never answer a NaN score
+        return Outcome(
+            Reply(
+                422,
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "records", int(i)],
+                            "msg": "the model cannot score this record",
+                            "type": "value_error",
+                        }
+                        for i in np.flatnonzero(~finite)[:50]
+                    ]
+                },
+            )
+        )
+    return answer(parsed, probs, model)
+
+
+def answer(parsed: Parsed, probs: np.ndarray, model: Servable) -> Outcome:
+    """Probabilities -> predictions in the request's shape, the log entry and counts."""
+    names = model.class_labels
+    best = probs.argmax(axis=1)
+    labels = [names[b] for b in best.tolist()]
+    chosen = probs[:, model.positive] if model.positive is not None else probs.max(axis=1)
+    rounded = np.round(chosen, 6).tolist()
+    per_class = {name: np.round(probs[:, j], 6).tolist() for j, name in enumerate(names)}
+    ids = parsed.ids
+    if parsed.shape == "columns":
+        predictions: Any = {
+            "id": ids,
+            "label": labels,
+            "probability": rounded,
+            "probabilities": per_class,
+        }
+    else:
+        rows = zip(*per_class.values(), strict=True)
+        predictions = [
+            {
+                "id": i,
+                "label": lab,
+                "probability": p,
+                "probabilities": dict(zip(names, r, strict=True)),
+            }
+            for i, lab, p, r in zip(ids, labels, rounded, rows, strict=True)
+        ]
+    body = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
+    log = {
+        "rows": parsed.rows,
+        "ids": ids,
+        "features": canonical_columns(parsed.feed),
+        "labels": labels,
+        "probabilities": rounded,
+        "class_probabilities": per_class,
+    }
+    counts = np.bincount(best, minlength=len(names)).tolist()
+    return Outcome(Reply(200, body, {"x-model-version": model.version}), log, counts)
+
+
+def canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    """The validated model inputs as the prediction log stores them: one list per
+    feature, canonical values, null where missing (whatever the request body's shape)."""
+    out: dict[str, list[Any]] = {}
+    for name, column in feed.items():
+        flat = column.ravel()
+        if flat.dtype.kind == "f":
+            values = flat.astype(np.float64)
+            out[name] = [None if v != v else v for v in values.tolist()]
+        else:
+            out[name] = [None if v == MISSING else v for v in flat.tolist()]
+    return out

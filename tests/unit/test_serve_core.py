@@ -1,0 +1,140 @@
+"""The pure prediction core with a fake scorer: body shapes, errors, multiclass answers,
+counts and the log entry, without a model file, a server or a store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import pytest
+
+from mlcycle.serve.core import Outcome, score
+from mlcycle.serve.schemas import RequestValidator
+from mlcycle.spec import DatasetSpec, parse_spec
+
+SPEC = parse_spec(
+    {
+        "name": "shapes",
+        "id_column": "id",
+        "target": {"column": "kind", "labels": {"a": 0, "b": 1, "c": 2}},
+        "columns": {
+            "id": {"type": "string", "nullable": False},
+            "size": {"type": "float", "min": 0},
+            "colour": {"type": "category", "values": ["red", "blue"]},
+            "kind": {"type": "category", "values": ["a", "b", "c"]},
+        },
+    }
+)
+
+
+class FakeScorer:
+    """Class c's score grows with size around c (a softmax), so answers are predictable."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, np.ndarray]] = []
+
+    def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        self.calls.append(feed)
+        size = np.nan_to_num(feed["size"].ravel().astype(np.float64), nan=1.0)
+        logits = -((size[:, None] - np.array([0.0, 1.0, 2.0])[None, :]) ** 2)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class FakeModel:
+    spec: DatasetSpec
+    validator: RequestValidator
+    scorer: FakeScorer
+    class_labels: list[str]
+    positive: int | None
+    name: str = "shapes-model"
+    version: str = "7"
+
+
+@pytest.fixture
+def model() -> FakeModel:
+    return FakeModel(
+        SPEC, RequestValidator(SPEC, ["size"], ["colour"]), FakeScorer(), ["a", "b", "c"], None
+    )
+
+
+def _score(model: FakeModel, body: object, max_batch: int = 100) -> Outcome:
+    return score(orjson.dumps(body), model, max_batch)
+
+
+def test_one_record_gets_the_top_label_and_every_probability(model: FakeModel) -> None:
+    out = _score(model, {"id": "x1", "size": 2.0, "colour": "red"})
+    assert out.reply.status == 200
+    (pred,) = out.reply.body["predictions"]
+    assert pred["id"] == "x1" and pred["label"] == "c"
+    assert set(pred["probabilities"]) == {"a", "b", "c"}
+    assert pred["probability"] == pred["probabilities"]["c"] == max(pred["probabilities"].values())
+    assert abs(sum(pred["probabilities"].values()) - 1) < 1e-5
+    assert out.counts == [0, 0, 1]
+    assert out.reply.body["model"] == {"name": "shapes-model", "version": "7"}
+
+
+def test_three_shapes_answer_alike_and_log_one_shape(model: FakeModel) -> None:
+    rows = [{"id": "r1", "size": 0.1, "colour": "blue"}, {"id": "r2", "size": None, "colour": None}]
+    records = _score(model, {"records": rows})
+    columns = _score(model, {"columns": {k: [r[k] for r in rows] for k in rows[0]}})
+    assert [p["label"] for p in records.reply.body["predictions"]] == ["a", "b"]
+    assert columns.reply.body["predictions"]["label"] == ["a", "b"]
+    assert columns.reply.body["predictions"]["probabilities"]["b"] == [
+        p["probabilities"]["b"] for p in records.reply.body["predictions"]
+    ]
+    assert records.log == columns.log
+    assert records.log is not None
+    assert records.log["features"] == {"size": [0.1, None], "colour": ["blue", None]}
+    assert records.log["ids"] == ["r1", "r2"] and records.log["rows"] == 2
+
+
+def test_binary_probability_is_the_positive_labels(model: FakeModel) -> None:
+    model.class_labels, model.positive = ["a", "b", "c"], 0  # positive: column 0
+    pred = _score(model, {"size": 2.0})
+    assert (
+        pred.reply.body["predictions"][0]["probability"]
+        == pred.reply.body["predictions"][0]["probabilities"]["a"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "kind"),
+    [
+        ([1, 2], ["body"], "model_attributes_type"),
+        ({"records": []}, ["body", "records"], "value_error"),
+        ({"records": [{}], "x": 1}, ["body"], "value_error"),
+        ({"records": [{}] * 101}, ["body", "records"], "too_long"),
+        ({"columns": {"size": []}}, ["body", "columns"], "value_error"),
+        ({"size": -1}, ["body", "size"], "greater_than_equal"),
+        ({"colour": "green"}, ["body", "colour"], "enum"),
+        ({"kind": "a"}, ["body", "kind"], "extra_forbidden"),
+        ({"records": [{"size": "big"}]}, ["body", "records", 0, "size"], "float_type"),
+    ],
+)
+def test_bad_bodies_are_422_naming_the_field(
+    model: FakeModel, body: object, loc: list[object], kind: str
+) -> None:
+    out = _score(model, body)
+    assert out.reply.status == 422
+    assert out.log is None and out.counts == []
+    detail = out.reply.body["detail"][0]
+    assert detail["loc"] == loc and detail["type"] == kind
+    assert model.scorer.calls == []  # nothing invalid reaches the model
+
+
+def test_not_json_and_a_scorer_giving_nan(model: FakeModel) -> None:
+    assert score(b"{not json", model, 10).reply.status == 422
+
+    class NanScorer(FakeScorer):
+        def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+            out = super().proba(feed)
+            out[1] = np.nan
+            return out
+
+    model.scorer = NanScorer()
+    out = _score(model, {"records": [{"size": 1.0}, {"size": 2.0}]})
+    assert out.reply.status == 422
+    assert out.reply.body["detail"][0]["loc"] == ["body", "records", 1]

@@ -297,7 +297,7 @@ BLOCKER = """
 import sys
 class _Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("pandas", "pyarrow", "sklearn", "scipy", "matplotlib", "skl2onnx"):
+        if name.split(".")[0] in ("pandas", "pyarrow", "sklearn", "scipy", "matplotlib", "skl2onnx", "mlflow"):
             raise ImportError("not part of the serving install: " + name)
 sys.meta_path.insert(0, _Block())
 """

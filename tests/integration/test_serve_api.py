@@ -445,10 +445,11 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(server: UvicornS
     assert "passed" in out.stdout
 
 
-def test_serving_needs_no_pandas_pyarrow_or_scikit_learn(
+def test_serving_needs_no_pandas_pyarrow_scikit_learn_or_mlflow(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    """The serving install (`mlcycle[serve]`) keeps the heavy data-science stack out."""
+    """The serving install (`mlcycle[serve]`) keeps the data-science stack and the MLflow
+    client out: the model comes over the tracking server's REST API."""
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     env = deployment.env(PYTHONPATH=str(tmp_path), MLCYCLE_DATA_DIR=str(tmp_path / "data"))
     srv = UvicornServer(env, tmp_path / "srv").start()

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from mlcycle.config import Settings, redact_uri
-from mlcycle.errors import MlcycleError
+from mlcycle.errors import MlcycleError, TrackingUnavailable
 from mlcycle.serve.core import Scorer
 from mlcycle.serve.schemas import RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
+from mlcycle.tracking_http import RestTracking
 
 logger = logging.getLogger(__name__)
 
@@ -241,18 +242,16 @@ class ModelManager:
         """Load the alias's version if it differs from the current one; True if swapped."""
         with self._lock:
             try:
-                client = self._client()
-                mv = client.get_model_version_by_alias(self.name, self.alias)
+                version, run_id = self._resolve()
                 self.tracking_reachable = True
-            except MlcycleError as err:
+            except TrackingUnavailable as err:
                 self.tracking_reachable = False
                 self.last_error = str(err)
                 return False
-            except Exception as err:  # MLflow raises its own types for a missing alias
+            except Exception as err:  # a missing alias or model, or no right to read it
                 self.tracking_reachable = True
                 self.last_error = f"{self.name}@{self.alias}: {err}"[:300]
                 return False
-            version, run_id = str(mv.version), str(mv.run_id)
             current = self.current
             if (
                 current is not None
@@ -279,20 +278,36 @@ class ModelManager:
         model = self.current
         return f"v{model.version} (run {model.run_id[:8]})" if model else "nothing"
 
-    def _fetch(self, version: str, run_id: str) -> LoadedModel:
-        import mlflow
+    def _over_http(self) -> bool:
+        return self.settings.tracking_uri.startswith(("http://", "https://"))
 
+    def _resolve(self) -> tuple[str, str]:
+        """(version, run id) behind the alias: over MLflow's REST API from a tracking
+        server (the serving install has no MLflow client), else with MLflow's client
+        from the embedded tracking store."""
+        if self._over_http():
+            target = RestTracking(self.settings.tracking_uri).alias(self.name, self.alias)
+            return target.version, target.run_id
+        mv = self._client().get_model_version_by_alias(self.name, self.alias)
+        return str(mv.version), str(mv.run_id)
+
+    def _fetch(self, version: str, run_id: str) -> LoadedModel:
         target = self.cache / run_id
         if not (target / "serving.json").exists():
             tmp = self.cache / f".{run_id}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path="serving",
-                dst_path=str(tmp),
-                tracking_uri=self.settings.tracking_uri,
-            )
+            if self._over_http():
+                RestTracking(self.settings.tracking_uri).download(run_id, "serving", tmp)
+            else:
+                import mlflow
+
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id,
+                    artifact_path="serving",
+                    dst_path=str(tmp),
+                    tracking_uri=self.settings.tracking_uri,
+                )
             shutil.rmtree(target, ignore_errors=True)
             (tmp / "serving").rename(target)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -82,11 +82,17 @@ def guarded_protocol() -> type:
 def serving_model(settings: Settings) -> str | None:
     """'name vN' for the champion the server would load (or its cached copy), else None.
     Reads only: it never creates a tracking store."""
-    from mlcycle import registry
     from mlcycle.spec import load_spec
 
     name = load_spec(settings.spec_path).registered_model
     try:
+        if settings.tracking_uri.startswith(("http://", "https://")):
+            from mlcycle.tracking_http import RestTracking
+
+            target = RestTracking(settings.tracking_uri).alias(name, settings.model_alias)
+            return f"{name} v{target.version}"
+        from mlcycle import registry
+
         client = registry.connect(settings, retries=1, create=False)
         current = registry.champion(client, name)
         if current is not None:

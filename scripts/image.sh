@@ -6,7 +6,8 @@
 #                             container on it, and ask it for a prediction
 #
 # The stand-in base image is Debian bookworm made with `debootstrap --variant=minbase`
-# (Python 3.11 from Debian in a venv on PATH) and `podman import`: the same distribution
+# (Python 3.11 from Debian as `python`, slimmed as the official image is) and
+# `podman import`: the same distribution
 # as python:3.11-slim-bookworm, which the Dockerfile uses by default. podman runs as root
 # with runc and lowered ulimits; the container uses the host network on 127.0.0.1.
 set -euo pipefail
@@ -28,13 +29,15 @@ base() {
   rm -rf "$rootfs"
   echo "image.sh: debootstrap bookworm (minbase) ..." >&2
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd bookworm "$rootfs" >"$CACHE/debootstrap.log"
-  chroot "$rootfs" python3 -m venv /opt/python
-  ln -sf /opt/python/bin/python "$rootfs/usr/local/bin/python"
-  ln -sf /opt/python/bin/pip "$rootfs/usr/local/bin/pip"
-  chroot "$rootfs" /opt/python/bin/pip --version >/dev/null
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
+  # as python:3.11-slim: no bytecode caches, docs, man pages, locales or apt lists
+  find "$rootfs/usr/lib/python3" "$rootfs/usr/lib/python3.11" -depth -type d -name __pycache__ -exec rm -rf {} +
+  rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+         "$rootfs"/usr/share/locale/* "$rootfs"/var/cache/apt/archives/*.deb \
+         "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/log/*.log
+  chroot "$rootfs" python -m venv /tmp/check && rm -rf "$rootfs/tmp/check"
   tar -C "$rootfs" -c . | "${PODMAN[@]}" import \
-    --change 'ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' - "$BASE" >/dev/null
   rm -rf "$rootfs"
 }

@@ -173,6 +173,14 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable) -> Outcome:
             "probability": rounded,
             "probabilities": per_class,
         }
+    elif len(names) == 2:  # the common case, built without a zip per record
+        a, b = names
+        predictions = [
+            {"id": i, "label": lab, "probability": p, "probabilities": {a: x, b: y}}
+            for i, lab, p, x, y in zip(
+                ids, labels, rounded, per_class[a], per_class[b], strict=True
+            )
+        ]
     else:
         rows = zip(*per_class.values(), strict=True)
         predictions = [

@@ -3,9 +3,11 @@
     python benchmarks/serve.py            # needs wrk (Debian package `wrk`)
 
 Trains and registers a model on the loan table (../shared/data/loan/train.csv when
-present, else a synthetic one) in a temporary embedded MLflow store, starts both servers
-on 127.0.0.1 with one worker each, and prints req/s, p50 and p99 for single rows at 16
-and 64 connections (wrk, 10 s each), then the time for batches of 1,000 and 10,000 rows.
+present, else a synthetic one) in a temporary embedded MLflow store, then starts, one at
+a time on 127.0.0.1: mlcycle with 1 worker and with 2 (workers = cores), the bare
+FastAPI + numpy reference (benchmarks/bare_app.py) and `mlflow models serve`; prints
+req/s, p50 and p99 for single rows at 16 and 64 connections (wrk, 10 s each), then the
+time for batches of 1,000 and 10,000 rows (records, and the columnar form).
 """
 
 from __future__ import annotations
@@ -148,91 +150,114 @@ def main() -> None:
     rows_1k = (records * 20)[:1000]
     rows_10k = (records * 20)[:10000]
 
-    ours_port, mlflow_port = free_port(), free_port()
-    ours = subprocess.Popen(
-        [*cli, "serve", "--port", str(ours_port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     tracking = f"sqlite:///{(work / 'data' / 'mlflow.db').resolve()}"
-    mlf = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/loan-approval/1",
-            "-p",
-            str(mlflow_port),
-            "-h",
-            "127.0.0.1",
-            "--env-manager",
-            "local",
-            "-w",
-            "1",
-        ],
-        env={**env, "MLFLOW_TRACKING_URI": tracking},
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    servers: list[tuple[str, list[str], dict[str, str], Path, str, str]] = []
+    for workers in (1, 2):
+        port = free_port()
+        servers.append(
+            (
+                f"mlcycle ({workers} worker{'s' if workers > 1 else ''})",
+                [*cli, "serve", "--port", str(port), "--workers", str(workers)],
+                env,
+                REPO,
+                f"http://127.0.0.1:{port}/predict",
+                f"http://127.0.0.1:{port}/health/ready",
+            )
+        )
+    port = free_port()
+    bare = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.bare_app:create"]
+    servers.append(
+        (
+            "bare FastAPI + numpy scorer (1 worker)",
+            [*bare, "--port", str(port), "--loop", "uvloop", "--http", "h11", "--no-access-log"],
+            env,
+            REPO,
+            f"http://127.0.0.1:{port}/predict",
+            f"http://127.0.0.1:{port}/docs",
+        )
     )
-    try:
-        wait(f"http://127.0.0.1:{ours_port}/health/ready", ours)
-        wait(f"http://127.0.0.1:{mlflow_port}/ping", mlf)
-        targets = {
-            "mlcycle (FastAPI + onnxruntime, 1 worker)": (
-                f"http://127.0.0.1:{ours_port}/predict",
-                one,
-                lambda rows: {"records": rows},
-            ),
-            "mlflow models serve (1 worker)": (
-                f"http://127.0.0.1:{mlflow_port}/invocations",
-                {"dataframe_records": [one]},
-                lambda rows: {"dataframe_records": rows},
-            ),
-        }
-        lines = [
-            "| server | c16 req/s | c16 p50 | c16 p99 | c64 req/s | c64 p50 | c64 p99 | 1,000 rows | 10,000 rows |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        results = {}
-        extra: list[str] = []
-        for name, (url, single, batch) in targets.items():
+    port = free_port()
+    servers.append(
+        (
+            "mlflow models serve (1 worker)",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                "models:/loan-approval/1",
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "--env-manager",
+                "local",
+                "-w",
+                "1",
+            ],
+            {**env, "MLFLOW_TRACKING_URI": tracking},
+            work,
+            f"http://127.0.0.1:{port}/invocations",
+            f"http://127.0.0.1:{port}/ping",
+        )
+    )
+    lines = [
+        "| server | c16 req/s | c16 p50 | c16 p99 | c64 req/s | c64 p50 | c64 p99 | 1,000 rows | 10,000 rows |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    extra: list[str] = []
+    results: dict[str, tuple[float, float, float]] = {}
+    for name, command, server_env, cwd, url, ready in servers:  # one at a time: 2 cores
+        proc = subprocess.Popen(command, env=server_env, cwd=cwd, **quiet)  # type: ignore[call-overload]
+        try:
+            wait(ready, proc)
+            mlflow = "mlflow" in name
+            single = {"dataframe_records": [one]} if mlflow else one
             wrk(url, json.dumps(single), 16, 2, work)  # warm up
             r16 = wrk(url, json.dumps(single), 16, args.seconds, work)
             r64 = wrk(url, json.dumps(single), 64, args.seconds, work)
-            b1 = batch_ms(url, batch(rows_1k))
-            b10 = batch_ms(url, batch(rows_10k))
-            if "mlcycle" in name:  # the columnar form, our fastest batch shape
-                label, shape = "mlcycle, columnar body", columnar
-            else:
-                label, shape = "mlflow, dataframe_split body", dataframe_split
-            extra.append(
-                f"| {label} | | | | | | | {batch_ms(url, shape(rows_1k)):.1f} ms "
-                f"| {batch_ms(url, shape(rows_10k)):.1f} ms |"
-            )
             results[name] = r16
+            if "bare" in name:  # single records only
+                b1 = b10 = "-"
+            else:
+                batch = (
+                    (lambda rows: {"dataframe_records": rows})
+                    if mlflow
+                    else (lambda rows: {"records": rows})
+                )
+                b1 = f"{batch_ms(url, batch(rows_1k)):.1f} ms"
+                b10 = f"{batch_ms(url, batch(rows_10k)):.1f} ms"
+                shape, label = (
+                    (dataframe_split, "dataframe_split") if mlflow else (columnar, "columnar")
+                )
+                extra.append(
+                    f"| {name}, {label} body | | | | | | | {batch_ms(url, shape(rows_1k)):.1f} ms "
+                    f"| {batch_ms(url, shape(rows_10k)):.1f} ms |"
+                )
             lines.append(
                 f"| {name} | {r16[0]:,.0f} | {r16[1]:.1f} ms | {r16[2]:.1f} ms | {r64[0]:,.0f} | "
-                f"{r64[1]:.1f} ms | {r64[2]:.1f} ms | {b1:.1f} ms | {b10:.1f} ms |"
+                f"{r64[1]:.1f} ms | {r64[2]:.1f} ms | {b1} | {b10} |"
             )
             print(lines[-1], flush=True)
-        ours_rps, mlflow_rps = (r[0] for r in results.values())
-        ratio = ours_rps / mlflow_rps
-        print()
-        print("\n".join(lines + extra))
-        print(f"\nsingle-row throughput at 16 connections: {ratio:.0f}x mlflow models serve")
-    finally:
-        for proc in (ours, mlf):
+        finally:
             proc.terminate()
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    print()
+    print("\n".join(lines + extra))
+    ours, bare_rps = (
+        results["mlcycle (1 worker)"][0],
+        results["bare FastAPI + numpy scorer (1 worker)"][0],
+    )
+    print(
+        f"\nsingle-row throughput at 16 connections, 1 worker: {ours / bare_rps:.0%} of the bare scorer"
+    )
+    print(f"... and {ours / results['mlflow models serve (1 worker)'][0]:.0f}x mlflow models serve")
 
 
 if __name__ == "__main__":

@@ -14,31 +14,53 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$ROOT/.cache/image"
 BASE="localhost/mlcycle-base:bookworm"
+BUILDER="localhost/mlcycle-builder:bookworm"
 TAG="${MLCYCLE_TAG:-smoke}"
 VERSION="$(python3 -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],"rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
 COMMIT="$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 PODMAN=(podman --runtime runc)
 mkdir -p "$CACHE"
 
-need() { command -v "$1" >/dev/null || { echo "image.sh: $1 is required (apt-get install podman debootstrap runc)" >&2; exit 2; }; }
+need() {
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "image.sh: installing podman, debootstrap and runc (Debian packages) ..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap runc; } >"$CACHE/apt.log" 2>&1 \
+      || { tail -20 "$CACHE/apt.log" >&2; exit 2; }
+    command -v "$1" >/dev/null && return 0
+  fi
+  echo "image.sh: $1 is required (apt-get install podman debootstrap runc)" >&2
+  exit 2
+}
 
+# import a root file system folder as an image
+import_rootfs() {
+  tar -C "$1" -c . | "${PODMAN[@]}" import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' - "$2" >/dev/null
+}
+
+# The builder stand-in (for python:3.11-bookworm) is the base with binutils, which
+# slim.sh uses to strip the extension modules.
 base() {
-  if "${PODMAN[@]}" image exists "$BASE"; then return 0; fi
+  if "${PODMAN[@]}" image exists "$BASE" && "${PODMAN[@]}" image exists "$BUILDER"; then return 0; fi
   need debootstrap
   local rootfs="$CACHE/rootfs"
   rm -rf "$rootfs"
   echo "image.sh: debootstrap bookworm (minbase) ..." >&2
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd bookworm "$rootfs" >"$CACHE/debootstrap.log"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd,binutils bookworm "$rootfs" >"$CACHE/debootstrap.log"
   ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
+  import_rootfs "$rootfs" "$BUILDER"
+  chroot "$rootfs" dpkg --purge binutils binutils-x86-64-linux-gnu binutils-common libbinutils \
+    libctf0 libctf-nobfd0 libgprofng0 libjansson4 >"$CACHE/purge.log" 2>&1
   # as python:3.11-slim: no bytecode caches, docs, man pages, locales or apt lists
   find "$rootfs/usr/lib/python3" "$rootfs/usr/lib/python3.11" -depth -type d -name __pycache__ -exec rm -rf {} +
   rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
          "$rootfs"/usr/share/locale/* "$rootfs"/var/cache/apt/archives/*.deb \
-         "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/log/*.log
+         "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
+         "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/log/*.log
   chroot "$rootfs" python -m venv /tmp/check && rm -rf "$rootfs/tmp/check"
-  tar -C "$rootfs" -c . | "${PODMAN[@]}" import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' - "$BASE" >/dev/null
+  import_rootfs "$rootfs" "$BASE"
   rm -rf "$rootfs"
 }
 
@@ -52,16 +74,32 @@ build() {
     echo "image.sh: podman build --target $target (offline, from the wheelhouse) ..." >&2
     "${PODMAN[@]}" build -q --format docker --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
       -f "$ROOT/deploy/docker/Dockerfile" --target "$target" \
-      --build-arg PYTHON_IMAGE="$BASE" --build-arg PIP_OFFLINE=1 \
+      --build-arg PYTHON_IMAGE="$BASE" --build-arg BUILDER_IMAGE="$BUILDER" --build-arg PIP_OFFLINE=1 \
       --build-arg VERSION="$VERSION" --build-arg GIT_COMMIT="$COMMIT" \
       -t "mlcycle:$TAG-$target" "$ROOT" >/dev/null
   done
   sizes
 }
 
+SERVE_LIMIT_MB="${MLCYCLE_SERVE_IMAGE_MB:-250}"
+PIPELINE_LIMIT_MB="${MLCYCLE_PIPELINE_IMAGE_MB:-800}"
+
 sizes() {
   echo "image sizes:"
   "${PODMAN[@]}" image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "mlcycle(-base)?:" || true
+  local failed=0 target limit bytes mb
+  for target in serve pipeline; do
+    limit="$SERVE_LIMIT_MB"; [ "$target" = pipeline ] && limit="$PIPELINE_LIMIT_MB"
+    bytes="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "mlcycle:$TAG-$target")"
+    mb=$(( (bytes + 999999) / 1000000 ))
+    if [ "$mb" -gt "$limit" ]; then
+      echo "image.sh: mlcycle:$TAG-$target is $mb MB, over its limit of $limit MB" >&2
+      failed=1
+    else
+      echo "  $target: $mb MB (limit $limit MB)"
+    fi
+  done
+  return "$failed"
 }
 
 smoke() {
@@ -69,14 +107,18 @@ smoke() {
   # not local: the EXIT trap below still needs them
   work="$(mktemp -d)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  echo "image.sh: training a small model on synthetic data (embedded stores) ..." >&2
-  (cd "$ROOT" && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= "${PYTHON:-python3}" -m mlcycle.cli demo-data --rows 800 >/dev/null \
-    && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= "${PYTHON:-python3}" -m mlcycle.cli etl >/dev/null \
-    && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= MONGO_URI= MLCYCLE_RELOAD_INTERVAL=0 \
-       timeout 60 "${PYTHON:-python3}" -m mlcycle.cli train --json >/dev/null)
-  # warm the serving cache the container will start from (tracking is unreachable inside)
-  (cd "$ROOT" && MLCYCLE_DATA_DIR="$work/data" MLFLOW_TRACKING_URI= "${PYTHON:-python3}" -c \
-    'from mlcycle.config import get_settings; from mlcycle.serve.model import ModelManager; m=ModelManager(get_settings(), "loan-approval"); assert m.refresh()')
+  mkdir -p "$work/data" && chmod -R a+rwX "$work"
+  echo "image.sh: the pipeline container: demo data -> etl -> train (embedded stores) ..." >&2
+  # it also warms the serving cache the serving container starts from (tracking is
+  # unreachable there, so this proves the cache fallback too)
+  "${PODMAN[@]}" run --rm --network none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
+    -v "$work/data:/data" -e MLFLOW_TRACKING_URI= -e MONGO_URI= -e MLCYCLE_LOG_FORMAT=text \
+    --entrypoint sh "mlcycle:$TAG-pipeline" -c 'set -e
+      mlcycle demo-data --rows 800 >/dev/null
+      mlcycle etl >/dev/null
+      mlcycle train --json >/dev/null
+      python -c "from mlcycle.config import get_settings; from mlcycle.serve.model import ModelManager; assert ModelManager(get_settings(), \"loan-approval\").refresh()"
+      echo "pipeline container: trained and registered loan-approval" >&2'
   chmod -R a+rwX "$work"
   echo "image.sh: running mlcycle:$TAG-serve on 127.0.0.1:$port ..." >&2
   "${PODMAN[@]}" run -d --rm --name "mlcycle-smoke-$port" --network host \

@@ -534,3 +534,19 @@ def test_oversized_headers_and_silent_connections_are_cut_off(server: UvicornSer
     assert idle.recv(1024) == b""  # the server closed it
     assert HEAD_TIMEOUT_SECONDS - 1 < time.monotonic() - started < HEAD_TIMEOUT_SECONDS + 5
     idle.close()
+
+
+def test_the_production_setting_of_one_worker_per_core_serves(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """`--workers 2` (MLCYCLE_SERVE_WORKERS): every worker process gets the guarded
+    protocol and its own model, and answers."""
+    env = deployment.env(MLCYCLE_SERVE_WORKERS="2", MLCYCLE_DATA_DIR=str(tmp_path / "data"))
+    srv = UvicornServer(env, tmp_path / "srv").start()
+    try:
+        answers = {_post(srv, BASE).status_code for _ in range(20)}
+        assert answers == {200}
+    finally:
+        srv.stop()
+    log = (tmp_path / "srv" / f"uvicorn-{srv.port}.log").read_text()
+    assert "Can't pickle" not in log and log.count("Application startup complete") == 2

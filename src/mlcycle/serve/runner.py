@@ -7,6 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 from mlcycle.config import Settings
 from mlcycle.errors import MlcycleError
 
@@ -20,62 +23,62 @@ HEAD_TIMEOUT_SECONDS = 10.0
 """A request head must arrive whole within this many seconds (slow or silent clients)."""
 
 
-def guarded_protocol() -> type:
+class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the limits a reverse proxy would set: a request head of
     at most HEADER_LIMIT bytes (h11's own bound; a larger one gets 400 at once) that must
     arrive within HEAD_TIMEOUT_SECONDS, so a silent or trickling connection is closed
-    instead of held forever. A head over the limit gets 431 before it is parsed."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    instead of held forever. A head over the limit gets 431 before it is parsed. At module
+    level, so `--workers N` can hand it to its worker processes."""
 
-    class GuardedH11Protocol(H11Protocol):
-        _head_timer: Any = None
-        _head_bytes = 0
+    _head_timer: Any = None
+    _head_bytes = 0
 
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._watch_head()
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._watch_head()
 
-        def data_received(self, data: bytes) -> None:
-            if self.conn.their_state is h11.IDLE:  # still reading a request head
-                end = data.find(b"\r\n\r\n")
-                head = self._head_bytes + (len(data) if end < 0 else end + 4)
-                if head > HEADER_LIMIT:
-                    self.transport.write(
-                        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                        b"content-length: 0\r\nconnection: close\r\n\r\n"
-                    )
-                    self.transport.close()
-                    return
-                self._head_bytes = head if end < 0 else 0
-            super().data_received(data)
-            self._watch_head()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._watch_head()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_timer()
-            super().connection_lost(exc)
-
-        def _stop_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _watch_head(self) -> None:
-            waiting = self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE
-            if not waiting:
-                self._stop_timer()
-            elif self._head_timer is None:
-                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._expire)
-
-        def _expire(self) -> None:
-            self._head_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:  # still reading a request head
+            end = data.find(b"\r\n\r\n")
+            head = self._head_bytes + (len(data) if end < 0 else end + 4)
+            if head > HEADER_LIMIT:
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                    b"content-length: 0\r\nconnection: close\r\n\r\n"
+                )
                 self.transport.close()
+                return
+            self._head_bytes = head if end < 0 else 0
+        super().data_received(data)
+        self._watch_head()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def _stop_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _watch_head(self) -> None:
+        waiting = self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE
+        if not waiting:
+            self._stop_timer()
+        elif self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._expire)
+
+    def _expire(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def guarded_protocol() -> type:
     return GuardedH11Protocol
 
 

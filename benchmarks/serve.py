@@ -110,6 +110,9 @@ def main() -> None:
         "MLCYCLE_ACCESS_LOG": "false",
         "MLCYCLE_RELOAD_INTERVAL": "0",
         "MLCYCLE_LOG_LEVEL": "WARNING",
+        "MLCYCLE_PREDICTION_LOG": args.prediction_log,
+        # `mlflow models serve` starts `uvicorn` by name: the virtualenv's bin first
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MONGO_URI", None)

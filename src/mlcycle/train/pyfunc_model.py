@@ -26,10 +26,13 @@ from mlflow.pyfunc import PythonModel
 
 class LabelModel(PythonModel):
     def load_context(self, context: Any) -> None:
+        import cloudpickle
+
         from mlcycle.serve.schemas import RequestValidator
         from mlcycle.spec import parse_spec
 
-        self.pipeline = mlflow.sklearn.load_model(context.artifacts["sklearn"])
+        with Path(context.artifacts["pipeline"]).open("rb") as handle:
+            self.pipeline = cloudpickle.load(handle)
         meta = json.loads(Path(context.artifacts["serving"]).read_text(encoding="utf-8"))
         self.meta = meta
         spec = parse_spec(meta["spec"], "serving.json")

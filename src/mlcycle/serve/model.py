@@ -42,6 +42,7 @@ class OnnxScorer:
     def __init__(self, path: Path, fill: dict[str, float] | None = None) -> None:
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()  # no usage events from a serving process
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1

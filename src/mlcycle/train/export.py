@@ -88,6 +88,7 @@ def export_onnx(pipeline: Any, spec: DatasetSpec, sample: pd.DataFrame) -> OnnxE
         from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
     except ImportError as err:
         return OnnxExport(None, None, False, f"ONNX tooling not installed: {err}")
+    ort.disable_telemetry_events()
     _register_tree_converters()
     serving, fill = serving_copy(pipeline, spec)
     inputs = [(c, DoubleTensorType([None, 1])) for c in spec.numeric_features] + [

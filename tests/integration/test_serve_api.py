@@ -543,10 +543,15 @@ def test_the_production_setting_of_one_worker_per_core_serves(
     protocol and its own model, and answers."""
     env = deployment.env(MLCYCLE_SERVE_WORKERS="2", MLCYCLE_DATA_DIR=str(tmp_path / "data"))
     srv = UvicornServer(env, tmp_path / "srv").start()
+    log_file = tmp_path / "srv" / f"uvicorn-{srv.port}.log"
     try:
+        deadline = time.monotonic() + 60  # each worker loads its model before it starts
+        while log_file.read_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, log_file.read_text()[-3000:]
+            time.sleep(0.2)
         answers = {_post(srv, BASE).status_code for _ in range(20)}
         assert answers == {200}
     finally:
         srv.stop()
-    log = (tmp_path / "srv" / f"uvicorn-{srv.port}.log").read_text()
+    log = log_file.read_text()
     assert "Can't pickle" not in log and log.count("Application startup complete") == 2

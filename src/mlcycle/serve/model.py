@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,23 +296,31 @@ class ModelManager:
     def _fetch(self, version: str, run_id: str) -> LoadedModel:
         target = self.cache / run_id
         if not (target / "serving.json").exists():
-            tmp = self.cache / f".{run_id}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
+            # every worker process of a server shares this cache: each downloads into its
+            # own folder and renames it into place (atomic; the first one wins)
+            tmp = self.cache / f".{run_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
             tmp.mkdir(parents=True)
-            if self._over_http():
-                RestTracking(self.settings.tracking_uri).download(run_id, "serving", tmp)
-            else:
-                import mlflow
+            try:
+                if self._over_http():
+                    RestTracking(self.settings.tracking_uri).download(run_id, "serving", tmp)
+                else:
+                    import mlflow
 
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id,
-                    artifact_path="serving",
-                    dst_path=str(tmp),
-                    tracking_uri=self.settings.tracking_uri,
-                )
-            shutil.rmtree(target, ignore_errors=True)
-            (tmp / "serving").rename(target)
-            shutil.rmtree(tmp, ignore_errors=True)
+                    mlflow.artifacts.download_artifacts(
+                        run_id=run_id,
+                        artifact_path="serving",
+                        dst_path=str(tmp),
+                        tracking_uri=self.settings.tracking_uri,
+                    )
+                if target.exists() and not (target / "serving.json").exists():
+                    shutil.rmtree(target, ignore_errors=True)  # a partial copy of old
+                try:
+                    (tmp / "serving").rename(target)
+                except OSError:
+                    if not (target / "serving.json").exists():
+                        raise  # not another worker's finished copy
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         digest = bundle_digest(target)
         loaded = _load_folder(target, self.name, version, self.alias, run_id, "registry", digest)
         self_check(loaded, target)
@@ -323,9 +332,9 @@ class ModelManager:
                 "API's validation, documentation and log follow the model, so a new "
                 "contract needs a restart (a new deployment), never a silent swap"
             )
-        (self.cache / "last_good.json").write_text(
-            json.dumps({"version": version, "run_id": run_id, "sha256": digest})
-        )
+        pointer = self.cache / f".last_good.{os.getpid()}.json"
+        pointer.write_text(json.dumps({"version": version, "run_id": run_id, "sha256": digest}))
+        pointer.replace(self.cache / "last_good.json")  # atomic for the other workers
         return loaded
 
     def load_cached(self) -> bool:

@@ -138,3 +138,8 @@ def test_not_json_and_a_scorer_giving_nan(model: FakeModel) -> None:
     out = _score(model, {"records": [{"size": 1.0}, {"size": 2.0}]})
     assert out.reply.status == 422
     assert out.reply.body["detail"][0]["loc"] == ["body", "records", 1]
+
+
+def test_no_log_entry_is_built_when_the_log_is_off(model: FakeModel) -> None:
+    out = score(orjson.dumps({"records": [{"size": 1.0}]}), model, 10, log=False)
+    assert out.reply.status == 200 and out.log is None and out.counts == [0, 1, 0]

@@ -124,8 +124,9 @@ def parse(payload: Any, model: Servable, max_batch: int) -> Parsed | Reply:
     return Parsed(feed, columns.get(id_column) or [None] * n, n, "columns")
 
 
-def score(body: bytes, model: Servable, max_batch: int) -> Outcome:
-    """The whole core: body bytes -> Outcome (200 with predictions, or a 422)."""
+def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Outcome:
+    """The whole core: body bytes -> Outcome (200 with predictions, or a 422); the log
+    entry is built only when `log` (the prediction log is on)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as err:
@@ -154,10 +155,10 @@ def score(body: bytes, model: Servable, max_batch: int) -> Outcome:
                 },
             )
         )
-    return answer(parsed, probs, model)
+    return answer(parsed, probs, model, log)
 
 
-def answer(parsed: Parsed, probs: np.ndarray, model: Servable) -> Outcome:
+def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True) -> Outcome:
     """Probabilities -> predictions in the request's shape, the log entry and counts."""
     names = model.class_labels
     best = probs.argmax(axis=1)
@@ -193,16 +194,18 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable) -> Outcome:
             for i, lab, p, r in zip(ids, labels, rounded, rows, strict=True)
         ]
     body = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
-    log = {
-        "rows": parsed.rows,
-        "ids": ids,
-        "features": canonical_columns(parsed.feed),
-        "labels": labels,
-        "probabilities": rounded,
-        "class_probabilities": per_class,
-    }
+    entry = None
+    if log:
+        entry = {
+            "rows": parsed.rows,
+            "ids": ids,
+            "features": canonical_columns(parsed.feed),
+            "labels": labels,
+            "probabilities": rounded,
+            "class_probabilities": per_class,
+        }
     counts = np.bincount(best, minlength=len(names)).tolist()
-    return Outcome(Reply(200, body, {"x-model-version": model.version}), log, counts)
+    return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
 
 
 def canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:

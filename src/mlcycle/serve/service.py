@@ -48,7 +48,8 @@ class PredictService:
         if len(body) > self.max_body_bytes:
             return Reply(413, {"detail": f"body larger than {self.max_body_bytes} bytes"})
         started = time.perf_counter()
-        outcome = score(body, model, self.max_batch)
+        log = self.log()
+        outcome = score(body, model, self.max_batch, log=log is not None)
         reply = outcome.reply
         rid = headers.get("x-request-id", "")
         request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
@@ -56,7 +57,6 @@ class PredictService:
         if reply.status == 200:
             reply.body = {"request_id": request_id, **reply.body}
             self.on_scored(model, outcome)
-        log = self.log()
         if log is not None and outcome.log is not None:
             log.submit(
                 [

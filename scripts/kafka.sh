@@ -8,7 +8,8 @@
 #   scripts/kafka.sh classpath          print the classpath (for tests that run it themselves)
 #
 # KAFKA_RUN_DIR picks the data/log folder (default .cache/kafka/run); KAFKA_HEAP the
-# JVM heap (default 512m). The controller listens on PORT+1.
+# JVM heap (default 512m). The controller listens on PORT+1, or on KAFKA_CONTROLLER_PORT
+# (a broker restarted on another PORT keeps its controller, whose address is in its data).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,7 +71,7 @@ PROPS
 
 start() {
   local port="${1:-${KAFKA_PORT:-9092}}"
-  local controller=$((port + 1))
+  local controller="${KAFKA_CONTROLLER_PORT:-$((port + 1))}"
   fetch
   mkdir -p "$RUN_DIR"
   if [[ -f "$RUN_DIR/pid" ]] && kill -0 "$(cat "$RUN_DIR/pid")" 2>/dev/null; then

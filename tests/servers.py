@@ -147,13 +147,19 @@ class KafkaBroker:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = _free_port_pair()
+        self.controller_port = self.port + 1
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def _script(self, *args: str) -> None:
-        env = {**os.environ, "KAFKA_RUN_DIR": str(self.workdir), "KAFKA_HEAP": "384m"}
+        env = {
+            **os.environ,
+            "KAFKA_RUN_DIR": str(self.workdir),
+            "KAFKA_HEAP": "384m",
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+        }
         out = subprocess.run(
             ["bash", str(REPO / "scripts" / "kafka.sh"), *args],
             env=env,
@@ -166,7 +172,11 @@ class KafkaBroker:
                 _unavailable(f"Kafka cannot run here: {out.stderr.strip()}")
             raise RuntimeError(f"kafka.sh {' '.join(args)} failed: {out.stderr[-3000:]}")
 
-    def start(self) -> KafkaBroker:
+    def start(self, port: int | None = None) -> KafkaBroker:
+        """Start (again); with `port`, the broker listens and advertises there from now
+        on, as a broker that comes back at a new address does (its controller stays)."""
+        if port is not None:
+            self.port = port
         self._script("start", str(self.port))
         return self
 

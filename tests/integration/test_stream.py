@@ -318,6 +318,32 @@ def test_a_broker_restart_during_consumption_loses_nothing(
         broker.stop()
 
 
+def test_a_broker_back_at_another_bootstrap_address_is_found_again(
+    spec: DatasetSpec, tmp_path: Path, embedded_at: EmbeddedStore
+) -> None:
+    """The broker comes back at another address of `bootstrap.servers` (a pod
+    rescheduled with a new address behind a list of them): the consumer finds it there
+    and loses nothing."""
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    try:
+        moved = free_port()
+        path = write_demo(spec, tmp_path / "raw" / "a.csv", 20_000, seed=6)
+        topic = topic_name()
+        publish(path, topic, spec.id_column, broker.bootstrap, partitions=2)
+        env = stream_env(tmp_path, f"{broker.bootstrap},127.0.0.1:{moved}")
+        proc = start_stream(env, tmp_path, "--topic", topic, "--batch", "500", "--until-idle", "20")
+        wait_for(lambda: embedded_at.count(spec.name) == 20_000, 120, "the first file")
+        broker.stop()
+        broker.start(port=moved)
+        more = write_demo(spec, tmp_path / "raw2" / "b.csv", 2_000, seed=98)
+        publish(more, topic, spec.id_column, broker.bootstrap)
+        finish(proc, 120)
+        assert embedded_at.count(spec.name) == 22_000
+        assert committed(broker.bootstrap, f"mlcycle-stream-{spec.name}", topic, 2) == 22_000
+    finally:
+        broker.stop()
+
+
 def test_with_the_store_down_nothing_is_committed_and_the_consumer_resumes(
     spec: DatasetSpec, kafka: KafkaBroker, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from mlcycle.serve.predlog import PredictionLog
 
@@ -12,12 +13,14 @@ class RecordingStore:
 
     def __init__(self, fail: bool = False, gate: threading.Event | None = None) -> None:
         self.docs: list[dict] = []
+        self.calls = 0
         self.fail = fail
         self.gate = gate
         self.entered = threading.Event()
 
     def append(self, collection: str, docs) -> None:
         self.entered.set()
+        self.calls += 1
         if self.gate is not None:
             self.gate.wait(5)
         if self.fail:
@@ -74,3 +77,16 @@ def test_the_buffer_is_bounded_by_bytes_and_counts_what_it_drops() -> None:
     log.close()
     assert len(store.docs) == 10
     assert log.pending_bytes == 0
+
+
+def test_entries_submitted_one_by_one_are_written_in_batches() -> None:
+    """One request, one entry, and the server idle between requests: the writer must
+    not make a store round trip (and take the interpreter) per entry."""
+    store = RecordingStore()
+    log = PredictionLog(store, "p", batch=1000, interval=0.5)
+    for i in range(200):
+        log.submit([{"_id": i}])
+        time.sleep(0.001)  # between requests the server waits on its sockets
+    log.close()
+    assert [d["_id"] for d in store.docs] == list(range(200))
+    assert store.calls <= 3

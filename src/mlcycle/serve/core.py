@@ -161,37 +161,37 @@ def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Out
 def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True) -> Outcome:
     """Probabilities -> predictions in the request's shape, the log entry and counts."""
     names = model.class_labels
-    best = probs.argmax(axis=1)
-    labels = [names[b] for b in best.tolist()]
-    chosen = probs[:, model.positive] if model.positive is not None else probs.max(axis=1)
-    rounded = np.round(chosen, 6).tolist()
-    per_class = {name: np.round(probs[:, j], 6).tolist() for j, name in enumerate(names)}
+    best = probs.argmax(axis=1).tolist()
+    labels = [names[b] for b in best]
+    table = np.round(probs, 6).tolist()  # one row of rounded class probabilities a record
+    positive = model.positive
+    if positive is not None:
+        rounded = [row[positive] for row in table]
+    else:  # the top class's probability (rounding keeps the order)
+        rounded = [row[b] for row, b in zip(table, best, strict=True)]
     ids = parsed.ids
     if parsed.shape == "columns":
         predictions: Any = {
             "id": ids,
             "label": labels,
             "probability": rounded,
-            "probabilities": per_class,
+            "probabilities": {name: [row[j] for row in table] for j, name in enumerate(names)},
         }
     elif len(names) == 2:  # the common case, built without a zip per record
         a, b = names
         predictions = [
-            {"id": i, "label": lab, "probability": p, "probabilities": {a: x, b: y}}
-            for i, lab, p, x, y in zip(
-                ids, labels, rounded, per_class[a], per_class[b], strict=True
-            )
+            {"id": i, "label": lab, "probability": p, "probabilities": {a: row[0], b: row[1]}}
+            for i, lab, p, row in zip(ids, labels, rounded, table, strict=True)
         ]
     else:
-        rows = zip(*per_class.values(), strict=True)
         predictions = [
             {
                 "id": i,
                 "label": lab,
                 "probability": p,
-                "probabilities": dict(zip(names, r, strict=True)),
+                "probabilities": dict(zip(names, row, strict=True)),
             }
-            for i, lab, p, r in zip(ids, labels, rounded, rows, strict=True)
+            for i, lab, p, row in zip(ids, labels, rounded, table, strict=True)
         ]
     body = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
     entry = None
@@ -202,9 +202,16 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
             "features": canonical_columns(parsed.feed),
             "labels": labels,
             "probabilities": rounded,
-            "class_probabilities": per_class,
+            "class_probabilities": {
+                name: [row[j] for row in table] for j, name in enumerate(names)
+            },
         }
-    counts = np.bincount(best, minlength=len(names)).tolist()
+    if len(best) <= 32:
+        counts = [0] * len(names)
+        for b in best:
+            counts[b] += 1
+    else:
+        counts = np.bincount(best, minlength=len(names)).tolist()
     return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
 
 

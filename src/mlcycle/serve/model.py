@@ -50,20 +50,29 @@ class OnnxScorer:
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._types = {i.name: i.type for i in self._session.get_inputs()}
         self._fill = fill or {}
+        self._plan = [
+            (name, kind, np.array([[self._fill[name]]]) if name in self._fill else None)
+            for name, kind in self._types.items()
+        ]
 
     def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         inputs: dict[str, np.ndarray] = {}
-        for name, values in feed.items():
-            kind = self._types.get(name)
+        for name, kind, fill in self._plan:
+            values = feed.get(name)
+            if values is None:
+                continue
             if kind == "tensor(double)":
-                fill = self._fill.get(name)
+                if values.dtype != np.float64:
+                    values = values.astype(np.float64)
                 if fill is not None:
-                    values = np.where(np.isnan(values), fill, values)
-                inputs[name] = values.astype(np.float64, copy=False)
+                    if len(values) == 1:  # one row: no vectorised calls for one value
+                        if values[0, 0] != values[0, 0]:
+                            values = fill
+                    elif np.isnan(values).any():
+                        values = np.where(np.isnan(values), fill, values)
             elif kind == "tensor(float)":
-                inputs[name] = values.astype(np.float32)
-            elif kind is not None:
-                inputs[name] = values
+                values = values.astype(np.float32)
+            inputs[name] = values
         probs = self._session.run(["probabilities"], inputs)[0]
         return np.asarray(probs, dtype=np.float64)
 

@@ -1,17 +1,20 @@
-"""The prediction log: a bounded queue drained to the store in batches by one thread.
+"""The prediction log: a bounded buffer drained to the store in batches by one thread.
 
-`submit` never blocks and never raises: when the queue holds `maxsize` entries or
+`submit` never blocks and never raises: when the buffer holds `maxsize` entries or
 `max_bytes` of them (an estimate: the size of the request bodies behind them), new ones
 are dropped and counted, so a slow or unreachable store can neither slow or fail a
 request nor grow the process's memory past that bound.
+
+The writer wakes every `interval` seconds, or as soon as a batch is waiting, and writes
+what has gathered: under load, entries reach the store in batches of `batch`, never one
+store round trip (and one wake-up of a thread competing for the interpreter) per request.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from mlcycle.store.base import Document, Store
@@ -28,17 +31,22 @@ class PredictionLog:
         batch: int = 500,
         on_drop: Callable[[int], None] | None = None,
         max_bytes: int = 64 * 1024 * 1024,
+        interval: float = 0.2,
     ) -> None:
         self.store = store
         self.collection = collection
         self.batch = batch
-        self.queue: queue.Queue[tuple[str, Document, int] | None] = queue.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
         self.max_bytes = max_bytes
+        self.interval = interval
         self.pending_bytes = 0
-        self._bytes_lock = threading.Lock()
         self.dropped = 0
         self.written = 0
         self.failed = 0
+        self._items: deque[tuple[str, Document, int]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
         self._on_drop = on_drop or (lambda n: None)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
@@ -50,41 +58,39 @@ class PredictionLog:
         `collection` (default: the log's own)."""
         target = collection or self.collection
         each = nbytes // max(len(docs), 1)
-        put = self.queue.put_nowait
-        for i, doc in enumerate(docs):
-            with self._bytes_lock:
-                fits = self.pending_bytes + each <= self.max_bytes
-                if fits:
-                    self.pending_bytes += each
-            try:
-                if not fits:
-                    raise queue.Full
-                put((target, doc, each))
-            except queue.Full:
-                if fits:
-                    with self._bytes_lock:
-                        self.pending_bytes -= each
-                lost = len(docs) - i
-                self.dropped += lost
-                self._on_drop(lost)
-                return
+        lost = 0
+        with self._lock:
+            for i, doc in enumerate(docs):
+                if (
+                    len(self._items) >= self.maxsize
+                    or self.pending_bytes + each > self.max_bytes
+                    or self._closing
+                ):
+                    lost = len(docs) - i
+                    self.dropped += lost
+                    break
+                self.pending_bytes += each
+                self._items.append((target, doc, each))
+            waiting = len(self._items)
+        if lost:
+            self._on_drop(lost)
+        if waiting >= self.batch:
+            self._wake.set()
+
+    def _take(self) -> list[tuple[str, Document, int]]:
+        with self._lock:
+            n = min(len(self._items), self.batch)
+            return [self._items.popleft() for _ in range(n)]
 
     def _run(self) -> None:
         while True:
-            first = self.queue.get()
-            if first is None:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            closing = self._closing
+            while items := self._take():
+                self._write(items)
+            if closing:
                 return
-            items = [first]
-            while len(items) < self.batch:
-                try:
-                    nxt = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._write(items)
-                    return
-                items.append(nxt)
-            self._write(items)
 
     def _write(self, items: list[tuple[str, Document, int]]) -> None:
         by_collection: dict[str, list[Document]] = {}
@@ -98,10 +104,12 @@ class PredictionLog:
                 self.failed += len(docs)
                 self._on_drop(len(docs))
                 logger.warning("prediction log: %d entries lost: %s", len(docs), err)
-        with self._bytes_lock:
+        with self._lock:
             self.pending_bytes -= sum(size for _, _, size in items)
 
     def close(self, timeout: float = 10.0) -> None:
-        with contextlib.suppress(queue.Full):
-            self.queue.put(None, timeout=timeout)
+        """Write what is buffered (for up to `timeout` seconds) and stop the writer."""
+        with self._lock:
+            self._closing = True
+        self._wake.set()
         self._thread.join(timeout)

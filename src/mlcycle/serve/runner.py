@@ -32,6 +32,8 @@ class GuardedH11Protocol(H11Protocol):
 
     _head_timer: Any = None
     _head_bytes = 0
+    _waiting_since: float | None = None
+    """When the connection started waiting for a request head (None: not waiting)."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -57,25 +59,35 @@ class GuardedH11Protocol(H11Protocol):
         self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
-        super().connection_lost(exc)
-
-    def _stop_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        super().connection_lost(exc)
 
     def _watch_head(self) -> None:
-        waiting = self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE
-        if not waiting:
-            self._stop_timer()
-        elif self._head_timer is None:
-            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._expire)
+        """Note when the connection starts waiting for a head. One timer a connection,
+        re-armed only when it fires: no timer is made and cancelled per request."""
+        if self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE:
+            if self._waiting_since is None:
+                self._waiting_since = self.loop.time()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._expire)
+        else:
+            self._waiting_since = None
 
     def _expire(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        since = self._waiting_since
+        if since is None:  # busy with a request: look again a full period later
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._expire)
+            return
+        left = since + HEAD_TIMEOUT_SECONDS - self.loop.time()
+        if left <= 0 and self.conn.their_state is h11.IDLE:
             self.transport.close()
+        else:
+            self._head_timer = self.loop.call_later(max(left, 0.05), self._expire)
 
 
 def guarded_protocol() -> type:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
+from operator import is_not
 from typing import Any, Literal
 
 import numpy as np
@@ -66,9 +68,14 @@ class RequestValidator:
         self.null_values = frozenset(spec.null_values)
         pattern = spec.columns[spec.id_column].pattern
         self._id_re = re.compile(pattern) if pattern else None
+        self._bounds = [_bounds(c) for c in self.numeric]
 
     def validate(self, records: list[Any], single: bool) -> dict[str, np.ndarray]:
         """Validate records (dicts); return the model's input arrays or raise InvalidRequest."""
+        if len(records) <= FEW_RECORDS:
+            feed = self._plain(records)
+            if feed is not None:
+                return feed
         if set(map(type, records)) != {dict}:
             bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
             raise InvalidRequest(
@@ -85,8 +92,62 @@ class RequestValidator:
                 for field in sorted(rec.keys() - self.allowed_fields)
             ]
             raise InvalidRequest(errors[:MAX_ERRORS])
-        columns = {name: [rec.get(name) for rec in records] for name in self.allowed_fields}
+        columns = {name: [rec.get(name) for rec in records] for name in keys}
         return self.validate_columns(columns, len(records), single)
+
+    def _plain(self, records: list[Any]) -> dict[str, np.ndarray] | None:
+        """A few records written as the spec spells them (numbers as JSON numbers within
+        their bounds, categories in their canonical spelling, no unknown field), checked
+        with plain Python: a request of one record costs a few microseconds here instead
+        of numpy calls per column. None for anything else: the column rules below then
+        decide, and word the errors."""
+        allowed = self.allowed_fields
+        id_column = self.spec.id_column
+        id_re = self._id_re
+        numbers: list[list[float]] = [[] for _ in self.numeric]
+        texts: list[list[str]] = [[] for _ in self.categorical]
+        for rec in records:
+            if type(rec) is not dict or not rec.keys() <= allowed:
+                return None
+            ident = rec.get(id_column)
+            if ident is not None and (
+                type(ident) is not str or (id_re is not None and not id_re.fullmatch(ident))
+            ):
+                return None
+            for out, (name, low, high, nullable, whole, values) in zip(
+                numbers, self._bounds, strict=True
+            ):
+                v: Any = rec.get(name)
+                kind = type(v)
+                if kind is float or kind is int:
+                    x = float(v)
+                    if not low <= x <= high:  # also false for nan and infinities
+                        return None
+                    if (whole and not x.is_integer()) or (values is not None and x not in values):
+                        return None
+                    out.append(x)
+                elif v is None and nullable:
+                    out.append(math.nan)
+                else:
+                    return None
+            for words, c in zip(texts, self.categorical, strict=True):
+                try:
+                    hit = c.exact.get(rec.get(c.name))
+                except TypeError:  # unhashable
+                    return None
+                if hit is None:
+                    return None
+                words.append(hit)
+        feed: dict[str, np.ndarray] = {}
+        if numbers:
+            block = np.array(numbers, dtype=np.float64)
+            for i, c in enumerate(self.numeric):
+                feed[c.name] = block[i].reshape(-1, 1)
+        if texts:
+            table = np.array(texts, dtype=object)
+            for i, c in enumerate(self.categorical):
+                feed[c.name] = table[i].reshape(-1, 1)
+        return feed
 
     def validate_columns(
         self, columns: dict[str, list[Any]], n: int, single: bool = False
@@ -130,7 +191,10 @@ class RequestValidator:
         return "unknown field"
 
     def _check_ids(self, values: list[Any], single: bool, errors: list[dict[str, Any]]) -> None:
-        if set(map(type, values)) <= {str, type(None)} and self._id_re is None:
+        if set(map(type, values)) <= {str, type(None)} and (
+            self._id_re is None
+            or all(map(self._id_re.fullmatch, filter(partial(is_not, None), values)))
+        ):
             return
         for i, ident in enumerate(values):
             if ident is None:
@@ -254,6 +318,19 @@ class RequestValidator:
 
 
 _NUMBER_TYPES = {int, float, type(None)}
+FEW_RECORDS = 32
+"""Up to this many records, plain Python checks are faster than numpy per column."""
+
+
+def _bounds(c: _Column) -> tuple[str, float, float, bool, bool, set[float] | None]:
+    """A numeric column's rules for the plain path: name, lowest, highest, nullable,
+    whole numbers only, allowed values."""
+    col = c.col
+    low = -MAX_MAGNITUDE if col.min is None else max(col.min, -MAX_MAGNITUDE)
+    high = MAX_MAGNITUDE if col.max is None else min(col.max, MAX_MAGNITUDE)
+    return c.name, float(low), float(high), col.nullable, col.type == "integer", c.allowed
+
+
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NON_FINITE = re.compile(r"[+-]?(inf|infinity|nan)", re.IGNORECASE)
 

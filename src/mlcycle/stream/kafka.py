@@ -40,6 +40,12 @@ def client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[s
         "client.id": "mlcycle",
         # a broker that is down is retried by librdkafka itself; these keep logs readable
         "reconnect.backoff.max.ms": 5000,
+        # When every broker the client knows is gone (a single broker restarting can
+        # answer one metadata request, while shutting down, that lists no broker; a
+        # broker can come back at another address), bootstrap again from
+        # bootstrap.servers after 10 s instead of librdkafka's 5 minutes, in which a
+        # consumer stays blocked in its offset commit.
+        "metadata.recovery.rebootstrap.trigger.ms": 10_000,
         "log.connection.close": False,
         "logger": logging.getLogger("mlcycle.kafka"),  # librdkafka's lines via logging
         # connection failures repeat every reconnect: they reach the log once a minute

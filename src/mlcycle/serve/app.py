@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,6 +108,10 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
                 on_drop=lambda n: metrics.log_dropped.inc(n),
                 max_bytes=settings.prediction_log_max_bytes,
             )
+        # Everything made so far (modules, the app, the model) lives as long as the
+        # process: out of the collector's sight, a full collection walks only what
+        # requests make, a few milliseconds instead of tens while a request waits.
+        gc.freeze()
         yield
         manager.stop()
         await run_in_threadpool(resources.close)

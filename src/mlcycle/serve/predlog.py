@@ -89,6 +89,8 @@ class PredictionLog:
             closing = self._closing
             while items := self._take():
                 self._write(items)
+                if len(items) < self.batch and not closing:
+                    break  # what came in meanwhile waits for the next round
             if closing:
                 return
 

@@ -66,6 +66,10 @@ def _dumps(doc: Document) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
 
 
+APPEND_SLICE = 1000
+"""Documents an `append` writes in one statement."""
+
+
 def _rows(docs: Sequence[Document], with_hash: bool) -> Iterator[tuple[str, Any, bytes]]:
     """Rows for executemany, made one at a time: orjson's output keeps its whole
     working buffer (~4 KiB), so a list of 100,000 serialised documents held ~400 MB."""
@@ -200,12 +204,21 @@ class EmbeddedStore:
     def append(self, collection: str, docs: Sequence[Document]) -> None:
         if not docs:
             return
+        if not all("_id" in doc for doc in docs):
+            raise KeyError("every appended document needs an _id")
         table = self._ensure(collection)
+        # One statement a slice of documents, not one a document: sqlite3 lets go of the
+        # interpreter around every statement it steps, and a writer thread beside a busy
+        # one (the prediction log beside the API) then waits for it once a row
+        # (~0.5 ms a document instead of ~15 µs, slowing the busy thread too).
         with self._tx() as conn:
-            conn.executemany(
-                f"INSERT OR IGNORE INTO {table} (id, hash, doc) VALUES (?, ?, ?)",
-                _rows(docs, with_hash=False),
-            )
+            for start in range(0, len(docs), APPEND_SLICE):
+                payload = _dumps(list(docs[start : start + APPEND_SLICE])).decode()
+                conn.execute(
+                    f"INSERT OR IGNORE INTO {table} (id, hash, doc) "
+                    "SELECT json_extract(value, '$._id'), NULL, CAST(value AS BLOB) FROM json_each(?)",
+                    (payload,),
+                )
 
     @_sqlite_errors
     def find(

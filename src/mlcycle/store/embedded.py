@@ -62,7 +62,7 @@ def _sqlite_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _dumps(doc: Document) -> bytes:
+def _dumps(doc: Document | list[Document]) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
 
 

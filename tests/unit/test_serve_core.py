@@ -143,3 +143,56 @@ def test_not_json_and_a_scorer_giving_nan(model: FakeModel) -> None:
 def test_no_log_entry_is_built_when_the_log_is_off(model: FakeModel) -> None:
     out = score(orjson.dumps({"records": [{"size": 1.0}]}), model, 10, log=False)
     assert out.reply.status == 200 and out.log is None and out.counts == [0, 1, 0]
+
+
+def _big_batch(n: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = [
+        {"id": f"r{i}", "size": (i % 7) / 2, "colour": ["red", "blue"][i % 2]} for i in range(n)
+    ]
+    rows[3] = {"id": "r3", "colour": "blue"}  # size left out: null
+    rows[4] = {"id": "r4", "size": None, "colour": "red"}
+    return rows
+
+
+def test_a_large_record_batch_decoded_into_typed_rows_answers_as_the_dict_path(
+    model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcycle.serve import core
+
+    body = {"records": _big_batch(2_000)}
+    assert len(orjson.dumps(body)) > core.TYPED_BYTES
+    typed = _score(model, body, max_batch=5_000)
+    decoded = model.validator.decode_records(orjson.dumps(body))
+    assert decoded is not None and decoded["size"][3] is None
+    monkeypatch.setattr(core, "TYPED_BYTES", 10**9)  # the dict path only
+    plain = _score(model, body, max_batch=5_000)
+    assert typed.reply.status == plain.reply.status == 200
+    assert typed.reply.body == plain.reply.body
+    assert typed.log == plain.log
+
+
+@pytest.mark.parametrize(
+    ("change", "loc"),
+    [
+        (lambda rows: rows[10].update(weight=3), ["body", "records", 10, "weight"]),
+        (lambda rows: rows.__setitem__(11, ["r11", 1.0]), ["body", "records", 11]),
+        (lambda rows: rows[12].update(size=-1), ["body", "records", 12, "size"]),
+        (lambda rows: rows[13].update(colour="green"), ["body", "records", 13, "colour"]),
+    ],
+)
+def test_a_large_batch_with_a_bad_record_is_422_naming_it(
+    model: FakeModel, change: object, loc: list[object]
+) -> None:
+    rows = _big_batch(2_000)
+    change(rows)  # type: ignore[operator]
+    out = _score(model, {"records": rows}, max_batch=5_000)
+    assert out.reply.status == 422
+    assert out.reply.body["detail"][0]["loc"] == loc
+
+
+def test_a_large_batch_over_the_row_limit_or_with_more_keys_is_refused(model: FakeModel) -> None:
+    rows = _big_batch(2_000)
+    over = _score(model, {"records": rows}, max_batch=1_000)
+    assert over.reply.status == 422 and over.reply.body["detail"][0]["type"] == "too_long"
+    extra = _score(model, {"records": rows, "more": 1}, max_batch=5_000)
+    assert extra.reply.status == 422 and "nothing else" in extra.reply.body["detail"][0]["msg"]

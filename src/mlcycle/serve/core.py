@@ -124,15 +124,36 @@ def parse(payload: Any, model: Servable, max_batch: int) -> Parsed | Reply:
     return Parsed(feed, columns.get(id_column) or [None] * n, n, "columns")
 
 
+TYPED_BYTES = 16 * 1024
+"""Record batches larger than this are decoded into typed rows (`decode_records`)."""
+
+
+def _typed_records(body: bytes, model: Servable, max_batch: int) -> Parsed | None:
+    """A large `{"records": [...]}` batch without dicts, or None (then `parse`)."""
+    if len(body) < TYPED_BYTES or b'"records"' not in body[:64]:
+        return None
+    columns = model.validator.decode_records(body)
+    if columns is None:
+        return None
+    ids = columns[model.spec.id_column]
+    n = len(ids)
+    if n > max_batch:
+        return None  # `parse` words the 422
+    feed = model.validator.validate_columns(columns, n)
+    return Parsed(feed, ids, n, "records")
+
+
 def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Outcome:
     """The whole core: body bytes -> Outcome (200 with predictions, or a 422); the log
     entry is built only when `log` (the prediction log is on)."""
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        return Outcome(invalid(f"invalid JSON: {err}", kind="json_invalid"))
-    try:
-        parsed = parse(payload, model, max_batch)
+        parsed: Parsed | Reply | None = _typed_records(body, model, max_batch)
+        if parsed is None:
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as err:
+                return Outcome(invalid(f"invalid JSON: {err}", kind="json_invalid"))
+            parsed = parse(payload, model, max_batch)
         if isinstance(parsed, Reply):
             return Outcome(parsed)
         probs = model.scorer.proba(parsed.feed)

@@ -69,6 +69,40 @@ class RequestValidator:
         pattern = spec.columns[spec.id_column].pattern
         self._id_re = re.compile(pattern) if pattern else None
         self._bounds = [_bounds(c) for c in self.numeric]
+        self._fields = sorted(self.allowed_fields)
+        self._batch_decoder: Any = None
+
+    def decode_records(self, body: bytes) -> dict[str, list[Any]] | None:
+        """`{"records": [...]}` decoded from its bytes straight into typed rows (no dict
+        a record) and then one list per field, None where a record leaves a field out.
+        None for any other body (another shape, unknown fields, a record that is not an
+        object, not JSON): `validate` then decides and words the errors."""
+        import msgspec
+
+        if self._batch_decoder is None:
+            names = {f"f{i}": name for i, name in enumerate(self._fields)}
+            row = msgspec.defstruct(
+                "Record",
+                [(attr, Any, None) for attr in names],
+                rename=names,
+                forbid_unknown_fields=True,
+            )
+            batch = msgspec.defstruct(
+                "RecordBatch",
+                [("records", list[row])],  # type: ignore[valid-type]
+                forbid_unknown_fields=True,
+            )
+            self._batch_decoder = msgspec.json.Decoder(batch)
+        try:
+            rows = self._batch_decoder.decode(body).records
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if not rows:
+            return None
+        from msgspec.structs import astuple
+
+        values = zip(*map(astuple, rows), strict=True)
+        return dict(zip(self._fields, map(list, values), strict=True))
 
     def validate(self, records: list[Any], single: bool) -> dict[str, np.ndarray]:
         """Validate records (dicts); return the model's input arrays or raise InvalidRequest."""

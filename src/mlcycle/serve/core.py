@@ -191,12 +191,15 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
     else:  # the top class's probability (rounding keeps the order)
         rounded = [row[b] for row, b in zip(table, best, strict=True)]
     ids = parsed.ids
+    per_class = None  # one list a class: the columnar answer and the log entry
+    if parsed.shape == "columns" or log:
+        per_class = {name: [row[j] for row in table] for j, name in enumerate(names)}
     if parsed.shape == "columns":
         predictions: Any = {
             "id": ids,
             "label": labels,
             "probability": rounded,
-            "probabilities": {name: [row[j] for row in table] for j, name in enumerate(names)},
+            "probabilities": per_class,
         }
     elif len(names) == 2:  # the common case, built without a zip per record
         a, b = names
@@ -223,16 +226,11 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
             "features": canonical_columns(parsed.feed),
             "labels": labels,
             "probabilities": rounded,
-            "class_probabilities": {
-                name: [row[j] for row in table] for j, name in enumerate(names)
-            },
+            "class_probabilities": per_class,
         }
-    if len(best) <= 32:
-        counts = [0] * len(names)
-        for b in best:
-            counts[b] += 1
-    else:
-        counts = np.bincount(best, minlength=len(names)).tolist()
+    counts = [0] * len(names)
+    for b in best:
+        counts[b] += 1
     return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
 
 

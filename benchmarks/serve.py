@@ -100,6 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--prediction-log", choices=["true", "false"], default="true")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated words: run only the servers whose name holds one (e.g. 1 worker)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is required: apt-get install wrk")
@@ -213,6 +218,9 @@ def main() -> None:
     ]
     extra: list[str] = []
     results: dict[str, tuple[float, float, float]] = {}
+    wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+    if wanted:
+        servers = [s for s in servers if any(w in s[0] for w in wanted)]
     for name, command, server_env, cwd, url, ready in servers:  # one at a time: 2 cores
         proc = subprocess.Popen(command, env=server_env, cwd=cwd, **quiet)  # type: ignore[call-overload]
         try:
@@ -253,14 +261,15 @@ def main() -> None:
                 proc.kill()
     print()
     print("\n".join(lines + extra))
-    ours, bare_rps = (
-        results["mlcycle (1 worker)"][0],
-        results["bare FastAPI + numpy scorer (1 worker)"][0],
-    )
-    print(
-        f"\nsingle-row throughput at 16 connections, 1 worker: {ours / bare_rps:.0%} of the bare scorer"
-    )
-    print(f"... and {ours / results['mlflow models serve (1 worker)'][0]:.0f}x mlflow models serve")
+    ours = results.get("mlcycle (1 worker)", (0.0,))[0]
+    bare_rps = results.get("bare FastAPI + numpy scorer (1 worker)", (0.0,))[0]
+    mlflow_rps = results.get("mlflow models serve (1 worker)", (0.0,))[0]
+    if ours and bare_rps:
+        print(
+            f"\nsingle-row throughput at 16 connections, 1 worker: {ours / bare_rps:.0%} of the bare scorer"
+        )
+    if ours and mlflow_rps:
+        print(f"... and {ours / mlflow_rps:.0f}x mlflow models serve")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     api_keys: str | None = None
     """JSON list of {"name", "role": "predict"|"admin", "sha256"}: hashes, never keys."""
+    serving_scorer: Literal["auto", "onnxruntime"] = "auto"
+    """auto: a linear model's fold (`linear.json`) when its bundle has one, else the
+    ONNX graph; onnxruntime: always the graph."""
     access_log: bool = True
     prediction_log: bool = True
     prediction_log_queue: int = Field(default=10_000, ge=1)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlcycle import registry
 from mlcycle.config import Settings, get_settings
-from mlcycle.serve.model import CandidateRejected, ModelManager, self_check
+from mlcycle.serve.model import CandidateRejected, ModelManager, _load_folder, self_check
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train.config import load_train_config
@@ -69,6 +70,44 @@ def test_self_check_refuses_a_bundle_without_a_reference_batch(
     (folder / "example.json").unlink()
     with pytest.raises(CandidateRejected, match="no reference batch"):
         self_check(manager.current, folder)
+
+
+def test_a_linear_model_is_scored_by_its_fold_which_must_match_the_graph(
+    spec: DatasetSpec, loan_store: Store, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    cfg = load_train_config(CONFIG_PATH)
+    assert cfg.model.kind == "logistic_regression"
+    result = run_train(settings, spec, cfg, loan_store)
+    folded = ModelManager(settings, spec.registered_model)
+    assert folded.refresh() and folded.current is not None
+    assert folded.current.describe()["scorer"] == "linear"
+    graph = ModelManager(
+        settings.model_copy(update={"serving_scorer": "onnxruntime"}), spec.registered_model
+    )
+    assert graph.refresh() and graph.current is not None
+    assert graph.current.describe()["scorer"] == "onnxruntime"
+    records = json.loads((_artifact_bundle(settings, result.run_id) / "example.json").read_text())
+    rows = records["records"]
+    feed = folded.current.validator.validate(rows, single=False)
+    np.testing.assert_allclose(
+        folded.current.scorer.proba(feed), graph.current.scorer.proba(feed), rtol=0, atol=1e-7
+    )
+    one = folded.current.validator.validate(rows[:1], single=True)
+    np.testing.assert_allclose(
+        folded.current.scorer.proba(one), graph.current.scorer.proba(one), rtol=0, atol=1e-7
+    )
+
+    # a fold that scores differently from what training recorded is refused at load
+    folder = settings.serving_cache / spec.registered_model / result.run_id
+    fold = json.loads((folder / "linear.json").read_text())
+    fold["base"] = [b + 0.5 for b in fold["base"]]
+    (folder / "linear.json").write_text(json.dumps(fold))
+    reloaded = ModelManager(settings, spec.registered_model)
+    assert reloaded.load_cached() is False  # the cached bundle no longer matches its digest
+    tampered = _load_folder(folder, "m", "1", "champion", result.run_id, "cache", "x")
+    with pytest.raises(CandidateRejected, match="differ from training"):
+        self_check(tampered, folder)
 
 
 def test_a_moved_tracking_store_is_not_recreated_and_model_says_what_is_served(

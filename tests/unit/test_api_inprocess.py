@@ -50,6 +50,7 @@ def test_health_model_and_metrics(client: TestClient) -> None:
     assert ready["status"] == "ready" and ready["version"] == "1"
     info = client.get("/model").json()
     assert info["name"] == "loan-approval" and info["runtime"] == "onnx"
+    assert info["scorer"] == "linear"  # a logistic regression: its fold, not the graph
     assert len(info["bundle_sha256"]) == 64
     assert "mlcycle_model_info{" in client.get("/metrics").text
 

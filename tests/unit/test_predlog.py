@@ -90,3 +90,45 @@ def test_entries_submitted_one_by_one_are_written_in_batches() -> None:
     log.close()
     assert [d["_id"] for d in store.docs] == list(range(200))
     assert store.calls <= 3
+
+
+def test_entries_are_made_into_documents_by_the_writer_and_a_bad_one_loses_only_itself() -> None:
+    def render(item: object) -> dict:
+        if item == "bad":
+            raise ValueError("cannot make this one")
+        return {"_id": item, "made_by": threading.current_thread().name}
+
+    store = RecordingStore()
+    drops: list[int] = []
+    log = PredictionLog(store, "p", render=render, on_drop=drops.append)
+    log.submit(["a", "bad", "b"])
+    log.close()
+    assert [d["_id"] for d in store.docs] == ["a", "b"]
+    assert {d["made_by"] for d in store.docs} == {"prediction-log"}  # off the caller's thread
+    assert (log.written, log.failed, drops) == (2, 1, [1])
+
+
+def test_log_ids_are_time_ordered_and_unique_and_request_ids_random() -> None:
+    from mlcycle.serve.service import new_request_id, time_ordered_id
+
+    ids = [time_ordered_id(1_700_000_000_000_000_000 + i // 3) for i in range(3000)]
+    assert len(set(ids)) == 3000 and ids == sorted(ids)  # same nanosecond: the counter
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    requests = {new_request_id() for _ in range(1000)}
+    assert len(requests) == 1000 and all(len(r) == 32 for r in requests)
+
+
+def test_a_forked_worker_draws_its_own_ids() -> None:
+    import os
+
+    from mlcycle.serve.service import new_request_id, time_ordered_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what a worker process forked from the parent would draw
+        os.write(write, f"{new_request_id()} {time_ordered_id(5)}".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_request, child_id = os.read(read, 200).decode().split()
+    assert child_request != new_request_id()
+    assert child_id[16:24] != time_ordered_id(5)[16:24]  # another process token

@@ -85,10 +85,11 @@ def test_three_shapes_answer_alike_and_log_one_shape(model: FakeModel) -> None:
     assert columns.reply.body["predictions"]["probabilities"]["b"] == [
         p["probabilities"]["b"] for p in records.reply.body["predictions"]
     ]
-    assert records.log == columns.log
-    assert records.log is not None
-    assert records.log["features"] == {"size": [0.1, None], "colour": ["blue", None]}
-    assert records.log["ids"] == ["r1", "r2"] and records.log["rows"] == 2
+    assert records.log is not None and columns.log is not None
+    entry = records.log.body()
+    assert entry == columns.log.body()
+    assert entry["features"] == {"size": [0.1, None], "colour": ["blue", None]}
+    assert entry["ids"] == ["r1", "r2"] and entry["rows"] == 2
 
 
 def test_binary_probability_is_the_positive_labels(model: FakeModel) -> None:
@@ -168,7 +169,8 @@ def test_a_large_record_batch_decoded_into_typed_rows_answers_as_the_dict_path(
     plain = _score(model, body, max_batch=5_000)
     assert typed.reply.status == plain.reply.status == 200
     assert typed.reply.body == plain.reply.body
-    assert typed.log == plain.log
+    assert typed.log is not None and plain.log is not None
+    assert typed.log.body() == plain.log.body()
 
 
 @pytest.mark.parametrize(

@@ -64,13 +64,49 @@ class Reply:
         return raw + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
 
 
+class LogPart:
+    """What the prediction log needs of a scored request, kept as the request left it:
+    the log's writer thread turns it into the stored entry (`body`), off the request's
+    path, for a whole batch of requests at a time."""
+
+    __slots__ = ("feed", "ids", "labels", "names", "rounded", "rows", "table")
+
+    def __init__(
+        self,
+        rows: int,
+        ids: list[Any],
+        feed: dict[str, np.ndarray],
+        labels: list[str],
+        rounded: list[float],
+        table: list[list[float]],
+        names: list[str],
+    ) -> None:
+        self.rows, self.ids, self.feed, self.labels = rows, ids, feed, labels
+        self.rounded, self.table, self.names = rounded, table, names
+
+    def body(self) -> dict[str, Any]:
+        """The entry's model part: inputs as one canonical list a feature (whatever the
+        request's shape), labels, probabilities, and one list a class."""
+        table = self.table
+        return {
+            "rows": self.rows,
+            "ids": self.ids,
+            "features": canonical_columns(self.feed),
+            "labels": self.labels,
+            "probabilities": self.rounded,
+            "class_probabilities": {
+                name: [row[j] for row in table] for j, name in enumerate(self.names)
+            },
+        }
+
+
 @dataclass
 class Outcome:
-    """A scored request: the reply, the log entry's body part (None when nothing was
-    scored) and the number of predictions per class (for metrics)."""
+    """A scored request: the reply, what the log needs (None when nothing was scored)
+    and the number of predictions per class (for metrics)."""
 
     reply: Reply
-    log: dict[str, Any] | None = None
+    log: LogPart | None = None
     counts: list[int] = field(default_factory=list)
 
 
@@ -191,15 +227,12 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
     else:  # the top class's probability (rounding keeps the order)
         rounded = [row[b] for row, b in zip(table, best, strict=True)]
     ids = parsed.ids
-    per_class = None  # one list a class: the columnar answer and the log entry
-    if parsed.shape == "columns" or log:
-        per_class = {name: [row[j] for row in table] for j, name in enumerate(names)}
     if parsed.shape == "columns":
         predictions: Any = {
             "id": ids,
             "label": labels,
             "probability": rounded,
-            "probabilities": per_class,
+            "probabilities": {name: [row[j] for row in table] for j, name in enumerate(names)},
         }
     elif len(names) == 2:  # the common case, built without a zip per record
         a, b = names
@@ -218,16 +251,7 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
             for i, lab, p, row in zip(ids, labels, rounded, table, strict=True)
         ]
     body = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
-    entry = None
-    if log:
-        entry = {
-            "rows": parsed.rows,
-            "ids": ids,
-            "features": canonical_columns(parsed.feed),
-            "labels": labels,
-            "probabilities": rounded,
-            "class_probabilities": per_class,
-        }
+    entry = LogPart(parsed.rows, ids, parsed.feed, labels, rounded, table, names) if log else None
     counts = [0] * len(names)
     for b in best:
         counts[b] += 1
@@ -238,6 +262,11 @@ def canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     """The validated model inputs as the prediction log stores them: one list per
     feature, canonical values, null where missing (whatever the request body's shape)."""
     out: dict[str, list[Any]] = {}
+    if len(next(iter(feed.values()), ())) == 1:  # one record: no array calls
+        for name, column in feed.items():
+            v = column.item()
+            out[name] = [None if v != v or v == MISSING else v]
+        return out
     for name, column in feed.items():
         flat = column.ravel()
         if flat.dtype.kind == "f":

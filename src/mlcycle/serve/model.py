@@ -26,6 +26,7 @@ import numpy as np
 from mlcycle.config import Settings, redact_uri
 from mlcycle.errors import MlcycleError, TrackingUnavailable
 from mlcycle.serve.core import Scorer
+from mlcycle.serve.linear import LinearScorer
 from mlcycle.serve.schemas import RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 from mlcycle.tracking_http import RestTracking
@@ -94,6 +95,8 @@ class LoadedModel:
     positive: int | None
     """Binary: the positive label's column (its probability is `probability`)."""
     sha256: str = ""
+    scorer_name: str = "onnxruntime"
+    """What scores requests: onnxruntime (the graph) or linear (the bundle's fold)."""
     loaded_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict[str, Any]:
@@ -104,6 +107,7 @@ class LoadedModel:
             "run_id": self.run_id,
             "source": self.source,
             "runtime": self.runtime,
+            "scorer": self.scorer_name,
             "bundle_sha256": self.sha256,
             "training_data_hash": self.meta.get("data_hash"),
             "onnx_max_abs_diff": self.meta.get("onnx_max_abs_diff"),
@@ -114,8 +118,23 @@ class LoadedModel:
         }
 
 
+def _scorer(folder: Path, meta: dict[str, Any], choice: str) -> tuple[Scorer, str]:
+    """The bundle's linear fold when it has one (and `choice` allows), else its graph."""
+    fold = folder / "linear.json"
+    if choice == "auto" and fold.is_file():
+        return LinearScorer(json.loads(fold.read_text()), meta.get("fill")), "linear"
+    return OnnxScorer(folder / "model.onnx", meta.get("fill")), "onnxruntime"
+
+
 def _load_folder(
-    folder: Path, name: str, version: str, alias: str, run_id: str, source: str, digest: str
+    folder: Path,
+    name: str,
+    version: str,
+    alias: str,
+    run_id: str,
+    source: str,
+    digest: str,
+    choice: str = "auto",
 ) -> LoadedModel:
     meta = json.loads((folder / "serving.json").read_text())
     spec = parse_spec(meta["spec"], str(folder / "serving.json"))
@@ -127,6 +146,7 @@ def _load_folder(
             f"its bundle has no ONNX graph ({meta.get('onnx_note', 'runtime ' + str(meta['runtime']))}): "
             "the serving runtime serves ONNX only"
         )
+    scorer, scorer_name = _scorer(folder, meta, choice)
     return LoadedModel(
         name=name,
         version=version,
@@ -137,7 +157,8 @@ def _load_folder(
         meta=meta,
         spec=spec,
         validator=RequestValidator(spec, meta["numeric"], meta["categorical"]),
-        scorer=OnnxScorer(folder / "model.onnx", meta.get("fill")),
+        scorer=scorer,
+        scorer_name=scorer_name,
         class_labels=class_labels,
         positive=class_labels.index(positive) if positive is not None else None,
         sha256=digest,
@@ -331,7 +352,16 @@ class ModelManager:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         digest = bundle_digest(target)
-        loaded = _load_folder(target, self.name, version, self.alias, run_id, "registry", digest)
+        loaded = _load_folder(
+            target,
+            self.name,
+            version,
+            self.alias,
+            run_id,
+            "registry",
+            digest,
+            self.settings.serving_scorer,
+        )
         self_check(loaded, target)
         current = self.current
         if current is not None and loaded.spec.contract_hash != current.spec.contract_hash:
@@ -358,7 +388,14 @@ class ModelManager:
             if digest != info.get("sha256"):
                 raise CandidateRejected("the cached bundle does not match its recorded SHA-256")
             loaded = _load_folder(
-                folder, self.name, info["version"], self.alias, info["run_id"], "cache", digest
+                folder,
+                self.name,
+                info["version"],
+                self.alias,
+                info["run_id"],
+                "cache",
+                digest,
+                self.settings.serving_scorer,
             )
             self_check(loaded, folder)
         except Exception as err:

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from mlcycle.store.base import Document, Store
 
@@ -32,6 +33,7 @@ class PredictionLog:
         on_drop: Callable[[int], None] | None = None,
         max_bytes: int = 64 * 1024 * 1024,
         interval: float = 0.2,
+        render: Callable[[Any], Document] | None = None,
     ) -> None:
         self.store = store
         self.collection = collection
@@ -39,11 +41,12 @@ class PredictionLog:
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.interval = interval
+        self.render = render or (lambda item: item)
         self.pending_bytes = 0
         self.dropped = 0
         self.written = 0
         self.failed = 0
-        self._items: deque[tuple[str, Document, int]] = deque()
+        self._items: deque[tuple[str, Any, int]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
@@ -51,11 +54,10 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def submit(
-        self, docs: Sequence[Document], nbytes: int = 0, collection: str | None = None
-    ) -> None:
+    def submit(self, docs: Sequence[Any], nbytes: int = 0, collection: str | None = None) -> None:
         """Queue entries whose size is about `nbytes` in all (0: not counted), for
-        `collection` (default: the log's own)."""
+        `collection` (default: the log's own). An entry is a document, or anything
+        `render` turns into one in the writer thread."""
         target = collection or self.collection
         each = nbytes // max(len(docs), 1)
         lost = 0
@@ -77,7 +79,7 @@ class PredictionLog:
         if waiting >= self.batch:
             self._wake.set()
 
-    def _take(self) -> list[tuple[str, Document, int]]:
+    def _take(self) -> list[tuple[str, Any, int]]:
         with self._lock:
             n = min(len(self._items), self.batch)
             return [self._items.popleft() for _ in range(n)]
@@ -94,9 +96,17 @@ class PredictionLog:
             if closing:
                 return
 
-    def _write(self, items: list[tuple[str, Document, int]]) -> None:
+    def _write(self, items: list[tuple[str, Any, int]]) -> None:
         by_collection: dict[str, list[Document]] = {}
-        for collection, doc, _ in items:
+        render = self.render
+        for collection, item, _ in items:
+            try:
+                doc = render(item)
+            except Exception as err:  # a bug in one entry must not lose the others
+                self.failed += 1
+                self._on_drop(1)
+                logger.warning("prediction log: an entry could not be made: %r", err)
+                continue
             by_collection.setdefault(collection, []).append(doc)
         for collection, docs in by_collection.items():
             try:

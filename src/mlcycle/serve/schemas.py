@@ -54,6 +54,8 @@ class _Column:
         self.exact: dict[Any, str] = {value_text(v): value_text(v) for v in col.values or []}
         if col.type == "boolean":
             self.exact.update({True: "true", False: "false"})
+        if col.nullable and not self.numeric:  # null (or left out): the missing word
+            self.exact[None] = MISSING
 
 
 class RequestValidator:
@@ -327,9 +329,8 @@ class RequestValidator:
             found = [None] * len(values)
         if None in found:
             lookup, fold = c.lookup, c.fold
-            for i, v in enumerate(values):
-                if found[i] is not None:
-                    continue
+            for i in [i for i, hit in enumerate(found) if hit is None]:
+                v = values[i]
                 if isinstance(v, str) and v.strip() in self.null_values:
                     v = None
                 if v is None:

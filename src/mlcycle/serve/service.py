@@ -4,16 +4,19 @@ calls `PredictService.handle` with the raw body and headers."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
-from mlcycle.serve.core import Outcome, Reply, Servable, score
+from mlcycle.serve.core import LogPart, Outcome, Reply, Servable, score
 from mlcycle.serve.predlog import PredictionLog
 from mlcycle.serve.security import KeyRing, denied
-from mlcycle.store.base import predictions_collection
+from mlcycle.store.base import Document, predictions_collection
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -52,7 +55,7 @@ class PredictService:
         outcome = score(body, model, self.max_batch, log=log is not None)
         reply = outcome.reply
         rid = headers.get("x-request-id", "")
-        request_id = rid if _REQUEST_ID.match(rid) else os.urandom(16).hex()
+        request_id = rid if _REQUEST_ID.match(rid) else new_request_id()
         reply.headers["x-request-id"] = request_id
         if reply.status == 200:
             reply.body = {"request_id": request_id, **reply.body}
@@ -60,18 +63,14 @@ class PredictService:
         if log is not None and outcome.log is not None:
             log.submit(
                 [
-                    {
-                        # server-made (a reused request id loses nothing) and time-ordered,
-                        # as MongoDB's ObjectId: inserts append to the end of the id index
-                        # instead of splitting pages all over it
-                        "_id": time_ordered_id(),
-                        "request_id": request_id,
-                        "ts": datetime.now(UTC),
-                        "model_name": model.name,
-                        "model_version": model.version,
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                        **outcome.log,
-                    }
+                    Pending(
+                        time.time_ns(),
+                        request_id,
+                        model.name,
+                        model.version,
+                        round((time.perf_counter() - started) * 1000, 3),
+                        outcome.log,
+                    )
                 ],
                 nbytes=len(body),
                 collection=predictions_collection(model.spec.name),
@@ -79,9 +78,71 @@ class PredictService:
         return reply
 
 
-def time_ordered_id() -> str:
-    """32 hex digits: nanoseconds since the epoch, then 64 random bits."""
-    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
+class Pending:
+    """A prediction log entry as the request leaves it; `document` (the log's writer
+    thread) makes the stored entry."""
+
+    __slots__ = ("latency_ms", "model_name", "model_version", "ns", "part", "request_id")
+
+    def __init__(
+        self,
+        ns: int,
+        request_id: str,
+        model_name: str,
+        model_version: str,
+        latency_ms: float,
+        part: LogPart,
+    ) -> None:
+        self.ns, self.request_id, self.latency_ms, self.part = ns, request_id, latency_ms, part
+        self.model_name, self.model_version = model_name, model_version
+
+    def document(self) -> Document:
+        return {
+            # server-made (a reused request id loses nothing) and time-ordered, as
+            # MongoDB's ObjectId: inserts append to the end of the id index instead of
+            # splitting pages all over it
+            "_id": time_ordered_id(self.ns),
+            "request_id": self.request_id,
+            "ts": datetime.fromtimestamp(self.ns / 1e9, UTC),
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "latency_ms": self.latency_ms,
+            **self.part.body(),
+        }
+
+
+def render(item: Any) -> Document:
+    """The prediction log's renderer: a Pending entry -> its document (documents pass)."""
+    return item.document() if isinstance(item, Pending) else item
+
+
+class _Ids:
+    """Request ids and log ids without a system call a request: a generator seeded from
+    the OS once per process (and again in a forked child, so workers never share one)."""
+
+    def __init__(self) -> None:
+        self.seed()
+        os.register_at_fork(after_in_child=self.seed)
+
+    def seed(self) -> None:
+        self.random = random.Random(os.urandom(32))
+        self.process = os.urandom(4).hex()
+        self.count = itertools.count()
+
+
+_IDS = _Ids()
+
+
+def new_request_id() -> str:
+    """32 random hex digits."""
+    return f"{_IDS.random.getrandbits(128):032x}"
+
+
+def time_ordered_id(ns: int | None = None) -> str:
+    """32 hex digits: nanoseconds since the epoch, this process's 32-bit token and a
+    32-bit counter: ordered by time, unique across a server's worker processes."""
+    ns = time.time_ns() if ns is None else ns
+    return f"{ns:016x}{_IDS.process}{next(_IDS.count) & 0xFFFFFFFF:08x}"
 
 
 def is_json(content_type: str) -> bool:

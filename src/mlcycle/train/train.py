@@ -32,8 +32,9 @@ from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
 from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.config import TrainConfig
-from mlcycle.train.export import export_onnx
+from mlcycle.train.export import export_onnx, serving_copy
 from mlcycle.train.features import MISSING, build_pipeline, model_frame
+from mlcycle.train.linear import LINEAR_FILE, fold_linear
 from mlcycle.train.mlflow_model import load_pipeline, log_pyfunc, log_training_input, raw_example
 
 logger = logging.getLogger(__name__)
@@ -531,13 +532,19 @@ def _serving_bundle(
     assert spec.target is not None
     folder.mkdir(parents=True, exist_ok=True)
     exported = export_onnx(pipeline, spec, snapshot.X)
+    fold_note = "no graph"
     if exported.usable and exported.model is not None:
         (folder / "model.onnx").write_bytes(exported.model)
+        serving, _ = serving_copy(pipeline, spec)
+        fold, fold_note = fold_linear(pipeline, serving, spec, snapshot.X, exported.fill)
+        if fold is not None:
+            (folder / LINEAR_FILE).write_text(json.dumps(fold))
     meta = {
         "format": 2,
         "runtime": "onnx" if exported.usable else "sklearn",
         "onnx_max_abs_diff": exported.max_abs_diff,
         "onnx_note": exported.reason,
+        "linear_note": fold_note,
         "numeric": spec.numeric_features,
         "categorical": spec.categorical_features,
         "missing": MISSING,
@@ -550,7 +557,7 @@ def _serving_bundle(
     }
     (folder / "serving.json").write_text(json.dumps(meta, indent=2))
     (folder / "example.json").write_text(json.dumps(_reference_batch(pipeline, snapshot)))
-    logger.info("serving runtime: %s (%s)", meta["runtime"], exported.reason)
+    logger.info("serving runtime: %s (%s; %s)", meta["runtime"], exported.reason, fold_note)
     return meta
 
 

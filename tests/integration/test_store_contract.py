@@ -93,6 +93,17 @@ def test_append_adds_log_documents_and_tolerates_a_replayed_batch(store: Store) 
     assert len(last) == 2
 
 
+def test_append_keeps_large_and_small_documents_whole_and_in_order(store: Store) -> None:
+    """A big batch's log entry (one document of ~1 MB) between small ones."""
+    big = {"_id": "big", "ids": [f"r{i}" for i in range(40_000)], "p": [0.25] * 40_000}
+    docs = [{"_id": "s1", "p": 0.1}, big, {"_id": "s2", "p": 0.2}, {"_id": "s3"}]
+    store.append("loan_predictions", docs)
+    store.append("loan_predictions", [big, docs[0]])  # replayed after a retry
+    found = store.find("loan_predictions")
+    assert [d["_id"] for d in found] == ["s1", "big", "s2", "s3"]
+    assert found[1] == big and found[0]["p"] == 0.1
+
+
 def test_drop_removes_a_collection(store: Store) -> None:
     store.put("scratch", [{"_id": "x"}])
     store.drop("scratch")

@@ -132,3 +132,21 @@ def test_a_forked_worker_draws_its_own_ids() -> None:
     child_request, child_id = os.read(read, 200).decode().split()
     assert child_request != new_request_id()
     assert child_id[16:24] != time_ordered_id(5)[16:24]  # another process token
+
+
+def test_the_writer_runs_below_the_event_loops_priority() -> None:
+    """Workers = cores: the writer must not take whole scheduler slices from the loops."""
+    import os
+    import sys
+
+    from mlcycle.serve.predlog import BACKGROUND_NICE
+
+    log = PredictionLog(RecordingStore(), "p")
+    log.submit([{"_id": 1}])
+    log.close()  # the writer has run (and set its priority) before it stopped
+    assert log.written == 1
+    if sys.platform.startswith("linux"):
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert log.writer_nice == min(ours + BACKGROUND_NICE, 19)
+    else:
+        assert log.writer_nice is None

@@ -198,3 +198,20 @@ def test_a_large_batch_over_the_row_limit_or_with_more_keys_is_refused(model: Fa
     assert over.reply.status == 422 and over.reply.body["detail"][0]["type"] == "too_long"
     extra = _score(model, {"records": rows, "more": 1}, max_batch=5_000)
     assert extra.reply.status == 422 and "nothing else" in extra.reply.body["detail"][0]["msg"]
+
+
+def test_a_large_batch_with_other_spellings_answers_as_the_canonical_one(
+    model: FakeModel,
+) -> None:
+    """The typed decoding takes categories in their canonical spelling only; a batch with
+    another spelling goes the dict path, which folds it, and answers alike."""
+    canonical = _big_batch(2_000)
+    spelled = [dict(r) for r in canonical]
+    spelled[7]["colour"] = " RED "  # red, spelled as a person might
+    canonical[7]["colour"] = "red"
+    assert model.validator.decode_records(orjson.dumps({"records": spelled})) is None
+    assert model.validator.decode_records(orjson.dumps({"records": canonical})) is not None
+    a = _score(model, {"records": canonical}, max_batch=5_000)
+    b = _score(model, {"records": spelled}, max_batch=5_000)
+    assert a.reply.status == b.reply.status == 200
+    assert a.reply.body == b.reply.body

@@ -80,7 +80,8 @@ class RequestValidator:
         a record) and then one list per field (a C-level pass a field), None where a
         record leaves a field out.
         None for any other body (another shape, unknown fields, a record that is not an
-        object, not JSON): `validate` then decides and words the errors."""
+        object, a category not in its canonical spelling, not JSON): `validate` then
+        decides, folds spellings and words the errors."""
         import msgspec
 
         if self._batch_decoder is None:
@@ -88,7 +89,7 @@ class RequestValidator:
             self._getters = [(name, attrgetter(attr)) for attr, name in names.items()]
             row = msgspec.defstruct(
                 "Record",
-                [(attr, Any, None) for attr in names],
+                [(attr, self._decoded_type(name), None) for attr, name in names.items()],
                 rename=names,
                 forbid_unknown_fields=True,
             )
@@ -105,6 +106,15 @@ class RequestValidator:
         if not rows:
             return None
         return {name: list(map(attr, rows)) for name, attr in self._getters}
+
+    def _decoded_type(self, name: str) -> Any:
+        """A category with listed values is decoded as one of their canonical spellings
+        (the decoder hands back the same string objects, whose hashes are known: the
+        lookups below cost less); anything else as whatever JSON it holds."""
+        for c in self.categorical:
+            if c.name == name and c.col.type != "boolean" and c.col.values:
+                return Literal[tuple(value_text(v) for v in c.col.values)] | None
+        return Any
 
     def validate(self, records: list[Any], single: bool) -> dict[str, np.ndarray]:
         """Validate records (dicts); return the model's input arrays or raise InvalidRequest."""

@@ -94,14 +94,19 @@ def test_an_unseen_category_counts_as_the_encoder_ignoring_it(
     fold, why, fill = _fold(pipeline, spec, snapshot)
     assert fold is not None, why
     name = spec.categorical_features[0]
-    feed = {n: np.array([[0.0]]) for n in spec.numeric_features}
-    feed.update({n: np.array([[MISSING]], dtype=object) for n in spec.categorical_features})
-    feed[name] = np.array([["no-such-category"]], dtype=object)
+    known = fold["categorical"][name]["values"]
+    assert "no-such-category" not in known
+    feed = {n: np.array([[0.0], [1.0]]) for n in spec.numeric_features}
+    feed.update({n: np.array([[MISSING]] * 2, dtype=object) for n in spec.categorical_features})
+    feed[name] = np.array([["no-such-category"], [next(iter(known))]], dtype=object)
     graph_inputs = pd.DataFrame({k: v.ravel() for k, v in feed.items()})
     serving, _ = serving_copy(pipeline, spec)
     with pytest.warns(UserWarning):  # the imputer-less copy's encoder saw arrays
         expected = serving.predict_proba(graph_inputs)
-    np.testing.assert_allclose(LinearScorer(fold, fill).proba(feed), expected, atol=1e-9)
+    scorer = LinearScorer(fold, fill)
+    np.testing.assert_allclose(scorer.proba(feed), expected, atol=1e-9)  # the batch path
+    first = {k: v[:1] for k, v in feed.items()}  # the one-record path
+    np.testing.assert_allclose(scorer.proba(first), expected[:1], atol=1e-9)
 
 
 @pytest.mark.parametrize("link", ["softmax", "ovr"])

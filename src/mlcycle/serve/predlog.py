@@ -8,6 +8,8 @@ request nor grow the process's memory past that bound.
 The writer wakes every `interval` seconds, or as soon as a batch is waiting, and writes
 what has gathered: under load, entries reach the store in batches of `batch`, never one
 store round trip (and one wake-up of a thread competing for the interpreter) per request.
+It also makes the entries into documents (`render`), so a request only leaves references
+behind, and runs below the process's CPU priority.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from mlcycle.serve.core import Outcome, score
-from mlcycle.serve.schemas import RequestValidator
+from mlcycle.serve.schemas import MISSING, RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 
 SPEC = parse_spec(
@@ -215,3 +215,27 @@ def test_a_large_batch_with_other_spellings_answers_as_the_canonical_one(
     b = _score(model, {"records": spelled}, max_batch=5_000)
     assert a.reply.status == b.reply.status == 200
     assert a.reply.body == b.reply.body
+
+
+def test_the_log_stores_canonical_values_and_null_for_missing_ones() -> None:
+    from mlcycle.serve.core import canonical_columns
+
+    feed = {
+        "size": np.array([[1.5], [np.nan], [2.0]]),
+        "full": np.array([[1.0], [2.0], [3.0]]),
+        "small": np.array([[0.5], [np.nan], [0.25]], dtype=np.float32),
+        "colour": np.array([["red"], [MISSING], ["blue"]], dtype=object),
+        "shape": np.array([["a"], ["b"], ["c"]], dtype=object),
+    }
+    out = canonical_columns(feed)
+    assert out == {
+        "size": [1.5, None, 2.0],
+        "full": [1.0, 2.0, 3.0],
+        "small": [0.5, None, 0.25],
+        "colour": ["red", None, "blue"],
+        "shape": ["a", "b", "c"],
+    }
+    assert all(type(v) is float for v in out["full"] + [out["size"][0], out["small"][2]])
+    assert feed["colour"][1, 0] == MISSING  # the request's own arrays are left alone
+    one = canonical_columns({k: v[1:2] for k, v in feed.items()})
+    assert one == {"size": [None], "full": [2.0], "small": [None], "colour": [None], "shape": ["b"]}

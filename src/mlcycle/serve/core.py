@@ -267,11 +267,18 @@ def canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
             v = column.item()
             out[name] = [None if v != v or v == MISSING else v]
         return out
-    for name, column in feed.items():
+    for name, column in feed.items():  # masks in C: no Python loop a value
         flat = column.ravel()
         if flat.dtype.kind == "f":
             values = flat.astype(np.float64)
-            out[name] = [None if v != v else v for v in values.tolist()]
+            missing = np.isnan(values)
+            cells: np.ndarray = values.astype(object) if missing.any() else values
         else:
-            out[name] = [None if v == MISSING else v for v in flat.tolist()]
+            cells = flat
+            missing = flat == MISSING
+            if missing.any():
+                cells = flat.copy()
+        if cells.dtype == object and missing.any():
+            cells[missing] = None
+        out[name] = cells.tolist()
     return out

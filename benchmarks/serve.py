@@ -10,7 +10,9 @@ req/s, p50 and p99 for single rows at 16 and 64 connections (wrk, 10 s each), th
 time for batches of 1,000 and 10,000 rows (records, and the columnar form). One worker
 and the bare scorer are first measured in rounds taking turns at 16 connections (both
 up, one loaded at a time): their c16 cells are the medians, and the ratio is the median
-of the rounds' ratios.
+of the rounds' ratios. One-worker servers run on CPU 0 and wrk on CPU 1 (`--pin`, with
+taskset), so the client never shares a core with a server's threads; two workers are not
+pinned.
 """
 
 from __future__ import annotations
@@ -54,8 +56,19 @@ def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     raise RuntimeError(f"not ready: {url}")
 
 
+CLIENT_CPU: list[str] = []
+"""`taskset -c 1` when one-worker servers are pinned to CPU 0 (`--pin`): the load
+generator then never shares a core with the server's threads (two workers: not pinned)."""
+
+
+def pinned(command: list[str], workers: int) -> list[str]:
+    """A one-worker server on CPU 0, its threads included (the prediction log's writer
+    would otherwise run beside wrk and slow the client); more workers are not pinned."""
+    return ["taskset", "-c", "0", *command] if CLIENT_CPU and workers == 1 else command
+
+
 def wrk(
-    url: str, body: str, connections: int, seconds: int, workdir: Path
+    url: str, body: str, connections: int, seconds: int, workdir: Path, pin: bool = True
 ) -> tuple[float, float, float]:
     script = workdir / "post.lua"
     script.write_text(
@@ -63,7 +76,17 @@ def wrk(
         f"wrk.body = {json.dumps(body)}\n"
     )
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [
+            *(CLIENT_CPU if pin else []),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -107,6 +130,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--prediction-log", choices=["true", "false"], default="true")
     parser.add_argument(
+        "--pin",
+        choices=["true", "false"],
+        default="true",
+        help="one-worker servers on CPU 0 and wrk on CPU 1 (taskset), two workers unpinned",
+    )
+    parser.add_argument(
         "--pairs",
         type=int,
         default=3,
@@ -120,6 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is required: apt-get install wrk")
+    if args.pin == "true" and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        CLIENT_CPU[:] = ["taskset", "-c", "1"]
     work = Path(tempfile.mkdtemp(prefix="mlcycle-serve-bench-"))
     env = {
         **os.environ,
@@ -178,7 +209,7 @@ def main() -> None:
         servers.append(
             (
                 f"mlcycle ({workers} worker{'s' if workers > 1 else ''})",
-                [*cli, "serve", "--port", str(port), "--workers", str(workers)],
+                pinned([*cli, "serve", "--port", str(port), "--workers", str(workers)], workers),
                 env,
                 REPO,
                 f"http://127.0.0.1:{port}/predict",
@@ -190,7 +221,19 @@ def main() -> None:
     servers.append(
         (
             "bare FastAPI + numpy scorer (1 worker)",
-            [*bare, "--port", str(port), "--loop", "uvloop", "--http", "h11", "--no-access-log"],
+            pinned(
+                [
+                    *bare,
+                    "--port",
+                    str(port),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "h11",
+                    "--no-access-log",
+                ],
+                1,
+            ),
             env,
             REPO,
             f"http://127.0.0.1:{port}/predict",
@@ -201,23 +244,26 @@ def main() -> None:
     servers.append(
         (
             "mlflow models serve (1 worker)",
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                "models:/loan-approval/1",
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "--env-manager",
-                "local",
-                "-w",
-                "1",
-            ],
+            pinned(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    "models:/loan-approval/1",
+                    "-p",
+                    str(port),
+                    "-h",
+                    "127.0.0.1",
+                    "--env-manager",
+                    "local",
+                    "-w",
+                    "1",
+                ],
+                1,
+            ),
             {**env, "MLFLOW_TRACKING_URI": tracking},
             work,
             f"http://127.0.0.1:{port}/invocations",
@@ -264,7 +310,8 @@ def main() -> None:
             wait(ready, proc)
             mlflow = "mlflow" in name
             single = {"dataframe_records": [one]} if mlflow else one
-            wrk(url, json.dumps(single), 16, 2, work)  # warm up
+            pin = "(1 worker)" in name  # two workers have both cores, the client its share
+            wrk(url, json.dumps(single), 16, 2, work, pin)  # warm up
             if name in paired:  # the median of its rounds against the bare scorer
                 rounds = paired[name]
                 r16 = (
@@ -273,8 +320,8 @@ def main() -> None:
                     statistics.median(r[2] for r in rounds),
                 )
             else:
-                r16 = wrk(url, json.dumps(single), 16, args.seconds, work)
-            r64 = wrk(url, json.dumps(single), 64, args.seconds, work)
+                r16 = wrk(url, json.dumps(single), 16, args.seconds, work, pin)
+            r64 = wrk(url, json.dumps(single), 64, args.seconds, work, pin)
             results[name] = r16
             if "bare" in name:  # single records only
                 b1 = b10 = "-"

@@ -43,6 +43,8 @@ class OnnxExport:
     usable: bool
     reason: str
     fill: dict[str, float] = field(default_factory=dict)
+    serving: Any = None
+    """The pipeline without its imputers (what the graph was made from)."""
 
 
 def serving_copy(pipeline: Any, spec: DatasetSpec) -> tuple[Any, dict[str, float]]:
@@ -120,7 +122,7 @@ def export_onnx(pipeline: Any, spec: DatasetSpec, sample: pd.DataFrame) -> OnnxE
         f"max |p_onnx - p_sklearn| = {diff:.2e} over {expected.shape[1]} classes and {len(sample)} rows"
         + ("" if usable else f" exceeds {PARITY_TOLERANCE:g}")
     )
-    return OnnxExport(blob, diff, usable, reason, fill)
+    return OnnxExport(blob, diff, usable, reason, fill, serving)
 
 
 _REGISTERED = False

@@ -27,6 +27,7 @@ import pandas as pd
 
 from mlcycle.fold import LINKS, apply_link
 from mlcycle.spec import DatasetSpec
+from mlcycle.train.export import onnx_feed
 from mlcycle.train.features import MISSING
 
 logger = logging.getLogger(__name__)
@@ -124,12 +125,6 @@ def fold_linear(
     return _verified(fold, pipeline, serving, spec, sample, fill, categories)
 
 
-def _feed(frame: pd.DataFrame, spec: DatasetSpec, fill: dict[str, float]) -> dict[str, Any]:
-    from mlcycle.train.export import onnx_feed
-
-    return onnx_feed(frame, spec, fill)
-
-
 def _mixed_rows(
     sample: pd.DataFrame, spec: DatasetSpec, categories: dict[str, list[str]], rows: int = 200
 ) -> pd.DataFrame:
@@ -161,7 +156,7 @@ def _verified(
     if len(sample) == 0:
         return None, "no sample to check a fold against"
     expected = pipeline.predict_proba(sample)
-    z = fold_scores(fold, _feed(sample, spec, fill))
+    z = fold_scores(fold, onnx_feed(sample, spec, fill))
     k = z.shape[1]
     diffs: dict[str, float] = {}
     for link in LINKS:
@@ -176,7 +171,7 @@ def _verified(
     if diffs[link] > FOLD_TOLERANCE:
         return None, f"no fold within {FOLD_TOLERANCE:g} (best {link}: {diffs[link]:.2e})"
     mixed = _mixed_rows(sample, spec, categories)
-    feed = _feed(mixed, spec, fill)
+    feed = onnx_feed(mixed, spec, fill)
     graph_inputs = pd.DataFrame({k: v.ravel() for k, v in feed.items()})
     want = apply_link(link, _decision(serving, graph_inputs))
     got = apply_link(link, fold_scores(fold, feed))

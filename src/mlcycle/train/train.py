@@ -32,7 +32,7 @@ from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
 from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.config import TrainConfig
-from mlcycle.train.export import export_onnx, serving_copy
+from mlcycle.train.export import export_onnx
 from mlcycle.train.features import MISSING, build_pipeline, model_frame
 from mlcycle.train.linear import LINEAR_FILE, fold_linear
 from mlcycle.train.mlflow_model import load_pipeline, log_pyfunc, log_training_input, raw_example
@@ -535,8 +535,7 @@ def _serving_bundle(
     fold_note = "no graph"
     if exported.usable and exported.model is not None:
         (folder / "model.onnx").write_bytes(exported.model)
-        serving, _ = serving_copy(pipeline, spec)
-        fold, fold_note = fold_linear(pipeline, serving, spec, snapshot.X, exported.fill)
+        fold, fold_note = fold_linear(pipeline, exported.serving, spec, snapshot.X, exported.fill)
         if fold is not None:
             (folder / LINEAR_FILE).write_text(json.dumps(fold))
     meta = {

@@ -3,8 +3,10 @@ cache is keyed by run and content; the server never creates tracking state."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,6 +99,27 @@ def test_a_linear_model_is_scored_by_its_fold_which_must_match_the_graph(
     np.testing.assert_allclose(
         folded.current.scorer.proba(one), graph.current.scorer.proba(one), rtol=0, atol=1e-7
     )
+    plain = [folded.current.validator.plain_row(r) for r in rows]
+    plain_scores = [folded.current.scorer.one(r) for r in plain if r is not None]
+    assert plain_scores and graph.current.scorer.one(plain[0] or {}) is None
+
+    # the one-record path is checked at load too: a scorer whose `one` drifts is refused
+    class Skewed:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+            return self.inner.proba(feed)
+
+        def one(self, row: dict[str, Any]) -> list[float] | None:
+            return [p + 1e-3 for p in self.inner.one(row)]
+
+    bundle = settings.serving_cache / spec.registered_model / result.run_id
+    self_check(folded.current, bundle)
+    with pytest.raises(CandidateRejected, match="differ from training"):
+        self_check(
+            dataclasses.replace(folded.current, scorer=Skewed(folded.current.scorer)), bundle
+        )
 
     # a fold that scores differently from what training recorded is refused at load
     folder = settings.serving_cache / spec.registered_model / result.run_id

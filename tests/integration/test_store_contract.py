@@ -104,6 +104,18 @@ def test_append_keeps_large_and_small_documents_whole_and_in_order(store: Store)
     assert found[1] == big and found[0]["p"] == 0.1
 
 
+def test_append_of_many_documents_keeps_order_and_ignores_replays(store: Store) -> None:
+    """More documents than one statement takes, an odd count, a replayed stretch inside
+    the batch and ids that are not strings."""
+    docs: list[dict[str, object]] = [{"_id": f"m{i:04d}", "n": i} for i in range(700)]
+    docs += [{"_id": 7, "n": -1}, dict(docs[5])]  # 7 is new, m0005 a replay
+    store.append("loan_predictions", docs[:300])
+    store.append("loan_predictions", docs[250:])  # 50 already stored
+    found = store.find("loan_predictions")
+    assert [d["n"] for d in found] == [*range(700), -1]
+    assert found[-1]["_id"] == 7
+
+
 def test_drop_removes_a_collection(store: Store) -> None:
     store.put("scratch", [{"_id": "x"}])
     store.drop("scratch")

@@ -82,9 +82,15 @@ def test_a_binary_logistic_regression_folds_and_scores_as_scikit_learn(
     expected = pipeline.predict_proba(_frame(records, spec))
     batch = scorer.proba(validator.validate(records, single=False))
     np.testing.assert_allclose(batch, expected, rtol=0, atol=1e-9)
-    for i, record in enumerate(records):  # the one-record path (plain Python floats)
+    plain = 0
+    for i, record in enumerate(records):  # the one-record paths (plain Python floats)
         one = scorer.proba(validator.validate([record], single=True))
         np.testing.assert_allclose(one, expected[i : i + 1], rtol=0, atol=1e-9)
+        row = validator.plain_row(record)
+        if row is not None:  # written as the spec spells it: no arrays at all
+            plain += 1
+            np.testing.assert_allclose([scorer.one(row)], expected[i : i + 1], rtol=0, atol=1e-9)
+    assert plain > 0
 
 
 def test_an_unseen_category_counts_as_the_encoder_ignoring_it(
@@ -107,6 +113,8 @@ def test_an_unseen_category_counts_as_the_encoder_ignoring_it(
     np.testing.assert_allclose(scorer.proba(feed), expected, atol=1e-9)  # the batch path
     first = {k: v[:1] for k, v in feed.items()}  # the one-record path
     np.testing.assert_allclose(scorer.proba(first), expected[:1], atol=1e-9)
+    row = {k: v[0, 0] for k, v in feed.items()}
+    np.testing.assert_allclose([scorer.one(row)], expected[:1], atol=1e-9)  # without arrays
 
 
 @pytest.mark.parametrize("link", ["softmax", "ovr"])
@@ -130,6 +138,7 @@ def test_three_classes_fold_with_the_classifiers_own_link(
     np.testing.assert_allclose(got, pipeline.predict_proba(_frame(records, spec)), atol=1e-9)
     one = LinearScorer(fold, fill).proba(validator.validate(records[:1], single=True))
     assert one.shape == (1, 3)
+    assert LinearScorer(fold, fill).one({}) is None  # arrays only: `proba` answers
 
 
 def test_trees_get_no_fold(spec: DatasetSpec, snapshot: Snapshot) -> None:

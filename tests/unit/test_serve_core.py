@@ -239,3 +239,63 @@ def test_the_log_stores_canonical_values_and_null_for_missing_ones() -> None:
     assert feed["colour"][1, 0] == MISSING  # the request's own arrays are left alone
     one = canonical_columns({k: v[1:2] for k, v in feed.items()})
     assert one == {"size": [None], "full": [2.0], "small": [None], "colour": [None], "shape": ["b"]}
+
+
+class PlainScorer(FakeScorer):
+    """FakeScorer with the plain-Python path for one record (`Scorer.one`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ones: list[dict[str, object]] = []
+
+    def one(self, row: dict[str, object]) -> list[float] | None:
+        self.ones.append(row)
+        return [float(p) for p in self.proba({"size": np.array([[row["size"]]])})[0]]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"id": "x1", "size": 2.0, "colour": "red"},
+        {"id": "x2", "size": None, "colour": None},
+        {"size": 0.4},
+        {"id": "x3", "size": 1, "colour": "blue"},
+    ],
+)
+def test_one_record_in_plain_python_answers_and_logs_as_the_array_path(
+    model: FakeModel, record: dict[str, object]
+) -> None:
+    from mlcycle.serve.service import Pending
+
+    arrays = _score(model, record)
+    model.scorer = PlainScorer()
+    plain = _score(model, record)
+    assert model.scorer.ones and not model.scorer.calls[1:]  # scored through `one`
+    assert plain.reply.status == arrays.reply.status == 200
+    assert plain.reply.body == arrays.reply.body and plain.counts == arrays.counts
+    assert plain.log is not None and arrays.log is not None
+    docs = [Pending(1, "r", "m", "7", 0.1, o.log).document() for o in (plain, arrays)]
+    docs[1]["_id"] = docs[0]["_id"]
+    assert docs[0] == docs[1]
+
+
+def test_one_record_not_plainly_valid_takes_the_checks_that_word_errors(
+    model: FakeModel,
+) -> None:
+    model.scorer = PlainScorer()
+    out = _score(model, {"size": "2.5", "colour": " RED "})  # text number, other spelling
+    assert out.reply.status == 200 and model.scorer.ones == []
+    assert out.reply.body["predictions"][0]["label"] == "c"
+    bad = _score(model, {"size": -1.0})
+    assert bad.reply.status == 422 and model.scorer.ones == []
+
+
+def test_one_record_given_a_nan_score_is_422(model: FakeModel) -> None:
+    class NanOne(PlainScorer):
+        def one(self, row: dict[str, object]) -> list[float] | None:
+            return [float("nan"), 0.5, 0.5]
+
+    model.scorer = NanOne()
+    out = _score(model, {"size": 1.0})
+    assert out.reply.status == 422 and out.log is None
+    assert out.reply.body["detail"][0]["loc"] == ["body", "records", 0]

@@ -8,6 +8,7 @@ unit-tested with a fake scorer; the ASGI fast path and the tests drive the same 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +22,11 @@ from mlcycle.spec import DatasetSpec
 class Scorer(Protocol):
     def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """Validated input columns -> probabilities, one column per class (n x K)."""
+        ...
+
+    def one(self, row: dict[str, Any]) -> list[float] | None:
+        """One validated record (`RequestValidator.plain_row`) -> its K probabilities in
+        plain Python, or None when the scorer has no such path (then `proba`)."""
         ...
 
 
@@ -69,7 +75,7 @@ class LogPart:
     the log's writer thread turns it into the stored entry (`body`), off the request's
     path, for a whole batch of requests at a time."""
 
-    __slots__ = ("feed", "ids", "labels", "names", "rounded", "rows", "table")
+    __slots__ = ("feed", "ids", "labels", "names", "one", "rounded", "rows", "table")
 
     def __init__(
         self,
@@ -80,9 +86,11 @@ class LogPart:
         rounded: list[float],
         table: list[list[float]],
         names: list[str],
+        one: dict[str, Any] | None = None,
     ) -> None:
+        """`one`: a single record's inputs by name (`plain_row`), in place of `feed`."""
         self.rows, self.ids, self.feed, self.labels = rows, ids, feed, labels
-        self.rounded, self.table, self.names = rounded, table, names
+        self.rounded, self.table, self.names, self.one = rounded, table, names, one
 
     def body(self) -> dict[str, Any]:
         """The entry's model part: inputs as one canonical list a feature (whatever the
@@ -91,7 +99,9 @@ class LogPart:
         return {
             "rows": self.rows,
             "ids": self.ids,
-            "features": canonical_columns(self.feed),
+            "features": (
+                canonical_row(self.one) if self.one is not None else canonical_columns(self.feed)
+            ),
             "labels": self.labels,
             "probabilities": self.rounded,
             "class_probabilities": {
@@ -118,17 +128,29 @@ class Parsed:
     shape: str  # single | records | columns
 
 
+@dataclass(frozen=True)
+class ParsedOne:
+    """One record that passed the plain checks, as its model inputs by name: scored
+    without arrays when the scorer can (`Scorer.one`)."""
+
+    row: dict[str, Any]
+    id: Any
+
+
 def invalid(msg: str, loc: list[Any] | None = None, kind: str = "value_error") -> Reply:
     return Reply(422, {"detail": [{"loc": loc or ["body"], "msg": msg, "type": kind}]})
 
 
-def parse(payload: Any, model: Servable, max_batch: int) -> Parsed | Reply:
-    """A decoded body -> validated model columns, or the 422 to answer."""
+def parse(payload: Any, model: Servable, max_batch: int) -> Parsed | ParsedOne | Reply:
+    """A decoded body -> validated model inputs, or the 422 to answer."""
     if not isinstance(payload, dict):
         return invalid("expected a JSON object", kind="model_attributes_type")
     validator = model.validator
     id_column = model.spec.id_column
     if "records" not in payload and "columns" not in payload:
+        row = validator.plain_row(payload)
+        if row is not None:
+            return ParsedOne(row, payload.get(id_column))
         feed = validator.validate([payload], single=True)
         return Parsed(feed, [payload.get(id_column)], 1, "single")
     if len(payload) != 1:
@@ -183,7 +205,7 @@ def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Out
     """The whole core: body bytes -> Outcome (200 with predictions, or a 422); the log
     entry is built only when `log` (the prediction log is on)."""
     try:
-        parsed: Parsed | Reply | None = _typed_records(body, model, max_batch)
+        parsed: Parsed | ParsedOne | Reply | None = _typed_records(body, model, max_batch)
         if parsed is None:
             try:
                 payload = orjson.loads(body)
@@ -192,27 +214,66 @@ def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Out
             parsed = parse(payload, model, max_batch)
         if isinstance(parsed, Reply):
             return Outcome(parsed)
+        if isinstance(parsed, ParsedOne):
+            one = getattr(model.scorer, "one", None)
+            scores = one(parsed.row) if one is not None else None
+            if scores is not None:
+                if not all(map(math.isfinite, scores)):
+                    return Outcome(unscorable([0]))
+                return answer_one(parsed, scores, model, log)
+            feed = model.validator.row_feed([parsed.row])
+            parsed = Parsed(feed, [parsed.id], 1, "single")
         probs = model.scorer.proba(parsed.feed)
     except InvalidRequest as err:
         return Outcome(Reply(422, {"detail": err.errors}))
     finite = np.isfinite(probs).all(axis=1)
     if not finite.all():  # defensive: never answer a NaN score
-        return Outcome(
-            Reply(
-                422,
-                {
-                    "detail": [
-                        {
-                            "loc": ["body", "records", int(i)],
-                            "msg": "the model cannot score this record",
-                            "type": "value_error",
-                        }
-                        for i in np.flatnonzero(~finite)[:50]
-                    ]
-                },
-            )
-        )
+        return Outcome(unscorable(np.flatnonzero(~finite)[:50].tolist()))
     return answer(parsed, probs, model, log)
+
+
+def unscorable(rows: list[int]) -> Reply:
+    return Reply(
+        422,
+        {
+            "detail": [
+                {
+                    "loc": ["body", "records", i],
+                    "msg": "the model cannot score this record",
+                    "type": "value_error",
+                }
+                for i in rows
+            ]
+        },
+    )
+
+
+def answer_one(parsed: ParsedOne, scores: list[float], model: Servable, log: bool) -> Outcome:
+    """`answer` for one record scored in plain Python: the same reply, entry and counts
+    (rounded as numpy rounds: scaled, to the nearest even, scaled back)."""
+    names = model.class_labels
+    best = max(range(len(scores)), key=scores.__getitem__)  # the first of equal tops
+    table = [round(p * 1e6) / 1e6 for p in scores]
+    positive = model.positive
+    probability = table[best if positive is None else positive]
+    label = names[best]
+    probabilities = dict(zip(names, table, strict=True))
+    ids = [parsed.id]
+    body = {
+        "model": {"name": model.name, "version": model.version},
+        "predictions": [
+            {
+                "id": parsed.id,
+                "label": label,
+                "probability": probability,
+                "probabilities": probabilities,
+            }
+        ],
+    }
+    entry = LogPart(1, ids, {}, [label], [probability], [table], names, parsed.row) if log else None
+    counts = [0] * len(names)
+    counts[best] = 1
+    return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
 
 
 def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True) -> Outcome:
@@ -258,9 +319,15 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
     return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
 
 
+def canonical_row(row: dict[str, Any]) -> dict[str, list[Any]]:
+    """`canonical_columns` for one record's inputs by name (`plain_row`)."""
+    return {name: [None if v != v or v == MISSING else v] for name, v in row.items()}
+
+
 def canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     """The validated model inputs as the prediction log stores them: one list per
-    feature, canonical values, null where missing (whatever the request body's shape)."""
+    feature, canonical values, null where missing (whatever the request body's shape).
+    """
     out: dict[str, list[Any]] = {}
     if len(next(iter(feed.values()), ())) == 1:  # one record: no array calls
         for name, column in feed.items():

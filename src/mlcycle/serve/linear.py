@@ -53,6 +53,7 @@ class LinearScorer:
                 (name, {v: float(rows[i, 0]) for v, i in index.items()}, float(rows[-1, 0]))
                 for name, index, rows in self._categorical
             ]
+            self._names = [name for name, _, _ in self._num1] + [n for n, _, _ in self._cat1]
 
     def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         first = feed[self._numeric[0][0] if self._numeric else self._categorical[0][0]]
@@ -73,15 +74,25 @@ class LinearScorer:
         return apply_link(self.link, z)
 
     def _one(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return np.array([self._logistic({name: feed[name].item() for name in self._names})])
+
+    def one(self, row: dict[str, Any]) -> list[float] | None:
+        """One record's inputs by name -> [P(class 0), P(class 1)] in plain floats (two
+        classes, logistic link); None for other folds (then `proba`)."""
+        if self._k != 1 or self.link != "logistic":
+            return None
+        return self._logistic(row)
+
+    def _logistic(self, row: dict[str, Any]) -> list[float]:
         z = self._b0
         for name, fill, w in self._num1:
-            x = feed[name].item()
+            x = row[name]
             z += w * (fill if x != x else x)
         for name, table, other in self._cat1:
-            z += table.get(feed[name].item(), other)
+            z += table.get(row[name], other)
         if z >= 0:
             p = 1.0 / (1.0 + math.exp(-z))
         else:
             e = math.exp(z)
             p = e / (1.0 + e)
-        return np.array([[1.0 - p, p]])
+        return [1.0 - p, p]

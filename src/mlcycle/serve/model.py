@@ -77,6 +77,10 @@ class OnnxScorer:
         probs = self._session.run(["probabilities"], inputs)[0]
         return np.asarray(probs, dtype=np.float64)
 
+    def one(self, row: dict[str, Any]) -> list[float] | None:
+        """No plain-Python path: a graph run needs arrays (`proba`)."""
+        return None
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -185,6 +189,10 @@ def bundle_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+ONE_RECORD_CHECKS = 32
+"""Reference records also scored one at a time at load (the path most requests take)."""
+
+
 def self_check(model: LoadedModel, folder: Path) -> None:
     """Score the bundle's reference batch (training rows) and compare with the scores
     scikit-learn gave them at training time; raise CandidateRejected if it cannot."""
@@ -209,6 +217,22 @@ def self_check(model: LoadedModel, folder: Path) -> None:
     if probs.shape != expected.shape:
         raise CandidateRejected("its reference batch does not match its classes")
     diff = float(np.max(np.abs(probs - expected))) if len(expected) else 0.0
+    # one record at a time too, as most requests come (`Scorer.one`, when it has one)
+    one = getattr(model.scorer, "one", None)
+    for i, record in enumerate(data["records"][:ONE_RECORD_CHECKS]):
+        row = model.validator.plain_row(record)
+        try:
+            scores = one(row) if one is not None and row is not None else None
+        except Exception as err:
+            raise CandidateRejected(f"it cannot score a reference record: {err}"[:300]) from err
+        if scores is None:
+            continue
+        got = np.asarray(scores, dtype=np.float64)
+        if expected.ndim == 1:
+            got = got[model.positive]
+        if got.shape != expected[i].shape or not np.isfinite(got).all():
+            raise CandidateRejected("it gives no finite score per class for one record")
+        diff = max(diff, float(np.max(np.abs(got - expected[i]))))
     if diff > REFERENCE_TOLERANCE:
         raise CandidateRejected(
             f"its scores of the reference batch differ from training's by {diff:.2e} "

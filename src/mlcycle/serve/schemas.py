@@ -141,59 +141,68 @@ class RequestValidator:
         columns = {name: [rec.get(name) for rec in records] for name in keys}
         return self.validate_columns(columns, len(records), single)
 
-    def _plain(self, records: list[Any]) -> dict[str, np.ndarray] | None:
-        """A few records written as the spec spells them (numbers as JSON numbers within
-        their bounds, categories in their canonical spelling, no unknown field), checked
-        with plain Python: a request of one record costs a few microseconds here instead
-        of numpy calls per column. None for anything else: the column rules below then
-        decide, and word the errors."""
-        allowed = self.allowed_fields
-        id_column = self.spec.id_column
+    def plain_row(self, rec: Any) -> dict[str, Any] | None:
+        """One record written as the spec spells it (numbers as JSON numbers within their
+        bounds, categories in their canonical spelling, no unknown field), checked with
+        plain Python: its model inputs by name (numbers as floats, nan where missing;
+        categories canonical, MISSING where missing). None for anything else: the column
+        rules below then decide, and word the errors."""
+        if type(rec) is not dict or not rec.keys() <= self.allowed_fields:
+            return None
+        ident = rec.get(self.spec.id_column)
         id_re = self._id_re
-        numbers: list[list[float]] = [[] for _ in self.numeric]
-        texts: list[list[str]] = [[] for _ in self.categorical]
-        for rec in records:
-            if type(rec) is not dict or not rec.keys() <= allowed:
+        if ident is not None and (
+            type(ident) is not str or (id_re is not None and not id_re.fullmatch(ident))
+        ):
+            return None
+        row: dict[str, Any] = {}
+        for name, low, high, nullable, whole, values in self._bounds:
+            v: Any = rec.get(name)
+            kind = type(v)
+            if kind is float or kind is int:
+                x = float(v)
+                if not low <= x <= high:  # also false for nan and infinities
+                    return None
+                if (whole and not x.is_integer()) or (values is not None and x not in values):
+                    return None
+                row[name] = x
+            elif v is None and nullable:
+                row[name] = math.nan
+            else:
                 return None
-            ident = rec.get(id_column)
-            if ident is not None and (
-                type(ident) is not str or (id_re is not None and not id_re.fullmatch(ident))
-            ):
+        for c in self.categorical:
+            try:
+                hit = c.exact.get(rec.get(c.name))
+            except TypeError:  # unhashable
                 return None
-            for out, (name, low, high, nullable, whole, values) in zip(
-                numbers, self._bounds, strict=True
-            ):
-                v: Any = rec.get(name)
-                kind = type(v)
-                if kind is float or kind is int:
-                    x = float(v)
-                    if not low <= x <= high:  # also false for nan and infinities
-                        return None
-                    if (whole and not x.is_integer()) or (values is not None and x not in values):
-                        return None
-                    out.append(x)
-                elif v is None and nullable:
-                    out.append(math.nan)
-                else:
-                    return None
-            for words, c in zip(texts, self.categorical, strict=True):
-                try:
-                    hit = c.exact.get(rec.get(c.name))
-                except TypeError:  # unhashable
-                    return None
-                if hit is None:
-                    return None
-                words.append(hit)
+            if hit is None:
+                return None
+            row[c.name] = hit
+        return row
+
+    def row_feed(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Rows from `plain_row` -> the model's input arrays (one n x 1 array a feature)."""
         feed: dict[str, np.ndarray] = {}
-        if numbers:
-            block = np.array(numbers, dtype=np.float64)
+        if self.numeric:
+            block = np.array([[r[c.name] for r in rows] for c in self.numeric], np.float64)
             for i, c in enumerate(self.numeric):
                 feed[c.name] = block[i].reshape(-1, 1)
-        if texts:
-            table = np.array(texts, dtype=object)
+        if self.categorical:
+            table = np.array([[r[c.name] for r in rows] for c in self.categorical], object)
             for i, c in enumerate(self.categorical):
                 feed[c.name] = table[i].reshape(-1, 1)
         return feed
+
+    def _plain(self, records: list[Any]) -> dict[str, np.ndarray] | None:
+        """A few records checked one by one with `plain_row`: cheaper than numpy calls
+        per column for a handful. None when one of them is not plainly valid."""
+        rows = []
+        for rec in records:
+            row = self.plain_row(rec)
+            if row is None:
+                return None
+            rows.append(row)
+        return self.row_feed(rows)
 
     def validate_columns(
         self, columns: dict[str, list[Any]], n: int, single: bool = False

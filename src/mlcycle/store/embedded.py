@@ -66,11 +66,30 @@ def _dumps(doc: Document | list[Document]) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
 
 
-APPEND_SLICE = 1000
-"""Small documents an `append` writes in one statement."""
-APPEND_LARGE_BYTES = 256 * 1024
-"""A document larger than this is written by a statement of its own; a slice of small
-ones stops at about this size too."""
+APPEND_ROWS = 256
+"""Most documents an `append` writes in one statement (two parameters each: far below
+SQLite's smallest limit on parameters, 999)."""
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, params: list[str | bytes]) -> None:
+    """INSERT OR IGNORE (id, doc) pairs, flat in `params`, in order: APPEND_ROWS at a
+    time, the rest in statements of 128, 64, ... 1 rows."""
+    start, total = 0, len(params) // 2
+    size = APPEND_ROWS
+    while start < total:
+        while size > total - start:
+            size //= 2
+        sql = _INSERT.get((table, size))
+        if sql is None:
+            sql = _INSERT[(table, size)] = (
+                f"INSERT OR IGNORE INTO {table} (id, hash, doc) VALUES "
+                + ",".join(["(?, NULL, ?)"] * size)
+            )
+        conn.execute(sql, params[2 * start : 2 * (start + size)])
+        start += size
+
+
+_INSERT: dict[tuple[str, int], str] = {}
 
 
 def _rows(docs: Sequence[Document], with_hash: bool) -> Iterator[tuple[str, Any, bytes]]:
@@ -210,41 +229,22 @@ class EmbeddedStore:
         if not all("_id" in doc for doc in docs):
             raise KeyError("every appended document needs an _id")
         table = self._ensure(collection)
-        # One statement a slice of small documents, not one a document: sqlite3 lets go
-        # of the interpreter around every statement it steps, and a writer thread beside
-        # a busy one (the prediction log beside the API) then waits for it once a row
-        # (~0.5 ms a document instead of ~15 µs, slowing the busy thread too). A large
-        # document (a big batch's log entry) is a statement of its own, stored as it was
-        # serialised: SQLite need not parse it as JSON twice to find its id.
+        # A few statements a batch, not one a document: sqlite3 lets go of the interpreter
+        # around every statement it steps, and a writer thread beside a busy one (the
+        # prediction log beside the API) then waits for it once a row (~0.5 ms a document
+        # instead of a few µs, slowing the busy thread too). Each statement inserts up to
+        # APPEND_ROWS rows bound as parameters (no JSON for SQLite to parse); the row
+        # counts are powers of two, so the statements are always the same few and stay
+        # prepared in sqlite3's cache.
+        rows: list[str | bytes] = []
         with self._tx() as conn:
-            small: list[bytes] = []
-            size = 0
-            for doc in docs:
-                blob = _dumps(doc)
-                if len(blob) > APPEND_LARGE_BYTES:
-                    if small:  # in order: what came before goes first
-                        self._append_slice(conn, table, small)
-                        small, size = [], 0
-                    conn.execute(
-                        f"INSERT OR IGNORE INTO {table} (id, hash, doc) VALUES (?, NULL, ?)",
-                        (str(doc["_id"]), blob),
-                    )
-                    continue
-                small.append(blob)
-                size += len(blob)
-                if len(small) >= APPEND_SLICE or size >= APPEND_LARGE_BYTES:
-                    self._append_slice(conn, table, small)
-                    small, size = [], 0
-            if small:
-                self._append_slice(conn, table, small)
-
-    @staticmethod
-    def _append_slice(conn: sqlite3.Connection, table: str, blobs: list[bytes]) -> None:
-        conn.execute(
-            f"INSERT OR IGNORE INTO {table} (id, hash, doc) "
-            "SELECT json_extract(value, '$._id'), NULL, CAST(value AS BLOB) FROM json_each(?)",
-            ((b"[" + b",".join(blobs) + b"]").decode(),),
-        )
+            for doc in docs:  # a statement's worth of serialised documents at a time
+                rows.append(str(doc["_id"]))
+                rows.append(_dumps(doc))
+                if len(rows) == 2 * APPEND_ROWS:
+                    _insert_rows(conn, table, rows)
+                    rows = []
+            _insert_rows(conn, table, rows)
 
     @_sqlite_errors
     def find(

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from mlcycle.serve.core import Outcome, score
-from mlcycle.serve.schemas import MISSING, RequestValidator
+from mlcycle.serve.schemas import MISSING, InvalidRequest, RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 
 SPEC = parse_spec(
@@ -299,3 +299,116 @@ def test_one_record_given_a_nan_score_is_422(model: FakeModel) -> None:
     out = _score(model, {"size": 1.0})
     assert out.reply.status == 422 and out.log is None
     assert out.reply.body["detail"][0]["loc"] == ["body", "records", 0]
+
+
+RICH = parse_spec(
+    {
+        "name": "rich",
+        "id_column": "id",
+        "target": {"column": "y", "labels": {"no": 0, "yes": 1}, "positive": "yes"},
+        "columns": {
+            "id": {"type": "string", "nullable": False, "pattern": r"^[A-Z]{2}\d+$"},
+            "size": {"type": "float", "min": 0, "max": 100},
+            "count": {"type": "integer", "min": 0, "nullable": False},
+            "level": {"type": "integer", "values": [1, 2, 3]},
+            "colour": {"type": "category", "values": ["red", "blue"], "nullable": False},
+            "shade": {"type": "category", "values": ["dark", "light"]},
+            "flag": {"type": "boolean"},
+            "y": {"type": "category", "values": ["no", "yes"]},
+        },
+    }
+)
+
+
+def _rich_batch(n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "id": f"AB{i}",
+            "size": (i % 9) * 1.5 if i % 5 else None,
+            "count": i % 4,
+            "level": [1, 2, 3, None][i % 4],
+            "colour": ["red", "blue"][i % 2],
+            "shade": ["dark", "light", None][i % 3],
+            "flag": [True, False, None][i % 3],
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        None,
+        {"size": -0.5},  # below the bound
+        {"size": 1e300},  # beyond the bound
+        {"count": 2.5},  # not whole
+        {"count": 3.0},  # whole, written as a float
+        {"count": None},  # required
+        {"level": 4},  # not listed
+        {"colour": None},  # not nullable
+        {"colour": "Blue"},  # another spelling
+        {"shade": "grey"},
+        {"shade": "NA"},  # a null word
+        {"flag": "yes"},
+        {"id": "ab1"},  # not the pattern
+        {"id": "AB1\n"},
+        {"id": 17},
+        {"size": "12.5"},  # a number as text
+        {"size": True},
+    ],
+)
+def test_the_typed_decoding_of_a_large_batch_agrees_with_the_dict_path(
+    change: dict[str, object] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcycle.serve import core
+
+    numeric, categorical = ["size", "count", "level"], ["colour", "shade", "flag"]
+    model = FakeModel(
+        RICH, RequestValidator(RICH, numeric, categorical), FakeScorer(), ["a", "b", "c"], None
+    )
+    rows = _rich_batch(1_500)
+    rows[3].pop("shade")  # left out: null
+    if change is not None:
+        rows[700].update(change)
+    body = orjson.dumps({"records": rows})
+    assert len(body) > core.TYPED_BYTES
+    typed = score(body, model, 5_000)
+    monkeypatch.setattr(core, "TYPED_BYTES", 10**9)  # the dict path only
+    plain = score(body, model, 5_000)
+    assert typed.reply.status == plain.reply.status
+    assert typed.reply.body == plain.reply.body
+    if change is None:
+        assert model.validator.decode_records(body) is not None  # typed indeed
+        assert typed.reply.status == 200
+        assert typed.log is not None and plain.log is not None
+        assert typed.log.body() == plain.log.body()
+    else:
+        assert typed.reply.status in (200, 422)
+        if typed.reply.status == 422:
+            assert typed.reply.body["detail"][0]["loc"][:3] == ["body", "records", 700]
+
+
+def test_an_id_pattern_with_leading_flags_still_decodes_typed_batches() -> None:
+    spec = parse_spec(
+        {
+            "name": "flags",
+            "id_column": "id",
+            "target": {"column": "y", "labels": {"no": 0, "yes": 1}, "positive": "yes"},
+            "columns": {
+                "id": {"type": "string", "nullable": False, "pattern": r"(?i)^ab\d+$"},
+                "size": {"type": "float"},
+                "y": {"type": "category", "values": ["no", "yes"]},
+            },
+        }
+    )
+    validator = RequestValidator(spec, ["size"], [])
+    rows = [{"id": f"Ab{i}", "size": float(i)} for i in range(2_000)]
+    columns = validator.decode_records(orjson.dumps({"records": rows}))
+    assert columns is not None
+    feed = validator.validate_decoded(columns, len(rows))
+    assert feed["size"][5, 0] == 5.0
+    bad = [*rows, {"id": "zz", "size": 1.0}]
+    columns = validator.decode_records(orjson.dumps({"records": bad}))
+    assert columns is not None  # the pattern is left to the checks, which refuse it
+    with pytest.raises(InvalidRequest):
+        validator.validate_decoded(columns, len(bad))

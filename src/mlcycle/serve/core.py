@@ -75,7 +75,7 @@ class LogPart:
     the log's writer thread turns it into the stored entry (`body`), off the request's
     path, for a whole batch of requests at a time."""
 
-    __slots__ = ("feed", "ids", "labels", "names", "one", "rounded", "rows", "table")
+    __slots__ = ("columns", "feed", "ids", "labels", "names", "one", "rounded", "rows")
 
     def __init__(
         self,
@@ -84,18 +84,18 @@ class LogPart:
         feed: dict[str, np.ndarray],
         labels: list[str],
         rounded: list[float],
-        table: list[list[float]],
+        columns: list[list[float]],
         names: list[str],
         one: dict[str, Any] | None = None,
     ) -> None:
-        """`one`: a single record's inputs by name (`plain_row`), in place of `feed`."""
+        """`columns`: the rounded probabilities, one list a class; `one`: a single
+        record's inputs by name (`plain_row`), in place of `feed`."""
         self.rows, self.ids, self.feed, self.labels = rows, ids, feed, labels
-        self.rounded, self.table, self.names, self.one = rounded, table, names, one
+        self.rounded, self.columns, self.names, self.one = rounded, columns, names, one
 
     def body(self) -> dict[str, Any]:
         """The entry's model part: inputs as one canonical list a feature (whatever the
         request's shape), labels, probabilities, and one list a class."""
-        table = self.table
         return {
             "rows": self.rows,
             "ids": self.ids,
@@ -104,9 +104,7 @@ class LogPart:
             ),
             "labels": self.labels,
             "probabilities": self.rounded,
-            "class_probabilities": {
-                name: [row[j] for row in table] for j, name in enumerate(self.names)
-            },
+            "class_probabilities": dict(zip(self.names, self.columns, strict=True)),
         }
 
 
@@ -197,7 +195,7 @@ def _typed_records(body: bytes, model: Servable, max_batch: int) -> Parsed | Non
     n = len(ids)
     if n > max_batch:
         return None  # `parse` words the 422
-    feed = model.validator.validate_columns(columns, n)
+    feed = model.validator.validate_decoded(columns, n)
     return Parsed(feed, ids, n, "records")
 
 
@@ -270,7 +268,8 @@ def answer_one(parsed: ParsedOne, scores: list[float], model: Servable, log: boo
             }
         ],
     }
-    entry = LogPart(1, ids, {}, [label], [probability], [table], names, parsed.row) if log else None
+    columns = [[p] for p in table]
+    entry = LogPart(1, ids, {}, [label], [probability], columns, names, parsed.row) if log else None
     counts = [0] * len(names)
     counts[best] = 1
     return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
@@ -279,27 +278,28 @@ def answer_one(parsed: ParsedOne, scores: list[float], model: Servable, log: boo
 def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True) -> Outcome:
     """Probabilities -> predictions in the request's shape, the log entry and counts."""
     names = model.class_labels
-    best = probs.argmax(axis=1).tolist()
-    labels = [names[b] for b in best]
-    table = np.round(probs, 6).tolist()  # one row of rounded class probabilities a record
+    best = probs.argmax(axis=1)
+    labels = np.asarray(names, dtype=object)[best].tolist()
+    table = np.round(probs, 6)
+    columns = table.T.tolist()  # one list of rounded probabilities a class
     positive = model.positive
     if positive is not None:
-        rounded = [row[positive] for row in table]
+        rounded = columns[positive]
     else:  # the top class's probability (rounding keeps the order)
-        rounded = [row[b] for row, b in zip(table, best, strict=True)]
+        rounded = np.take_along_axis(table, best[:, None], axis=1).ravel().tolist()
     ids = parsed.ids
     if parsed.shape == "columns":
         predictions: Any = {
             "id": ids,
             "label": labels,
             "probability": rounded,
-            "probabilities": {name: [row[j] for row in table] for j, name in enumerate(names)},
+            "probabilities": dict(zip(names, columns, strict=True)),
         }
     elif len(names) == 2:  # the common case, built without a zip per record
         a, b = names
         predictions = [
-            {"id": i, "label": lab, "probability": p, "probabilities": {a: row[0], b: row[1]}}
-            for i, lab, p, row in zip(ids, labels, rounded, table, strict=True)
+            {"id": i, "label": lab, "probability": p, "probabilities": {a: x, b: y}}
+            for i, lab, p, x, y in zip(ids, labels, rounded, *columns, strict=True)
         ]
     else:
         predictions = [
@@ -309,13 +309,11 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
                 "probability": p,
                 "probabilities": dict(zip(names, row, strict=True)),
             }
-            for i, lab, p, row in zip(ids, labels, rounded, table, strict=True)
+            for i, lab, p, row in zip(ids, labels, rounded, zip(*columns), strict=True)
         ]
     body = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
-    entry = LogPart(parsed.rows, ids, parsed.feed, labels, rounded, table, names) if log else None
-    counts = [0] * len(names)
-    for b in best:
-        counts[b] += 1
+    entry = LogPart(parsed.rows, ids, parsed.feed, labels, rounded, columns, names) if log else None
+    counts = np.bincount(best, minlength=len(names)).tolist()
     return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from functools import partial
 from operator import attrgetter, is_not
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
@@ -74,24 +75,29 @@ class RequestValidator:
         self._fields = sorted(self.allowed_fields)
         self._batch_decoder: Any = None
         self._getters: list[tuple[str, attrgetter[Any]]] = []
+        self._checked: set[str] = set()
 
     def decode_records(self, body: bytes) -> dict[str, list[Any]] | None:
         """`{"records": [...]}` decoded from its bytes straight into typed rows (no dict
         a record) and then one list per field (a C-level pass a field), None where a
-        record leaves a field out.
+        record leaves a field out. The decoder checks what the spec's rules allow it to
+        (`_decoded_type`); `validate_decoded` then builds the arrays.
         None for any other body (another shape, unknown fields, a record that is not an
-        object, a category not in its canonical spelling, not JSON): `validate` then
+        object, a value outside what the decoder checks, not JSON): `validate` then
         decides, folds spellings and words the errors."""
         import msgspec
 
         if self._batch_decoder is None:
             names = {f"f{i}": name for i, name in enumerate(self._fields)}
             self._getters = [(name, attrgetter(attr)) for attr, name in names.items()]
+            fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+            for attr, name in names.items():
+                kind, checked, required = self._decoded_type(name)
+                fields.append((attr, kind) if required else (attr, kind, None))
+                if checked:
+                    self._checked.add(name)
             row = msgspec.defstruct(
-                "Record",
-                [(attr, self._decoded_type(name), None) for attr, name in names.items()],
-                rename=names,
-                forbid_unknown_fields=True,
+                "Record", fields, rename=names, forbid_unknown_fields=True, kw_only=True
             )
             batch = msgspec.defstruct(
                 "RecordBatch",
@@ -107,14 +113,34 @@ class RequestValidator:
             return None
         return {name: list(map(attr, rows)) for name, attr in self._getters}
 
-    def _decoded_type(self, name: str) -> Any:
-        """A category with listed values is decoded as one of their canonical spellings
-        (the decoder hands back the same string objects, whose hashes are known: the
-        lookups below cost less); anything else as whatever JSON it holds."""
+    def _decoded_type(self, name: str) -> tuple[Any, bool, bool]:
+        """How the batch decoder reads a field: (type, checked, required). Checked: the
+        type holds every rule of the spec for it, so a decoded value needs no other check
+        (a number's bounds and wholeness; a category as one of its canonical spellings,
+        the same string objects: cheap lookups); null only where the spec allows it, and
+        such a field must be present. The id is read as text, its pattern left to the
+        checks (msgspec's pattern costs twice theirs). Anything else (booleans,
+        categories without listed values, numbers with listed values) is read as
+        whatever JSON it holds and checked by `validate_columns`."""
+        import msgspec
+
+        if name == self.spec.id_column:
+            return str | None, self._id_re is None, False
+        for name_, low, high, nullable, whole, values in self._bounds:
+            if name_ == name and values is None:
+                meta = msgspec.Meta(ge=low, le=high, multiple_of=1 if whole else None)
+                number = Annotated[float, meta]
+                return (number | None, True, False) if nullable else (number, True, True)
         for c in self.categorical:
             if c.name == name and c.col.type != "boolean" and c.col.values:
-                return Literal[tuple(value_text(v) for v in c.col.values)] | None
-        return Any
+                words = Literal[tuple(value_text(v) for v in c.col.values)]  # type: ignore[misc]
+                return (words | None, True, False) if c.col.nullable else (words, True, True)
+        return Any, False, False
+
+    def validate_decoded(self, columns: dict[str, list[Any]], n: int) -> dict[str, np.ndarray]:
+        """`validate_columns` for `decode_records`' columns: fields the decoder checked
+        only become arrays."""
+        return self.validate_columns(columns, n, checked=self._checked)
 
     def validate(self, records: list[Any], single: bool) -> dict[str, np.ndarray]:
         """Validate records (dicts); return the model's input arrays or raise InvalidRequest."""
@@ -205,9 +231,14 @@ class RequestValidator:
         return self.row_feed(rows)
 
     def validate_columns(
-        self, columns: dict[str, list[Any]], n: int, single: bool = False
+        self,
+        columns: dict[str, list[Any]],
+        n: int,
+        single: bool = False,
+        checked: Collection[str] = (),
     ) -> dict[str, np.ndarray]:
-        """The same rules on column lists (`{"columns": {...}}` batches, or records above)."""
+        """The same rules on column lists (`{"columns": {...}}` batches, or records above).
+        Fields in `checked` hold values a decoder already checked (`decode_records`)."""
         errors: list[dict[str, Any]] = []
         unknown = columns.keys() - self.allowed_fields
         for field in sorted(unknown):
@@ -230,12 +261,23 @@ class RequestValidator:
         if errors:
             raise InvalidRequest(errors[:MAX_ERRORS])
         none_list = [None] * n
-        self._check_ids(columns.get(self.spec.id_column) or none_list, single, errors)
+        if self.spec.id_column not in checked:
+            self._check_ids(columns.get(self.spec.id_column) or none_list, single, errors)
         feed: dict[str, np.ndarray] = {}
         for c in self.numeric:
-            feed[c.name] = self._numeric(c, columns.get(c.name) or none_list, single, errors)
+            values = columns.get(c.name) or none_list
+            if c.name in checked:  # numbers and nulls within the rules: None -> nan
+                feed[c.name] = np.array(values, dtype=np.float64).reshape(-1, 1)
+            else:
+                feed[c.name] = self._numeric(c, values, single, errors)
         for c in self.categorical:
-            feed[c.name] = self._category(c, columns.get(c.name) or none_list, single, errors)
+            values = columns.get(c.name) or none_list
+            if c.name in checked:  # canonical spellings, null only where allowed
+                if None in values:
+                    values = [MISSING if v is None else v for v in values]
+                feed[c.name] = np.array(values, dtype=object).reshape(-1, 1)
+            else:
+                feed[c.name] = self._category(c, values, single, errors)
         if errors:
             raise InvalidRequest(errors[:MAX_ERRORS])
         return feed

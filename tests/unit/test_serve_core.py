@@ -301,22 +301,33 @@ def test_one_record_given_a_nan_score_is_422(model: FakeModel) -> None:
     assert out.reply.body["detail"][0]["loc"] == ["body", "records", 0]
 
 
-RICH = parse_spec(
+def _binary_spec(name: str, id_pattern: str, columns: dict[str, object]) -> DatasetSpec:
+    """A spec with an id of `id_pattern`, a yes/no target `y` and `columns`."""
+    return parse_spec(
+        {
+            "name": name,
+            "id_column": "id",
+            "target": {"column": "y", "labels": {"no": 0, "yes": 1}, "positive": "yes"},
+            "columns": {
+                "id": {"type": "string", "nullable": False, "pattern": id_pattern},
+                "y": {"type": "category", "values": ["no", "yes"]},
+                **columns,
+            },
+        }
+    )
+
+
+RICH = _binary_spec(
+    "rich",
+    r"^[A-Z]{2}\d+$",
     {
-        "name": "rich",
-        "id_column": "id",
-        "target": {"column": "y", "labels": {"no": 0, "yes": 1}, "positive": "yes"},
-        "columns": {
-            "id": {"type": "string", "nullable": False, "pattern": r"^[A-Z]{2}\d+$"},
-            "size": {"type": "float", "min": 0, "max": 100},
-            "count": {"type": "integer", "min": 0, "nullable": False},
-            "level": {"type": "integer", "values": [1, 2, 3]},
-            "colour": {"type": "category", "values": ["red", "blue"], "nullable": False},
-            "shade": {"type": "category", "values": ["dark", "light"]},
-            "flag": {"type": "boolean"},
-            "y": {"type": "category", "values": ["no", "yes"]},
-        },
-    }
+        "size": {"type": "float", "min": 0, "max": 100},
+        "count": {"type": "integer", "min": 0, "nullable": False},
+        "level": {"type": "integer", "values": [1, 2, 3]},
+        "colour": {"type": "category", "values": ["red", "blue"], "nullable": False},
+        "shade": {"type": "category", "values": ["dark", "light"]},
+        "flag": {"type": "boolean"},
+    },
 )
 
 
@@ -389,18 +400,7 @@ def test_the_typed_decoding_of_a_large_batch_agrees_with_the_dict_path(
 
 
 def test_an_id_pattern_with_leading_flags_still_decodes_typed_batches() -> None:
-    spec = parse_spec(
-        {
-            "name": "flags",
-            "id_column": "id",
-            "target": {"column": "y", "labels": {"no": 0, "yes": 1}, "positive": "yes"},
-            "columns": {
-                "id": {"type": "string", "nullable": False, "pattern": r"(?i)^ab\d+$"},
-                "size": {"type": "float"},
-                "y": {"type": "category", "values": ["no", "yes"]},
-            },
-        }
-    )
+    spec = _binary_spec("flags", r"(?i)^ab\d+$", {"size": {"type": "float"}})
     validator = RequestValidator(spec, ["size"], [])
     rows = [{"id": f"Ab{i}", "size": float(i)} for i in range(2_000)]
     columns = validator.decode_records(orjson.dumps({"records": rows}))

@@ -309,7 +309,7 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
                 "probability": p,
                 "probabilities": dict(zip(names, row, strict=True)),
             }
-            for i, lab, p, row in zip(ids, labels, rounded, zip(*columns), strict=True)
+            for i, lab, p, row in zip(ids, labels, rounded, zip(*columns, strict=True), strict=True)
         ]
     body = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
     entry = LogPart(parsed.rows, ids, parsed.feed, labels, rounded, columns, names) if log else None

@@ -133,7 +133,7 @@ class RequestValidator:
                 return (number | None, True, False) if nullable else (number, True, True)
         for c in self.categorical:
             if c.name == name and c.col.type != "boolean" and c.col.values:
-                words = Literal[tuple(value_text(v) for v in c.col.values)]  # type: ignore[misc]
+                words = Literal[tuple(value_text(v) for v in c.col.values)]  # type: ignore[valid-type]
                 return (words | None, True, False) if c.col.nullable else (words, True, True)
         return Any, False, False
 

@@ -10,9 +10,9 @@ req/s, p50 and p99 for single rows at 16 and 64 connections (wrk, 10 s each), th
 time for batches of 1,000 and 10,000 rows (records, and the columnar form). One worker
 and the bare scorer are first measured in rounds taking turns at 16 connections (both
 up, one loaded at a time): their c16 cells are the medians, and the ratio is the median
-of the rounds' ratios. One-worker servers run on CPU 0 and wrk on CPU 1 (`--pin`, with
-taskset), so the client never shares a core with a server's threads; two workers are not
-pinned.
+of the rounds' ratios. One-worker servers run on CPU 0, wrk and the batch client on
+CPU 1 (`--pin`, with taskset and sched_setaffinity), so the client never shares a core
+with a server's threads; two workers are not pinned.
 """
 
 from __future__ import annotations
@@ -102,15 +102,24 @@ def wrk(
     return rps, pct("50"), pct("99")
 
 
-def batch_ms(url: str, payload: dict, repeats: int = 7) -> float:
+def batch_ms(url: str, payload: dict, pin: bool = False, repeats: int = 7) -> float:
+    """Median time of `repeats` POSTs of `payload`, one after the other. `pin`: the
+    client runs on CPU 1 meanwhile (the one-worker servers are on CPU 0), as wrk does."""
     body = json.dumps(payload).encode()
     times = []
-    with httpx.Client(timeout=60) as client:
-        for _ in range(repeats):
-            t = time.perf_counter()
-            r = client.post(url, content=body, headers={"Content-Type": "application/json"})
-            times.append((time.perf_counter() - t) * 1000)
-            r.raise_for_status()
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if pin and CLIENT_CPU and cpus is not None:
+        os.sched_setaffinity(0, {1})
+    try:
+        with httpx.Client(timeout=60) as client:
+            for _ in range(repeats):
+                t = time.perf_counter()
+                r = client.post(url, content=body, headers={"Content-Type": "application/json"})
+                times.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+    finally:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
     return statistics.median(times)
 
 
@@ -331,14 +340,15 @@ def main() -> None:
                     if mlflow
                     else (lambda rows: {"records": rows})
                 )
-                b1 = f"{batch_ms(url, batch(rows_1k)):.1f} ms"
-                b10 = f"{batch_ms(url, batch(rows_10k)):.1f} ms"
+                b1 = f"{batch_ms(url, batch(rows_1k), pin):.1f} ms"
+                b10 = f"{batch_ms(url, batch(rows_10k), pin):.1f} ms"
                 shape, label = (
                     (dataframe_split, "dataframe_split") if mlflow else (columnar, "columnar")
                 )
                 extra.append(
-                    f"| {name}, {label} body | | | | | | | {batch_ms(url, shape(rows_1k)):.1f} ms "
-                    f"| {batch_ms(url, shape(rows_10k)):.1f} ms |"
+                    f"| {name}, {label} body | | | | | | | "
+                    f"{batch_ms(url, shape(rows_1k), pin):.1f} ms "
+                    f"| {batch_ms(url, shape(rows_10k), pin):.1f} ms |"
                 )
             lines.append(
                 f"| {name} | {r16[0]:,.0f} | {r16[1]:.1f} ms | {r16[2]:.1f} ms | {r64[0]:,.0f} | "

@@ -75,7 +75,7 @@ class LogPart:
     the log's writer thread turns it into the stored entry (`body`), off the request's
     path, for a whole batch of requests at a time."""
 
-    __slots__ = ("columns", "feed", "ids", "labels", "names", "one", "rounded", "rows")
+    __slots__ = ("columns", "feed", "ids", "labels", "logged", "names", "one", "rounded", "rows")
 
     def __init__(
         self,
@@ -87,11 +87,14 @@ class LogPart:
         columns: list[list[float]],
         names: list[str],
         one: dict[str, Any] | None = None,
+        logged: dict[str, list[Any]] | None = None,
     ) -> None:
         """`columns`: the rounded probabilities, one list a class; `one`: a single
-        record's inputs by name (`plain_row`), in place of `feed`."""
+        record's inputs by name (`plain_row`), in place of `feed`; `logged`: features
+        stored as they are (`Parsed.logged`)."""
         self.rows, self.ids, self.feed, self.labels = rows, ids, feed, labels
         self.rounded, self.columns, self.names, self.one = rounded, columns, names, one
+        self.logged = logged
 
     def body(self) -> dict[str, Any]:
         """The entry's model part: inputs as one canonical list a feature (whatever the
@@ -100,7 +103,9 @@ class LogPart:
             "rows": self.rows,
             "ids": self.ids,
             "features": (
-                canonical_row(self.one) if self.one is not None else canonical_columns(self.feed)
+                canonical_row(self.one)
+                if self.one is not None
+                else canonical_columns(self.feed, self.logged)
             ),
             "labels": self.labels,
             "probabilities": self.rounded,
@@ -124,6 +129,9 @@ class Parsed:
     ids: list[Any]
     rows: int
     shape: str  # single | records | columns
+    logged: dict[str, list[Any]] = field(default_factory=dict)
+    """Features whose decoded lists the log can store as they are (canonical values,
+    null where missing): no second pass over their arrays."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,7 @@ def _typed_records(body: bytes, model: Servable, max_batch: int) -> Parsed | Non
     if n > max_batch:
         return None  # `parse` words the 422
     feed = model.validator.validate_decoded(columns, n)
-    return Parsed(feed, ids, n, "records")
+    return Parsed(feed, ids, n, "records", model.validator.canonical_lists(columns))
 
 
 def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Outcome:
@@ -312,7 +320,11 @@ def answer(parsed: Parsed, probs: np.ndarray, model: Servable, log: bool = True)
             for i, lab, p, row in zip(ids, labels, rounded, zip(*columns, strict=True), strict=True)
         ]
     body = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
-    entry = LogPart(parsed.rows, ids, parsed.feed, labels, rounded, columns, names) if log else None
+    entry = (
+        LogPart(parsed.rows, ids, parsed.feed, labels, rounded, columns, names, None, parsed.logged)
+        if log
+        else None
+    )
     counts = np.bincount(best, minlength=len(names)).tolist()
     return Outcome(Reply(200, body, {"x-model-version": model.version}), entry, counts)
 
@@ -322,10 +334,15 @@ def canonical_row(row: dict[str, Any]) -> dict[str, list[Any]]:
     return {name: [None if v != v or v == MISSING else v] for name, v in row.items()}
 
 
-def canonical_columns(feed: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+def canonical_columns(
+    feed: dict[str, np.ndarray], logged: dict[str, list[Any]] | None = None
+) -> dict[str, list[Any]]:
     """The validated model inputs as the prediction log stores them: one list per
     feature, canonical values, null where missing (whatever the request body's shape).
-    """
+    Lists in `logged` are such already and are taken as they are."""
+    if logged:
+        rest = canonical_columns({k: v for k, v in feed.items() if k not in logged})
+        return {name: logged[name] if name in logged else rest[name] for name in feed}
     out: dict[str, list[Any]] = {}
     if len(next(iter(feed.values()), ())) == 1:  # one record: no array calls
         for name, column in feed.items():

@@ -137,6 +137,16 @@ class RequestValidator:
                 return (words | None, True, False) if c.col.nullable else (words, True, True)
         return Any, False, False
 
+    def canonical_lists(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """The features of `decode_records`' columns that hold canonical values with
+        null where missing (those the decoder checked): as the prediction log stores
+        them."""
+        return {
+            c.name: columns[c.name]
+            for c in (*self.numeric, *self.categorical)
+            if c.name in self._checked
+        }
+
     def validate_decoded(self, columns: dict[str, list[Any]], n: int) -> dict[str, np.ndarray]:
         """`validate_columns` for `decode_records`' columns: fields the decoder checked
         only become arrays."""

@@ -412,3 +412,26 @@ def test_an_id_pattern_with_leading_flags_still_decodes_typed_batches() -> None:
     assert columns is not None  # the pattern is left to the checks, which refuse it
     with pytest.raises(InvalidRequest):
         validator.validate_decoded(columns, len(bad))
+
+
+def test_a_large_batch_runs_with_the_collector_paused_and_restored() -> None:
+    import gc
+
+    from mlcycle.serve.asgi import collector_paused
+
+    assert gc.isenabled()
+    assert collector_paused(gc.isenabled) is False
+    assert gc.isenabled()
+
+    def boom() -> None:
+        raise RuntimeError("scoring failed")
+
+    with pytest.raises(RuntimeError):
+        collector_paused(boom)
+    assert gc.isenabled()  # restored after a failure too
+    gc.disable()
+    try:
+        collector_paused(gc.isenabled)
+        assert not gc.isenabled()  # paused by someone else: left paused
+    finally:
+        gc.enable()

@@ -4,6 +4,7 @@ adapter: read the body, hand it to `PredictService`, send the reply)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -35,7 +36,24 @@ ROUTES = {
     "/openapi.json",
 }
 THREADPOOL_BYTES = 64 * 1024
-"""Bodies larger than this are scored in a worker thread, off the event loop."""
+"""Bodies larger than this are scored in a worker thread, off the event loop, with the
+cyclic garbage collector paused (`collector_paused`)."""
+
+
+def collector_paused(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` with the cyclic garbage collector paused. A large batch allocates
+    tens of thousands of container objects (decoded rows, answers) that all live until
+    its reply is made and form no cycles: the collector would scan them again and again
+    (~4 ms of a 10,000-record batch) to find nothing; reference counting frees them
+    after. Left as it was found: a collector someone else paused stays paused."""
+    running = gc.isenabled()
+    if running:
+        gc.disable()
+    try:
+        return fn(*args)
+    finally:
+        if running:
+            gc.enable()
 
 
 class Metrics:
@@ -118,7 +136,9 @@ class PredictEndpoint:
         if size > limit:
             reply = too_big
         elif size > THREADPOOL_BYTES:
-            reply = await run_in_threadpool(self.service.handle, b"".join(chunks), headers)
+            reply = await run_in_threadpool(
+                collector_paused, self.service.handle, b"".join(chunks), headers
+            )
         else:
             reply = self.service.handle(b"".join(chunks), headers)
         await send_reply(reply, send)

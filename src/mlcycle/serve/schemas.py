@@ -97,7 +97,7 @@ class RequestValidator:
                 if checked:
                     self._checked.add(name)
             row = msgspec.defstruct(
-                "Record", fields, rename=names, forbid_unknown_fields=True, kw_only=True
+                "Record", fields, rename=names, forbid_unknown_fields=True, kw_only=True, gc=False
             )
             batch = msgspec.defstruct(
                 "RecordBatch",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pytest
 
 from mlcycle.store.base import Store
 
@@ -168,3 +171,25 @@ def test_scan_reads_log_documents_newest_first_in_chunks(store: Store) -> None:
     recent = [d for c in store.scan("m_log", since=since, chunk=7) for d in c]
     assert {d["_id"] for d in recent} == {f"log{i:04d}" for i in range(120) if i % 50 >= 40}
     assert list(store.scan("no_such_log")) == []
+
+
+def test_the_embedded_append_holds_a_bounded_number_of_bytes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large log entries (a big batch's) are written a few at a time, not 256 at once."""
+    from mlcycle.store import embedded
+
+    held: list[int] = []
+    real = embedded._insert_rows
+
+    def spy(conn: Any, table: str, params: list[str | bytes]) -> None:
+        held.append(sum(len(p) for p in params[1::2]))
+        real(conn, table, params)
+
+    monkeypatch.setattr(embedded, "_insert_rows", spy)
+    monkeypatch.setattr(embedded, "APPEND_BYTES", 100_000)
+    store = embedded.EmbeddedStore(tmp_path / "s.sqlite3")
+    docs = [{"_id": f"b{i}", "p": [0.5] * 8_000} for i in range(40)]  # ~32 KB each
+    store.append("loan_predictions", docs)
+    assert [d["_id"] for d in store.find("loan_predictions")] == [d["_id"] for d in docs]
+    assert max(held) < 140_000 and len(held) >= 10

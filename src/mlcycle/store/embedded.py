@@ -69,6 +69,9 @@ def _dumps(doc: Document | list[Document]) -> bytes:
 APPEND_ROWS = 256
 """Most documents an `append` writes in one statement (two parameters each: far below
 SQLite's smallest limit on parameters, 999)."""
+APPEND_BYTES = 4 * 1024 * 1024
+"""A statement's documents stop at about this many serialised bytes (a big batch's log
+entry is ~1 MB): what an `append` holds at once stays bounded."""
 
 
 def _insert_rows(conn: sqlite3.Connection, table: str, params: list[str | bytes]) -> None:
@@ -237,13 +240,14 @@ class EmbeddedStore:
         # counts are powers of two, so the statements are always the same few and stay
         # prepared in sqlite3's cache.
         rows: list[str | bytes] = []
+        size = 0
         with self._tx() as conn:
-            for doc in docs:  # a statement's worth of serialised documents at a time
-                rows.append(str(doc["_id"]))
-                rows.append(_dumps(doc))
-                if len(rows) == 2 * APPEND_ROWS:
+            for ident, _, blob in _rows(docs, with_hash=False):  # a statement's worth at a time
+                rows += (ident, blob)
+                size += len(blob)
+                if len(rows) == 2 * APPEND_ROWS or size >= APPEND_BYTES:
                     _insert_rows(conn, table, rows)
-                    rows = []
+                    rows, size = [], 0
             _insert_rows(conn, table, rows)
 
     @_sqlite_errors

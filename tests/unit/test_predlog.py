@@ -150,3 +150,58 @@ def test_the_writer_runs_below_the_event_loops_priority() -> None:
         assert log.writer_nice == min(ours + BACKGROUND_NICE, 19)
     else:
         assert log.writer_nice is None
+
+
+def test_the_writer_holds_back_while_a_large_batch_is_scored_and_writes_after() -> None:
+    """Large batches first: nothing is written while one is busy (nor within the quiet
+    time after it); then every entry arrives, in order."""
+    from mlcycle.serve import predlog
+
+    store = RecordingStore()
+    log = PredictionLog(store, "p", batch=1, interval=0.01)
+    with log.busy():
+        log.submit([{"_id": i} for i in range(5)], nbytes=5_000)
+        time.sleep(0.3)  # the writer has woken many times meanwhile
+        assert store.calls == 0
+        ended = time.monotonic()
+    deadline = time.monotonic() + 5
+    while len(store.docs) < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert time.monotonic() - ended >= predlog.QUIET_SECONDS * 0.9
+    assert [d["_id"] for d in store.docs] == list(range(5))
+    log.close()
+    assert (log.written, log.dropped) == (5, 0)
+
+
+def test_a_stream_of_large_batches_is_still_logged_once_the_buffer_is_half_full() -> None:
+    """Held back forever, the buffer would fill and drop entries: past half its bound
+    the writer writes even while a large batch is busy."""
+    store = RecordingStore()
+    log = PredictionLog(store, "p", batch=1, interval=0.01, max_bytes=10_000)
+    with log.busy():
+        for i in range(4):
+            log.submit([{"_id": i}], nbytes=1_000)
+        time.sleep(0.2)
+        assert store.calls == 0  # 4,000 of 10,000 bytes: held back
+        for i in range(4, 8):
+            log.submit([{"_id": i}], nbytes=1_000)
+        deadline = time.monotonic() + 5
+        while len(store.docs) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(store.docs) >= 3  # written while still busy, down to below half
+        assert log.dropped == 0
+        log.close()  # closing writes the rest at once, busy or not
+    assert [d["_id"] for d in store.docs] == list(range(8))
+
+
+def test_large_entries_are_written_in_groups_and_small_ones_in_one() -> None:
+    from mlcycle.serve import predlog
+
+    store = RecordingStore()
+    log = PredictionLog(store, "p", batch=100, interval=0.2)
+    big = predlog.GROUP_BYTES // 2
+    log.submit([{"_id": i} for i in range(6)], nbytes=6 * big)  # three groups of two
+    log.submit([{"_id": i} for i in range(6, 56)], nbytes=50 * 300)  # one more
+    log.close()
+    assert [d["_id"] for d in store.docs] == list(range(56))
+    assert store.calls == 4

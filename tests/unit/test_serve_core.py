@@ -435,3 +435,50 @@ def test_a_large_batch_runs_with_the_collector_paused_and_restored() -> None:
         assert not gc.isenabled()  # paused by someone else: left paused
     finally:
         gc.enable()
+
+
+def test_the_service_has_the_log_step_aside_while_a_large_batch_is_scored(
+    model: FakeModel,
+) -> None:
+    """Large bodies are scored inside the log's `busy` (its writer holds back); small
+    ones are not; both are logged."""
+    import contextlib
+
+    from mlcycle.serve.security import KeyRing
+    from mlcycle.serve.service import LARGE_BATCH_BYTES, PredictService
+
+    class Log:
+        def __init__(self) -> None:
+            self.depth = 0
+            self.scored_busy: list[bool] = []
+            self.rows: list[int] = []
+
+        @contextlib.contextmanager
+        def busy(self):  # type: ignore[no-untyped-def]
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+
+        def submit(self, docs, nbytes: int = 0, collection: str | None = None) -> None:  # type: ignore[no-untyped-def]
+            self.rows += [d.part.rows for d in docs]
+
+    log = Log()
+
+    class Watching(FakeScorer):
+        def proba(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+            log.scored_busy.append(log.depth > 0)
+            return super().proba(feed)
+
+    model.scorer = Watching()
+    service = PredictService(KeyRing([]), lambda: model, 10**8, 10**6, log=lambda: log)  # type: ignore[arg-type]
+    headers = {"content-type": "application/json"}
+    small = orjson.dumps({"records": [{"id": "a", "size": 1.0, "colour": "red"}] * 40})
+    n = LARGE_BATCH_BYTES // 30
+    large = orjson.dumps({"records": [{"id": "a", "size": 1.0, "colour": "red"}] * n})
+    assert len(small) < LARGE_BATCH_BYTES < len(large)
+    assert service.handle(small, headers).status == 200
+    assert service.handle(large, headers).status == 200
+    assert log.scored_busy == [False, True]
+    assert log.rows == [40, n] and log.depth == 0

@@ -19,6 +19,9 @@ from mlcycle.serve.security import KeyRing, denied
 from mlcycle.store.base import Document, predictions_collection
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+LARGE_BATCH_BYTES = 64 * 1024
+"""Bodies larger than this are large batches: the prediction log's writer steps aside
+while they are scored (`PredictionLog.busy`)."""
 
 
 class PredictService:
@@ -52,7 +55,11 @@ class PredictService:
             return Reply(413, {"detail": f"body larger than {self.max_body_bytes} bytes"})
         started = time.perf_counter()
         log = self.log()
-        outcome = score(body, model, self.max_batch, log=log is not None)
+        if log is not None and len(body) > LARGE_BATCH_BYTES:
+            with log.busy():  # the log's writer holds back meanwhile
+                outcome = score(body, model, self.max_batch, log=True)
+        else:
+            outcome = score(body, model, self.max_batch, log=log is not None)
         reply = outcome.reply
         rid = headers.get("x-request-id", "")
         request_id = rid if _REQUEST_ID.match(rid) else new_request_id()

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mlcycle.serve.core import Reply
-from mlcycle.serve.service import PredictService
+from mlcycle.serve.service import LARGE_BATCH_BYTES, PredictService
 
 access = logging.getLogger("mlcycle.access")
 
@@ -35,9 +35,6 @@ ROUTES = {
     "/docs",
     "/openapi.json",
 }
-THREADPOOL_BYTES = 64 * 1024
-"""Bodies larger than this are scored in a worker thread, off the event loop, with the
-cyclic garbage collector paused (`collector_paused`)."""
 
 
 def collector_paused(fn: Callable[..., Any], *args: Any) -> Any:
@@ -135,7 +132,7 @@ class PredictEndpoint:
             more = message.get("more_body", False)
         if size > limit:
             reply = too_big
-        elif size > THREADPOOL_BYTES:
+        elif size > LARGE_BATCH_BYTES:  # in a worker thread, off the event loop
             reply = await run_in_threadpool(
                 collector_paused, self.service.handle, b"".join(chunks), headers
             )

@@ -4,6 +4,7 @@ calls `PredictService.handle` with the raw body and headers."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -20,8 +21,9 @@ from mlcycle.store.base import Document, predictions_collection
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 LARGE_BATCH_BYTES = 64 * 1024
-"""Bodies larger than this are large batches: the prediction log's writer steps aside
-while they are scored (`PredictionLog.busy`)."""
+"""Bodies larger than this are large batches: the ASGI fast path scores them in a worker
+thread with the garbage collector paused (`asgi.collector_paused`), and the prediction
+log's writer steps aside meanwhile (`PredictionLog.busy`)."""
 
 
 class PredictService:
@@ -55,10 +57,8 @@ class PredictService:
             return Reply(413, {"detail": f"body larger than {self.max_body_bytes} bytes"})
         started = time.perf_counter()
         log = self.log()
-        if log is not None and len(body) > LARGE_BATCH_BYTES:
-            with log.busy():  # the log's writer holds back meanwhile
-                outcome = score(body, model, self.max_batch, log=True)
-        else:
+        large = len(body) > LARGE_BATCH_BYTES
+        with log.busy() if log is not None and large else contextlib.nullcontext():
             outcome = score(body, model, self.max_batch, log=log is not None)
         reply = outcome.reply
         rid = headers.get("x-request-id", "")

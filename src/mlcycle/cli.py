@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from mlcycle import __version__
-from mlcycle.config import Settings, get_settings
+from mlcycle.config import Settings, get_settings, redact_text
 from mlcycle.errors import BadInput, MlcycleError
 from mlcycle.logging_setup import configure_logging
 
@@ -61,11 +62,24 @@ SpecOpt = Annotated[
 
 
 def _fail(err: MlcycleError, as_json: bool = False) -> typer.Exit:
+    message = redact_text(str(err), _secrets())
     if as_json:
-        print(json.dumps({"status": "failed", "error": str(err)}))
+        print(json.dumps({"status": "failed", "error": message}))
     else:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        _print_error(message)
     return typer.Exit(err.exit_code)
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr: `error:` in red, the message as plain text (never markup)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+
+
+def _secrets() -> tuple[str, ...]:
+    try:
+        return get_settings().secrets()
+    except ValueError:
+        return ()
 
 
 def _json_only() -> AbstractContextManager[Any]:
@@ -96,9 +110,9 @@ def _main(
     try:
         settings = _settings()
     except ValueError as err:  # pydantic: a bad MLCYCLE_ variable or .env line
-        err_console.print(f"[bold red]error:[/] invalid settings: {err}", highlight=False)
+        _print_error(f"invalid settings: {redact_text(str(err))}")
         raise typer.Exit(2) from err
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
 
 
 @app.command()
@@ -859,12 +873,19 @@ def doctor() -> None:
     """
     from mlcycle.doctor import run_checks
 
-    checks = run_checks(_settings())
+    settings = _settings()
+    checks = run_checks(settings)
+    secrets = settings.secrets()
     table = Table(title="mlcycle doctor")
     for col in ("check", "status", "detail", "fix"):
         table.add_column(col)
     for c in checks:
-        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail, c.fix)
+        table.add_row(
+            c.name,
+            "[green]ok[/]" if c.ok else "[red]FAIL[/]",
+            Text(redact_text(c.detail, secrets)),
+            Text(redact_text(c.fix, secrets)),
+        )
     console.print(table)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
@@ -880,10 +901,9 @@ def main() -> None:
     except Exception as err:  # the last line of defence; known errors exit earlier
         if os.environ.get("MLCYCLE_DEBUG") == "1":
             raise
-        err_console.print(
-            f"[bold red]error:[/] unexpected {type(err).__name__}: {str(err)[:500]} "
-            "(MLCYCLE_DEBUG=1 shows the traceback)",
-            highlight=False,
+        _print_error(
+            f"unexpected {type(err).__name__}: {redact_text(str(err), _secrets())[:500]} "
+            "(MLCYCLE_DEBUG=1 shows the traceback)"
         )
         sys.exit(1)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
+from urllib.parse import unquote
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -106,6 +108,51 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
+    _uri_secrets: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tracking_credentials(self) -> Settings:
+        """Credentials written into MLFLOW_TRACKING_URI (`http://user:pw@host`) are taken
+        out of the URI (urllib cannot connect to such a host, and the URI is printed) and
+        used as MLflow's own clients take them: MLFLOW_TRACKING_USERNAME/PASSWORD, unless
+        those are set already."""
+        uri = self.mlflow_tracking_uri
+        if not uri or not uri.startswith(("http://", "https://")):
+            return self
+        scheme, _, rest = uri.partition("://")
+        authority_end = len(rest)
+        at = rest.rfind("@")
+        if at < 0:
+            return self
+        slash = rest.find("/", at)
+        if slash >= 0:
+            authority_end = slash
+        user, _, password = rest[:at].partition(":")
+        self.mlflow_tracking_uri = f"{scheme}://{rest[at + 1 : authority_end]}{rest[authority_end:]}"
+        if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+        self._uri_secrets = [password, unquote(password)]
+        return self
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret this process knows (passwords in URIs, the Kafka SASL password,
+        MLflow's): output is scrubbed of them (`redact_text`), whatever its shape."""
+        found: list[str] = []
+        for uri in (
+            self.mongo_uri.get_secret_value() if self.mongo_uri else "",
+            self.mlflow_tracking_uri or "",
+        ):
+            found.extend(uri_secrets(uri))
+        found.extend(self._uri_secrets)
+        if self.kafka_sasl_password is not None:
+            found.append(self.kafka_sasl_password.get_secret_value())
+        for name in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+            found.append(os.environ.get(name, ""))
+        found.extend(v for k, v in os.environ.items() if k.startswith("MLCYCLE_MLFLOW_") and k.endswith("_PASSWORD"))
+        # longest first, so a secret holding another is replaced whole
+        return tuple(sorted({s for s in found if len(s) >= 3}, key=len, reverse=True))
+
     @property
     def spec_path(self) -> Path:
         return _project_file(self.spec, "datasets/loan.yaml")
@@ -151,9 +198,58 @@ def _project_file(explicit: Path | None, relative: str) -> Path:
     return packaged(relative)
 
 
+_URI_START = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://")
+
+
 def redact_uri(uri: str) -> str:
-    """Hide the password in a URI such as mongodb://user:secret@host/db."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", uri)
+    """The URI with the credentials of its authority hidden: `user:***@host` (the user
+    name kept when it is plain), `***@host` for a bare token. Parsed by position, not by
+    a pattern of allowed characters: the user information ends at the last `@` of the
+    URI, so a password holding `/`, `@`, `:` or `?` (unescaped, as people write them) is
+    hidden whole. A URI whose query holds an `@` loses a little more than its password,
+    never less."""
+    match = _URI_START.match(uri)
+    start = match.end() if match else 0
+    at = uri.rfind("@", start)
+    if at < 0:
+        return uri
+    user, sep, _secret = uri[start:at].partition(":")
+    shown = f"{user}:***" if sep and user and not re.search(r"[/?#\s]", user) else "***"
+    return uri[:start] + shown + uri[at:]
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The password of a URI's user information, as written and percent-decoded."""
+    match = _URI_START.match(uri)
+    start = match.end() if match else 0
+    at = uri.rfind("@", start)
+    if at < 0:
+        return []
+    _user, sep, secret = uri[start:at].partition(":")
+    secret = secret if sep else uri[start:at]
+    return [secret, unquote(secret)] if secret else []
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with the credentials of every URI in it hidden (see `redact_uri`; a URI
+    runs to the next whitespace or quote) and every one of `secrets` replaced by ***."""
+    out: list[str] = []
+    pos = 0
+    for match in _URI_START.finditer(text):
+        if match.start() < pos:
+            continue
+        end = match.end()
+        while end < len(text) and not text[end].isspace() and text[end] not in "'\"<>`":
+            end += 1
+        out.append(text[pos : match.start()])
+        out.append(redact_uri(text[match.start() : end]))
+        pos = end
+    out.append(text[pos:])
+    result = "".join(out)
+    for secret in secrets:
+        if secret:
+            result = result.replace(secret, "***")
+    return result
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from mlcycle.config import redact_text
+
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
 
@@ -30,6 +32,19 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+class _Redacting(logging.Formatter):
+    """Formats with `inner`, then hides every URI's credentials and every known secret
+    in the whole line (message, arguments and traceback alike)."""
+
+    def __init__(self, inner: logging.Formatter, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self.inner.format(record), self.secrets)
+
+
 class _StderrHandler(logging.StreamHandler[Any]):
     """Writes to whatever `sys.stderr` is at the time of the record, so a replaced or
     captured stderr (test runners, embedding) never leaves the handler on a closed file."""
@@ -43,13 +58,18 @@ class _StderrHandler(logging.StreamHandler[Any]):
         pass
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Install one stderr handler on the root logger (replacing earlier ones)."""
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", secrets: tuple[str, ...] = ()
+) -> None:
+    """Install one stderr handler on the root logger (replacing earlier ones); no URI
+    credentials and none of `secrets` reach it."""
     handler = _StderrHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    inner = (
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    handler.setFormatter(_Redacting(inner, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

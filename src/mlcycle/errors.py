@@ -47,3 +47,8 @@ class ModelNotFound(MlcycleError):
 
 class RegistryAccessDenied(BadInput):
     """The MLflow tracking server refused the user the operation: a configuration problem."""
+
+
+class SourceChanged(MlcycleError):
+    """A source file's bytes changed while a run read it: the run fails, nothing read from
+    the changed bytes is loaded."""

@@ -11,10 +11,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import itertools
 import logging
-import warnings
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,11 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mlcycle.errors import StructuralError
+from mlcycle.etl.reading import CheckedFile, FileCheck, changed, not_utf8
 from mlcycle.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -105,14 +106,6 @@ def discover(source: Path) -> list[Path]:
     return files
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_columns(path: Path, columns: list[str], spec: DatasetSpec) -> None:
     """Raise a StructuralError for a missing required column or a wrong delimiter."""
     present = set(columns)
@@ -133,72 +126,227 @@ def _check_columns(path: Path, columns: list[str], spec: DatasetSpec) -> None:
     )
 
 
+CSV_BLOCK = 32 * 1024 * 1024
+"""Bytes the CSV reader parses at a time; one record may not be longer."""
+_STRING_COLUMNS = 4096
+"""Columns typed as text without a second look at the header (more are handled too)."""
+
+
+def _csv_options(
+    columns: int, on_invalid: Callable[[pacsv.InvalidRow], str]
+) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
+    """pyarrow's CSV reader as this ETL reads: every field text, exactly as written (no
+    null words, no type guessing), quoted newlines kept, the header as the first row."""
+    return (
+        pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK, autogenerate_column_names=True),
+        pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+        pacsv.ConvertOptions(
+            column_types={f"f{i}": pa.string() for i in range(columns)},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            null_values=[],
+        ),
+    )
+
+
+class _CsvRecords:
+    """The records of one CSV text, from one reading of its bytes (pyarrow's parser).
+
+    Rows whose field count differs from the header's are handed to `on_invalid` by the
+    parser with their record number; they are put back in their places with a record
+    error, so the values of every row and its field count come from the same parse. A
+    record of only spaces and tabs is a blank line (skipped and not counted, like an
+    empty one)."""
+
+    def __init__(self, path: Path, handle: io.RawIOBase) -> None:
+        self.path = path
+        self.bad: dict[int, str] = {}
+        self.blank: list[int] = []
+        self.handle = handle
+
+    def on_invalid(self, row: pacsv.InvalidRow) -> str:
+        if row.number < 1:
+            raise StructuralError(f"{self.path}: the CSV reader lost track of row numbers")
+        if row.text.strip(" \t\r\n") == "":
+            self.blank.append(row.number)
+        else:
+            self.bad[row.number] = row.text
+        return "skip"
+
+    def open(self) -> pacsv.CSVStreamingReader:
+        columns = _STRING_COLUMNS
+        while True:
+            reader = pacsv.open_csv(self.handle, *_csv_options(columns, self.on_invalid))
+            if len(reader.schema) <= columns:
+                return reader
+            columns = len(reader.schema)
+            self.handle.seek(0)
+            self.bad.clear()
+            self.blank.clear()
+
+
+def _csv_bytes(
+    path: Path, span: tuple[int, int] | None, check: FileCheck | None
+) -> io.RawIOBase:
+    """The file checked while it is read, or the header line and the bytes of `span`
+    (checked against the part's digest before any is parsed)."""
+    if span is None:
+        return CheckedFile(path, check, utf8=True)
+    start, end = span
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        header = fh.readline()
+        fh.seek(start)
+        body = fh.read(end - start)
+    if check is not None:
+        digest = hashlib.sha256(header + body).hexdigest()
+        if size != check.size or digest != check.sha256:
+            raise changed(path, f"bytes {start:,}-{end:,} are not those the run planned")
+    try:
+        (header + body).decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = err.start if err.start < len(header) else start + err.start - len(header)
+        raise not_utf8(path, at) from err
+    return io.BytesIO(header + body)
+
+
 def _read_csv(
     path: Path,
     spec: DatasetSpec,
     chunk_rows: int,
     span: tuple[int, int] | None = None,
+    check: FileCheck | None = None,
 ) -> Iterator[RawChunk]:
     """A CSV file, or the records in bytes [start, end) of it (`span`, cut at record
     boundaries by `mlcycle.etl.partitions`) read as if they followed the header line."""
-
-    def open_text() -> io.TextIOBase:
-        if span is None:
-            return path.open("r", encoding="utf-8-sig", newline="")
-        return _span_text(path, span)
-
+    handle = _csv_bytes(path, span, check)
+    records = _CsvRecords(path, handle)
     try:
-        with open_text() as fh:
-            header_line = fh.readline()
-    except UnicodeDecodeError as err:
-        raise StructuralError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-    if not header_line.strip():
+        reader = records.open()
+        header: list[str] | None = None
+        wanted: list[str] = []
+        state = _Numbering()
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            if header is None:
+                header, wanted = _csv_header(path, batch, spec)
+                batch = batch.slice(1)
+            yield from _csv_chunks(path, batch, header, wanted, records, state, chunk_rows)
+        if header is None:
+            raise StructuralError(f"{path}: empty file (no header line)")
+        yield from _csv_chunks(path, None, header, wanted, records, state, chunk_rows)
+        if isinstance(handle, CheckedFile):
+            handle.finish()
+    except pa.ArrowInvalid as err:
+        raise _csv_error(path, err) from err
+    finally:
+        handle.close()
+
+
+def _csv_error(path: Path, err: pa.ArrowInvalid) -> StructuralError:
+    text = str(err)
+    if "Empty CSV file" in text:
+        return StructuralError(f"{path}: empty file (no header line)")
+    if "UTF8" in text or "UTF-8" in text:
+        return StructuralError(f"{path}: not UTF-8 text ({text.split(':')[-1].strip()})")
+    if "straddling" in text or "block" in text.lower():
+        return StructuralError(
+            f"{path}: a record longer than {CSV_BLOCK // 2**20} MiB (or an unclosed quote "
+            "that runs to the end of the file): the file cannot be read as CSV"
+        )
+    return StructuralError(f"{path}: malformed CSV: {text}")
+
+
+def _csv_header(
+    path: Path, batch: pa.RecordBatch, spec: DatasetSpec
+) -> tuple[list[str], list[str]]:
+    if batch.num_rows == 0:
         raise StructuralError(f"{path}: empty file (no header line)")
-    header = [h.strip() for h in next(csv.reader(io.StringIO(header_line)))]
+    header = [str(col[0].as_py()).strip() for col in batch.columns]
+    if len(header) == 1 and header[0] == "":
+        raise StructuralError(f"{path}: empty file (no header line)")
     _check_columns(path, header, spec)
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
         raise StructuralError(f"{path}: duplicate column name(s) {', '.join(dupes)}")
-    wanted = [c for c in header if c in spec.columns]
-    try:
-        with open_text() as data, open_text() as raw:
-            reader = pd.read_csv(
-                data,
-                dtype="string",
-                keep_default_na=False,
-                na_filter=False,
-                chunksize=chunk_rows,
-                skip_blank_lines=True,
-                index_col=False,
+    return header, [c for c in header if c in spec.columns]
+
+
+@dataclass
+class _Numbering:
+    next_record: int = 2
+    """Record number (the header is 1) of the next row to place."""
+    row: int = 1
+    """Data row of the next row to place (blank records are not counted)."""
+
+
+def _csv_chunks(
+    path: Path,
+    batch: pa.RecordBatch | None,
+    header: list[str],
+    wanted: list[str],
+    records: _CsvRecords,
+    state: _Numbering,
+    chunk_rows: int,
+) -> Iterator[RawChunk]:
+    """The rows of `batch` with the rows the parser set aside before and between them
+    put back in record order (`batch` None: those left after the last batch)."""
+    skipped = sorted(n for n in (*records.bad, *records.blank) if n >= state.next_record)
+    k = 0 if batch is None else batch.num_rows
+    numbers = np.empty(0, dtype=np.int64)
+    last = skipped[-1] if skipped else state.next_record - 1
+    if batch is not None:
+        span = np.arange(state.next_record, state.next_record + k + len(skipped), dtype=np.int64)
+        numbers = span[~np.isin(span, skipped)][:k]
+        last = int(numbers[-1]) if k else state.next_record - 1
+    bad_numbers = sorted(n for n in records.bad if state.next_record <= n <= last)
+    bad_texts = [records.bad.pop(n) for n in bad_numbers]
+    records.blank[:] = [n for n in records.blank if n > last]
+    state.next_record = last + 1
+    if k == 0 and not bad_numbers:
+        return
+    frame = _csv_frame(batch, header, wanted, bad_texts)
+    if bad_numbers:
+        order = np.concatenate([numbers, np.asarray(bad_numbers, dtype=np.int64)])
+        frame = frame.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+    for start in range(0, len(frame), chunk_rows):
+        part = frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+        yield RawChunk(path, state.row, _long_fields(part, wanted), line_offset=1)
+        state.row += len(part)
+
+
+def _csv_frame(
+    batch: pa.RecordBatch | None, header: list[str], wanted: list[str], bad_texts: list[str]
+) -> pd.DataFrame:
+    """Valid rows (from the batch), then the set-aside rows (their fields as parsed from
+    their own text, with a record error), as raw text."""
+    width = len(header)
+    where = [header.index(name) for name in wanted]
+    parts: list[pd.DataFrame] = []
+    if batch is not None and batch.num_rows:
+        table = pa.table([batch.column(i) for i in where], names=wanted)
+        parts.append(table.to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get))
+    if bad_texts:
+        rows: list[list[str | None]] = []
+        reasons: list[str] = []
+        for text in bad_texts:
+            fields = next(csv.reader(io.StringIO(text)), [])
+            rows.append([fields[i] if i < len(fields) else None for i in where])
+            reasons.append(
+                f"the row has {len(fields)} field(s) but the header has {width}: "
+                + ("a cut or malformed line" if len(fields) < width else "extra field(s)")
             )
-            first = 1
-            widths = _field_counts(raw)
-            while True:
-                with warnings.catch_warnings():
-                    # a first row longer than the header only warns; make it the error it is
-                    warnings.simplefilter("error", pd.errors.ParserWarning)
-                    frame = next(reader, None)
-                if frame is None:
-                    break
-                frame.columns = header
-                shape = np.array(list(itertools.islice(widths, len(frame))), dtype=np.int64)
-                shape = shape.reshape(-1, 2)
-                yield RawChunk(path, first, _row_checks(frame, wanted, shape), line_offset=1)
-                first += len(frame)
-    except UnicodeDecodeError as err:
-        raise StructuralError(f"{path}: not UTF-8 text ({err.reason})") from err
-    except (pd.errors.ParserError, pd.errors.ParserWarning, csv.Error) as err:
-        raise StructuralError(f"{path}: malformed CSV: {err}") from err
-
-
-def _span_text(path: Path, span: tuple[int, int]) -> io.StringIO:
-    """The header line and the bytes of `span`, as one text (a part of a big file)."""
-    start, end = span
-    with path.open("rb") as fh:
-        header = fh.readline()
-        fh.seek(start)
-        body = fh.read(end - start)
-    return io.StringIO(header.decode("utf-8-sig") + body.decode("utf-8"), newline="")
+        bad = pd.DataFrame(rows, columns=wanted, dtype="string")
+        bad[RECORD_ERROR] = pd.array(reasons, dtype="string")
+        parts.append(bad)
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if RECORD_ERROR not in frame:
+        return frame
+    frame[RECORD_ERROR] = frame[RECORD_ERROR].astype("string")
+    return frame
 
 
 MAX_FIELD_CHARS = 1_000_000
@@ -206,45 +354,26 @@ MAX_FIELD_CHARS = 1_000_000
 rejected), so one huge value does not cost its size again at every validation step."""
 
 
-def _field_counts(handle: io.TextIOBase) -> Iterator[tuple[int, int]]:
-    """(fields, characters) per record after the header, blank lines skipped as the
-    reader skips them. The CSV reader pads a short row with empty strings,
-    indistinguishable from real empty fields, so the count is taken apart (the csv
-    module: ~1.5 µs a row)."""
-    csv.field_size_limit(2**31 - 1)  # a huge field is a row problem, not a reader crash
-    records = csv.reader(handle)
-    next(records, None)
-    return ((len(rec), sum(map(len, rec))) for rec in records if rec)
-
-
-def _row_checks(frame: pd.DataFrame, wanted: list[str], shape: np.ndarray) -> pd.DataFrame:
-    """The spec's columns, plus a record error for rows with fewer fields than the header
-    (a cut or malformed line: its padded empty values must never pass as real values)
-    and for rows with a field over MAX_FIELD_CHARS (cut to an excerpt here)."""
-    out = frame[wanted].copy() if (shape[:, 1] > MAX_FIELD_CHARS).any() else frame[wanted]
-    width = frame.shape[1]
-    problems: dict[int, str] = {}
-    for short in np.flatnonzero(shape[:, 0] < width).tolist():
-        problems[short] = (
-            f"the row has {shape[short, 0]} field(s) but the header has {width}: "
-            "a cut or malformed line"
-        )
-    for row in np.flatnonzero(shape[:, 1] > MAX_FIELD_CHARS).tolist():
-        for j, name in enumerate(wanted):
-            value = out.iat[row, j]
-            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-                digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
-                problems[row] = (
-                    f"column {name}: a value of {len(value):,} characters (over "
-                    f"{MAX_FIELD_CHARS:,}; sha256 {digest})"
-                )
-                out.iat[row, j] = value[:256]
-    if problems:
-        out = out.copy()
-        errors = pd.Series(pd.NA, index=out.index, dtype="string")
-        for pos, text in problems.items():
-            errors.iat[pos] = text
-        out[RECORD_ERROR] = errors
+def _long_fields(frame: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:
+    """Rows with a field over MAX_FIELD_CHARS get a record error naming the column, and
+    the field is cut to an excerpt."""
+    longest = {
+        name: frame[name].str.len().fillna(0).to_numpy() for name in wanted
+    }
+    if not any((v > MAX_FIELD_CHARS).any() for v in longest.values()):
+        return frame
+    out = frame.copy()
+    if RECORD_ERROR not in out:
+        out[RECORD_ERROR] = pd.Series(pd.NA, index=out.index, dtype="string")
+    for j, name in enumerate(wanted):
+        for row in np.flatnonzero(longest[name] > MAX_FIELD_CHARS).tolist():
+            value = str(out.iat[row, j])
+            digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+            out.loc[row, RECORD_ERROR] = (
+                f"column {name}: a value of {len(value):,} characters (over "
+                f"{MAX_FIELD_CHARS:,}; sha256 {digest})"
+            )
+            out.iat[row, j] = value[:256]
     return out
 
 
@@ -289,10 +418,26 @@ def _present_columns(path: Path, records: list[object], spec: DatasetSpec) -> No
         _check_columns(path, sorted(seen), spec)
 
 
-def json_records(path: Path) -> list[object]:
+JSON_MAX_BYTES = 64 * 1024 * 1024
+"""A JSON array is one document, parsed whole (~8x its size in memory): larger files are
+refused before they are read; JSONL is read a chunk of lines at a time, whatever its size."""
+LINE_MAX_BYTES = 32 * 1024 * 1024
+"""A JSONL line longer than this is a rejected record, skipped without being held."""
+
+
+def json_records(path: Path, check: FileCheck | None = None) -> list[object]:
     """The records of a JSON file: an array, or an object with a "records" array."""
+    size = path.stat().st_size
+    if size > JSON_MAX_BYTES:
+        raise StructuralError(
+            f"{path}: a JSON file of {size / 2**20:,.0f} MiB is over the {JSON_MAX_BYTES // 2**20}"
+            " MiB a JSON array may have (it is parsed whole); write it as JSONL (one record "
+            "a line, .jsonl), which is read in chunks whatever its size"
+        )
+    with CheckedFile(path, check) as fh:
+        data = fh.read()  # to the end: the bytes are checked against the run's record
     try:
-        data = orjson.loads(path.read_bytes())
+        data = orjson.loads(data)
     except orjson.JSONDecodeError as err:
         raise StructuralError(f"{path}: not valid JSON: {err}") from err
     if isinstance(data, dict) and isinstance(data.get("records"), list):
@@ -302,44 +447,85 @@ def json_records(path: Path) -> list[object]:
     return data
 
 
-def _read_json(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
-    data = json_records(path)
+def _read_json(
+    path: Path, spec: DatasetSpec, chunk_rows: int, check: FileCheck | None = None
+) -> Iterator[RawChunk]:
+    data = json_records(path, check)
     _present_columns(path, data, spec)
     for start in range(0, len(data), chunk_rows):
         part = data[start : start + chunk_rows]
         yield RawChunk(path, start + 1, records_frame(part, spec, start + 1), 0)
 
 
+def _lines(handle: io.BufferedIOBase) -> Iterator[bytes | int]:
+    """The lines of a binary file; a line over LINE_MAX_BYTES is read past in pieces and
+    given as its length instead."""
+    while True:
+        line = handle.readline(LINE_MAX_BYTES + 1)
+        if not line:
+            return
+        if len(line) <= LINE_MAX_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        length = len(line)
+        while line and not line.endswith(b"\n"):
+            line = handle.readline(LINE_MAX_BYTES)
+            length += len(line)
+        yield length
+
+
+def _jsonl_handle(
+    path: Path, span: tuple[int, int] | None, check: FileCheck | None
+) -> io.BufferedIOBase:
+    if span is None:
+        return io.BufferedReader(CheckedFile(path, check), buffer_size=1 << 20)
+    start, end = span
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(start)
+        body = fh.read(end - start)
+    if check is not None and (
+        size != check.size or hashlib.sha256(body).hexdigest() != check.sha256
+    ):
+        raise changed(path, f"bytes {start:,}-{end:,} are not those the run planned")
+    return io.BytesIO(body)
+
+
 def _read_jsonl(
-    path: Path, spec: DatasetSpec, chunk_rows: int, span: tuple[int, int] | None = None
+    path: Path,
+    spec: DatasetSpec,
+    chunk_rows: int,
+    span: tuple[int, int] | None = None,
+    check: FileCheck | None = None,
 ) -> Iterator[RawChunk]:
-    checked = False
+    columns_checked = False
     first = 1
     batch: list[object] = []
-    with path.open("rb") as handle:
-        fh: Iterable[bytes] = handle
-        if span is not None:
-            handle.seek(span[0])
-            fh = io.BytesIO(handle.read(span[1] - span[0]))
-        for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
+    with _jsonl_handle(path, span, check) as fh:
+        for lineno, raw in enumerate(_lines(fh), start=1):
+            if isinstance(raw, int):
+                batch.append(
+                    f"line {lineno}: a record of {raw:,} bytes (over {LINE_MAX_BYTES:,}), not read"
+                )
+            elif not raw.strip():
                 batch.append({})  # keeps numbering aligned; rejected as an empty record
                 continue
-            try:
-                batch.append(orjson.loads(raw))
-            except orjson.JSONDecodeError as err:
-                batch.append(f"line {lineno}: not valid JSON ({err})")
+            else:
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    batch.append(orjson.loads(raw))
+                except orjson.JSONDecodeError as err:
+                    batch.append(f"line {lineno}: not valid JSON ({err})")
             if len(batch) >= chunk_rows:
-                if not checked:
+                if not columns_checked:
                     _present_columns(path, batch, spec)
-                    checked = True
+                    columns_checked = True
                 yield RawChunk(path, first, _jsonl_frame(batch, spec, first), 0)
                 first += len(batch)
                 batch = []
     if batch:
-        if not checked:
+        if not columns_checked:
             _present_columns(path, batch, spec)
         yield RawChunk(path, first, _jsonl_frame(batch, spec, first), 0)
 
@@ -354,22 +540,44 @@ def _jsonl_frame(batch: list[object], spec: DatasetSpec, first: int) -> pd.DataF
     return frame
 
 
-def _read_parquet(path: Path, spec: DatasetSpec, chunk_rows: int) -> Iterator[RawChunk]:
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise StructuralError(f"{path}: not a readable Parquet file: {err}") from err
+def _read_parquet(
+    path: Path, spec: DatasetSpec, chunk_rows: int, check: FileCheck | None = None
+) -> Iterator[RawChunk]:
+    with CheckedFile(path, check) as handle:
+        try:
+            pf = pq.ParquetFile(handle)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StructuralError(f"{path}: not a readable Parquet file: {err}") from err
+        yield from _parquet_chunks(path, pf, spec, chunk_rows)
+        handle.finish()
+
+
+def _spec_can_hold(kind: pa.DataType) -> bool:
+    """Arrow types whose values have a text form the spec's types read (numbers, text,
+    booleans, dates and timestamps); durations, intervals and times of day do not."""
+    if pa.types.is_dictionary(kind):
+        return _spec_can_hold(kind.value_type)
+    return not (
+        pa.types.is_nested(kind)
+        or pa.types.is_duration(kind)
+        or pa.types.is_interval(kind)
+        or pa.types.is_time(kind)
+    )
+
+
+def _parquet_chunks(
+    path: Path, pf: pq.ParquetFile, spec: DatasetSpec, chunk_rows: int
+) -> Iterator[RawChunk]:
     names = list(pf.schema_arrow.names)
     _check_columns(path, names, spec)
     wanted = [c for c in names if c in spec.columns]
     for name in wanted:
         kind = pf.schema_arrow.field(name).type
-        if pa.types.is_nested(kind) or (
-            pa.types.is_dictionary(kind) and pa.types.is_nested(kind.value_type)
-        ):
+        if not _spec_can_hold(kind):
+            what = "nested values" if pa.types.is_nested(kind) else "values"
             raise StructuralError(
-                f"{path}: column {name} holds nested values ({kind}); the spec's columns take "
-                "one scalar value per row"
+                f"{path}: column {name} holds {what} of type {kind}, which no spec type "
+                "holds (the spec's columns take one number, text, boolean or date a row)"
             )
     first = 1
     try:
@@ -422,20 +630,27 @@ SPLITTABLE = (".csv", ".jsonl", ".ndjson")
 
 
 def read_file(
-    path: Path, spec: DatasetSpec, chunk_rows: int, span: tuple[int, int] | None = None
+    path: Path,
+    spec: DatasetSpec,
+    chunk_rows: int,
+    span: tuple[int, int] | None = None,
+    check: FileCheck | None = None,
 ) -> Iterator[RawChunk]:
     """Yield the chunks of one file, or of the records in the byte range `span` of a CSV
-    or JSONL file (numbered from 1 within it); a structural problem raises StructuralError."""
+    or JSONL file (numbered from 1 within it); a structural problem raises StructuralError.
+
+    `check`: the file's size and SHA-256 recorded when the run started (for a span, the
+    digest of its bytes): bytes that differ raise SourceChanged (see `etl.reading`)."""
     suffix = path.suffix.lower()
     logger.debug("extracting %s%s", path, f" bytes {span[0]}-{span[1]}" if span else "")
     if span is not None and suffix not in SPLITTABLE:
         raise StructuralError(f"{path}: a {suffix} file is read whole, not by byte range")
     if suffix == ".csv":
-        return _read_csv(path, spec, chunk_rows, span)
+        return _read_csv(path, spec, chunk_rows, span, check)
     if suffix == ".json":
-        return _read_json(path, spec, chunk_rows)
+        return _read_json(path, spec, chunk_rows, check)
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path, spec, chunk_rows, span)
+        return _read_jsonl(path, spec, chunk_rows, span, check)
     if suffix in (".parquet", ".pq"):
-        return _read_parquet(path, spec, chunk_rows)
+        return _read_parquet(path, spec, chunk_rows, check)
     raise StructuralError(f"{path}: unsupported file type {suffix!r}")

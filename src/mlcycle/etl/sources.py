@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlcycle.etl.extract import RawChunk, discover, file_sha256, read_file
+from mlcycle.etl.extract import RawChunk, discover, read_file
+from mlcycle.etl.reading import FileCheck, measure
 from mlcycle.spec import DatasetSpec
 
 SOURCE_FIELD = "_source"
@@ -93,6 +94,7 @@ class TopicOrigin:
 class FileSummary:
     path: str
     sha256: str
+    size: int = 0
     rows: int = 0
     valid: int = 0
     rejected: int = 0
@@ -112,26 +114,34 @@ class FileSource:
     """Files at a path (a file, or a folder's supported files, not recursive).
 
     Construction checks every file is readable, so a bad entry stops a run before the
-    store is touched; `open()` hashes them (the SHA-256 is part of the lineage)."""
+    store is touched; `open()` hashes them (the SHA-256 is part of the lineage), and
+    every later reading is checked against that hash (`mlcycle.etl.reading`). Paths are
+    absolute, so whoever reads a part (a Dask worker elsewhere) reads the same file."""
 
     kind = "files"
 
     def __init__(self, path: Path) -> None:
         self.root = path
-        self.paths = discover(path)
+        self.paths = [p.absolute() for p in discover(path)]
         self.parts: list[FileSummary] = []
+        self.checks: list[FileCheck] = []
 
     def __repr__(self) -> str:
         return f"FileSource({str(self.root)!r})"
 
     def open(self) -> list[FileSummary]:
         if not self.parts:
-            self.parts = [FileSummary(str(p), file_sha256(p)) for p in self.paths]
+            self.checks = [measure(p) for p in self.paths]
+            self.parts = [
+                FileSummary(str(p), c.sha256, c.size)
+                for p, c in zip(self.paths, self.checks, strict=True)
+            ]
         return self.parts
 
     def chunks(self, spec: DatasetSpec, chunk_rows: int) -> Iterator[SourceChunk]:
-        for path, part in zip(self.paths, self.open(), strict=True):
-            for chunk in read_file(path, spec, chunk_rows):
+        parts = self.open()
+        for path, part, check in zip(self.paths, parts, self.checks, strict=True):
+            for chunk in read_file(path, spec, chunk_rows, check=check):
                 origin = FileOrigin(part.path, part.sha256, chunk.first_row, chunk.line_offset)
                 yield SourceChunk(part, replace(chunk, path=path), origin)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
-from urllib.parse import unquote
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,7 +128,9 @@ class Settings(BaseSettings):
         if slash >= 0:
             authority_end = slash
         user, _, password = rest[:at].partition(":")
-        self.mlflow_tracking_uri = f"{scheme}://{rest[at + 1 : authority_end]}{rest[authority_end:]}"
+        self.mlflow_tracking_uri = (
+            f"{scheme}://{rest[at + 1 : authority_end]}{rest[authority_end:]}"
+        )
         if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
             os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
             os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
@@ -149,7 +151,11 @@ class Settings(BaseSettings):
             found.append(self.kafka_sasl_password.get_secret_value())
         for name in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
             found.append(os.environ.get(name, ""))
-        found.extend(v for k, v in os.environ.items() if k.startswith("MLCYCLE_MLFLOW_") and k.endswith("_PASSWORD"))
+        found.extend(
+            v
+            for k, v in os.environ.items()
+            if k.startswith("MLCYCLE_MLFLOW_") and k.endswith("_PASSWORD")
+        )
         # longest first, so a secret holding another is replaced whole
         return tuple(sorted({s for s in found if len(s) >= 3}, key=len, reverse=True))
 

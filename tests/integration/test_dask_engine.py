@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 import pytest
 from distributed import Client
 
@@ -247,3 +248,64 @@ def test_a_worker_killed_mid_load_loses_and_duplicates_nothing(
     finally:
         own.stop()
     assert get_settings() is not None
+
+
+@pytest.mark.parametrize("backend", ["embedded", "mongodb"])
+def test_dask_keeps_labels_as_the_local_engine_does(
+    spec: DatasetSpec, cluster: DaskCluster, ferretdb: FerretDB, tmp_path: Path, backend: str
+) -> None:
+    """An unlabelled copy of the labelled rows, cut into several parts, in the same run:
+    the rows complete one another on the workers exactly as they do locally."""
+    raw = tmp_path / "raw"
+    write_demo(spec, raw / "train.csv", 3_000, seed=41)
+    labelled = pd.read_csv(raw / "train.csv", dtype=str, keep_default_na=False)
+    labelled.drop(columns=[spec.target.column]).to_csv(raw / "test.csv", index=False)
+    local = EmbeddedStore(tmp_path / "local.sqlite3")
+    run_etl(spec, raw, local)
+    if backend == "embedded":
+        store: Store = EmbeddedStore(tmp_path / "dask.sqlite3")
+        db = None
+    else:
+        store = MongoStore(ferretdb.uri, f"labels{time.time_ns()}", timeout_ms=5000, retries=2)
+        db = store.db.name  # type: ignore[attr-defined]
+    with Client(cluster.address) as client:
+        summary = run_etl_dask(spec, raw, store, client, mongo_db=db, part_bytes=32 * 1024)
+    assert summary.status == "succeeded" and summary.rejected == 0
+    labels = {d["_id"]: d.get(spec.target.column) for d in store.find(spec.name)}
+    assert labels == dict(zip(labelled[spec.id_column], labelled[spec.target.column], strict=True))
+    assert everything(store, spec.name) == everything(local, spec.name)
+    store.close()
+
+
+def test_workers_read_the_file_the_client_names_not_their_own(
+    spec: DatasetSpec, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """A relative raw folder names the client's file: a worker whose own folder holds a
+    file at the same relative path reads the client's (absolute) path."""
+    write_demo(spec, tmp_path / "data" / "raw" / "loans.csv", 1_000, seed=8)
+    write_demo(spec, cluster.workdir / "data" / "raw" / "loans.csv", 50, seed=9)  # a decoy
+    env = {**worker_env(tmp_path, None), "MLCYCLE_RAW_DIR": "data/raw"}
+    etl = mlcycle(env, tmp_path, "etl", "--engine", "dask", "--scheduler", cluster.address,
+                  "--json")  # fmt: skip
+    assert etl.returncode == 0, etl.stderr
+    out = orjson.loads(etl.stdout)
+    assert out["inserted"] == 1_000
+    assert out["files"][0]["path"] == str(tmp_path / "data" / "raw" / "loans.csv")
+
+
+def test_a_worker_that_sees_other_bytes_fails_the_part(spec: DatasetSpec, tmp_path: Path) -> None:
+    from mlcycle.errors import SourceChanged
+    from mlcycle.etl.distributed import check_part
+    from mlcycle.etl.partitions import plan_parts
+    from mlcycle.etl.sources import FileSource
+
+    path = write_demo(spec, tmp_path / "raw" / "loans.csv", 2_000, seed=3)
+    parts = plan_parts(FileSource(path), 16 * 1024)
+    assert len(parts) > 2 and all(p.span for p in parts)
+    text = path.read_text()
+    path.write_text(text.replace("Male", "Mal_", 1).replace("Female", "Femal", 1))
+    with pytest.raises(SourceChanged, match=r"loans\.csv: the file changed.*Dask workers must see"):
+        check_part(parts[0], spec, 500)
+    path.unlink()
+    with pytest.raises(Exception, match=r"no such file on the Dask worker"):
+        check_part(parts[1], spec, 500)

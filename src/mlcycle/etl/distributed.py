@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlcycle.errors import MlcycleError
-from mlcycle.etl.extract import read_file
+from mlcycle.errors import MlcycleError, SourceChanged, StructuralError
+from mlcycle.etl.extract import RawChunk, read_file
 from mlcycle.etl.partitions import FilePart, plan_parts
 from mlcycle.etl.pipeline import EtlSummary, batch_run, checked, refuse_if_failed
+from mlcycle.etl.reading import FileCheck
 from mlcycle.etl.sources import FileOrigin, FileSource
-from mlcycle.etl.steps import DuplicateTracker, id_hashes, load_valid, quarantine_docs
+from mlcycle.etl.steps import (
+    DuplicateTracker,
+    absence,
+    column_set_codes,
+    id_hashes,
+    load_valid,
+    quarantine_docs,
+    with_column_set,
+)
 from mlcycle.etl.validate import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Document, Store, quarantine_collection
@@ -51,8 +61,12 @@ class PartCheck:
     dropped: int = 0
     h1: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     h2: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    codes: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    """The set of columns each valid row's source carried (`steps.column_set_codes`)."""
     local_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     """Row of each valid id within the part (from 1)."""
+    reads: list[bytes] = field(default_factory=list)
+    """The digests of the reading (`etl.reading`): pass 2 reads the same bytes or fails."""
 
 
 @dataclass
@@ -64,14 +78,38 @@ class PartLoad:
     updated: int = 0
     unchanged: int = 0
     quarantine: list[Document] = field(default_factory=list)
-    accepted: list[tuple[pd.DataFrame, FileOrigin]] = field(default_factory=list)
+    accepted: list[tuple[pd.DataFrame, FileOrigin, pd.DataFrame]] = field(default_factory=list)
+
+
+def _part_chunks(
+    part: FilePart, spec: DatasetSpec, chunk_rows: int, check: FileCheck
+) -> Iterator[RawChunk]:
+    """The part's chunks, read on a worker from the absolute path the client named and
+    checked against the bytes the client planned: a worker that sees another file (or
+    none) at that path fails the run, naming its host."""
+    try:
+        yield from read_file(Path(part.path), spec, chunk_rows, part.span, check)
+    except SourceChanged as err:
+        raise SourceChanged(
+            f"{err} (worker {socket.gethostname()}: the Dask workers must see the same files "
+            "as the client, at the same absolute path: a shared volume or object storage)"
+        ) from err
+    except (FileNotFoundError, StructuralError) as err:
+        if Path(part.path).exists():
+            raise
+        raise StructuralError(
+            f"{part.path}: no such file on the Dask worker {socket.gethostname()}: the "
+            "workers must see the same files as the client, at the same absolute path "
+            "(mount the data volume on the workers, or use object storage)"
+        ) from err
 
 
 def check_part(part: FilePart, spec: DatasetSpec, chunk_rows: int) -> PartCheck:
     """Pass 1 on a worker: validate, count, and hash the valid ids."""
     out = PartCheck()
-    h1, h2, rows = [], [], []
-    for chunk in read_file(Path(part.path), spec, chunk_rows, part.span):
+    h1, h2, codes, rows = [], [], [], []
+    check = part.check()
+    for chunk in _part_chunks(part, spec, chunk_rows, check):
         result = validate_chunk(chunk.frame, spec)
         out.rows += len(chunk.frame)
         out.rejected += int(result.issues["pos"].nunique()) if len(result.issues) else 0
@@ -79,13 +117,17 @@ def check_part(part: FilePart, spec: DatasetSpec, chunk_rows: int) -> PartCheck:
         a, b = id_hashes(result.valid[spec.id_column])
         h1.append(a)
         h2.append(b)
+        absent = absence(chunk.frame, chunk.absent, spec)
+        codes.append(column_set_codes(absent, spec, result.valid.index))
         rows.append(chunk.first_row + result.valid.index.to_numpy(dtype=np.int64))
     if h1:
-        out.h1, out.h2, out.local_rows = (
+        out.h1, out.h2, out.codes, out.local_rows = (
             np.concatenate(h1),
             np.concatenate(h2),
+            np.concatenate(codes),
             np.concatenate(rows),
         )
+    out.reads = check.reads
     return out
 
 
@@ -117,13 +159,23 @@ def load_part(
     batch_id: str,
     passed: bool,
     mongo_db: str | None,
+    reads: list[bytes] | None = None,
+    after: list[Any] | None = None,
 ) -> PartLoad:
     """Pass 2 on a worker: read and validate again, add the duplicate verdicts, then
-    write (MongoDB, `mongo_db` set) or hand back (embedded store)."""
+    write (MongoDB, `mongo_db` set) or hand back (embedded store).
+
+    `reads`: pass 1's digests of the part's reading (the bytes must be the same);
+    `after`: the parts that hold rows of the same ids (Dask runs this task after them,
+    so rows that complete one another are applied in the local engine's order)."""
+    del after
     store = worker_store(mongo_db) if mongo_db else None
     out = PartLoad()
+    check = part.check()
+    if reads and part.span is None:
+        check.reads, check.complete = list(reads), True
     try:
-        for chunk in read_file(Path(part.path), spec, chunk_rows, part.span):
+        for chunk in _part_chunks(part, spec, chunk_rows, check):
             result = validate_chunk(chunk.frame, spec)
             valid = result.valid
             local = chunk.first_row + valid.index.to_numpy(dtype=np.int64)
@@ -142,16 +194,17 @@ def load_part(
             origin = FileOrigin(part.path, part.sha256, first_row + chunk.first_row - 1, 1)
             quarantine = quarantine_docs(chunk.frame, issues, origin, batch_id)
             accepted = valid[~dup]
+            absent = absence(chunk.frame, chunk.absent, spec)
             out.quarantined += len(quarantine)
             if store is None:
                 out.quarantine.extend(quarantine)
                 if passed and len(accepted):
-                    out.accepted.append((accepted, origin))
+                    out.accepted.append((accepted, origin, absent))
                 continue
             if quarantine:
                 store.put(quarantine_collection(spec.name), quarantine)
             if passed and len(accepted):
-                counts = load_valid(store, spec, accepted, origin, batch_id)
+                counts = load_valid(store, spec, accepted, origin, batch_id, absent)
                 out.inserted += counts.inserted
                 out.updated += counts.updated
                 out.unchanged += counts.unchanged
@@ -203,12 +256,15 @@ def run_etl_dask(
             future.release()
             summary.rows_read += checks[i].rows
             report("validate", summary.rows_read, None)
-        first_rows, duplicates = _duplicate_rule(parts, checks, summary)
+        first_rows, duplicates, after = _duplicate_rule(parts, checks, summary)
         passed = checked(summary, spec, store, max_rejected_share)
 
-        # Pass 2: quarantine always; rows only when the run passed.
-        futures = [
-            client.submit(
+        # Pass 2: quarantine always; rows only when the run passed. A part holding ids of
+        # an earlier part (rows that complete one another) waits for it.
+        loads: list[Any] = []
+        finished: list[Any] = []
+        for part in parts:
+            future = client.submit(
                 load_part,
                 part,
                 spec,
@@ -218,19 +274,21 @@ def run_etl_dask(
                 summary.batch_id,
                 passed,
                 mongo_db,
+                checks[part.index].reads,
+                [finished[j] for j in after[part.index]],
                 pure=False,
             )
-            for part in parts
-        ]
+            loads.append(future)
+            finished.append(client.submit(_done, future, pure=False))
         done = 0
-        index = {f.key: i for i, f in enumerate(futures)}
-        for future in as_completed(futures):
+        index = {f.key: i for i, f in enumerate(loads)}
+        for future in _in_dependency_order(as_completed(loads), index, after):
             loaded: PartLoad = future.result()
             future.release()
             if loaded.quarantine:
                 store.put(quarantine_collection(spec.name), loaded.quarantine)
-            for accepted, origin in loaded.accepted:
-                counts = load_valid(store, spec, accepted, origin, summary.batch_id)
+            for accepted, origin, absent in loaded.accepted:
+                counts = load_valid(store, spec, accepted, origin, summary.batch_id, absent)
                 loaded.inserted += counts.inserted
                 loaded.updated += counts.updated
                 loaded.unchanged += counts.unchanged
@@ -244,15 +302,42 @@ def run_etl_dask(
     return summary
 
 
+def _done(_loaded: PartLoad) -> bool:
+    """A small future that stands for a finished part (its result stays where it is)."""
+    return True
+
+
+def _in_dependency_order(
+    completed: Iterable[Any], index: dict[Any, int], after: dict[int, list[int]]
+) -> Iterator[Any]:
+    """Futures as they complete, except that a part is given only after the parts it
+    waits for (`after`) were given: the client applies them in the local order."""
+    given: set[int] = set()
+    held: dict[int, Any] = {}
+    for future in completed:
+        held[index[future.key]] = future
+        progress = True
+        while progress:
+            progress = False
+            for i in sorted(held):
+                if all(j in given for j in after[i]):
+                    given.add(i)
+                    yield held.pop(i)
+                    progress = True
+
+
 def _duplicate_rule(
     parts: list[FilePart], checks: list[PartCheck], summary: EtlSummary
-) -> tuple[dict[int, int], dict[int, dict[int, str]]]:
+) -> tuple[dict[int, int], dict[int, dict[int, str]], dict[int, list[int]]]:
     """The first occurrence of an id wins, in part order: per part, the row number of
-    its first row in its file, and {row within the part: reason} for the duplicates.
-    Per-file counts are filled in on the way."""
+    its first row in its file, {row within the part: reason} for the duplicates, and the
+    earlier parts it shares accepted ids with (rows that complete one another: the same
+    id with other columns). Per-file counts are filled in on the way."""
     tracker = DuplicateTracker()
+    seen = DuplicateTracker()  # ids only: which part first accepted each
     first_rows: dict[int, int] = {}
     duplicates: dict[int, dict[int, str]] = {}
+    after: dict[int, list[int]] = {}
     next_row: dict[int, int] = {}
     current_file = -1
     for part, check in zip(parts, checks, strict=True):
@@ -263,13 +348,15 @@ def _duplicate_rule(
         first = next_row.get(part.file_no, 1)
         first_rows[part.index] = first
         next_row[part.file_no] = first + check.rows
-        accept, where = tracker.check(check.h1, check.h2, first - 1 + check.local_rows)
+        mixed = with_column_set(check.h2, check.codes)
+        accept, where = tracker.check(check.h1, mixed, first - 1 + check.local_rows)
         duplicates[part.index] = {int(check.local_rows[k]): reason for k, reason in where.items()}
+        after[part.index] = seen.earlier_parts(check.h1[accept], check.h2[accept], part.index)
         info.rows += check.rows
         info.rejected += check.rejected + len(where)
         info.dropped += check.dropped
         info.valid += int(accept.sum())
-    return first_rows, duplicates
+    return first_rows, duplicates, after
 
 
 __all__ = ["PART_BYTES", "check_part", "load_part", "run_etl_dask"]

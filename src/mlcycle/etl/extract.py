@@ -45,6 +45,10 @@ class RawChunk:
     frame: pd.DataFrame
     line_offset: int = 1
     """Line of a row = row + line_offset (1 for a CSV header line, 0 for JSONL)."""
+    absent: pd.DataFrame | None = None
+    """For records that may each carry other fields (JSON): True where a record does not
+    carry a spec column at all (not even as null). A column missing from `frame` is
+    absent from every row. Absent values never overwrite stored ones."""
 
 
 def data_files(folder: Path) -> list[Path]:
@@ -158,7 +162,7 @@ class _CsvRecords:
     record of only spaces and tabs is a blank line (skipped and not counted, like an
     empty one)."""
 
-    def __init__(self, path: Path, handle: io.RawIOBase) -> None:
+    def __init__(self, path: Path, handle: io.RawIOBase | io.BytesIO) -> None:
         self.path = path
         self.bad: dict[int, str] = {}
         self.blank: list[int] = []
@@ -187,7 +191,7 @@ class _CsvRecords:
 
 def _csv_bytes(
     path: Path, span: tuple[int, int] | None, check: FileCheck | None
-) -> io.RawIOBase:
+) -> io.RawIOBase | io.BytesIO:
     """The file checked while it is read, or the header line and the bytes of `span`
     (checked against the part's digest before any is parsed)."""
     if span is None:
@@ -357,9 +361,7 @@ rejected), so one huge value does not cost its size again at every validation st
 def _long_fields(frame: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:
     """Rows with a field over MAX_FIELD_CHARS get a record error naming the column, and
     the field is cut to an excerpt."""
-    longest = {
-        name: frame[name].str.len().fillna(0).to_numpy() for name in wanted
-    }
+    longest = {name: frame[name].str.len().fillna(0).to_numpy() for name in wanted}
     if not any((v > MAX_FIELD_CHARS).any() for v in longest.values()):
         return frame
     out = frame.copy()
@@ -397,6 +399,18 @@ def records_frame(records: list[object], spec: DatasetSpec, first: int) -> pd.Da
             errors[i] = f"record {first + i} is {kind}, not an object"
     data[RECORD_ERROR] = pd.array(errors, dtype="string")
     return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
+
+
+def records_absent(records: list[object], spec: DatasetSpec) -> pd.DataFrame | None:
+    """Per record and spec column: True where the record (an object) lacks the key."""
+    flags: dict[str, np.ndarray] = {}
+    for col in spec.columns:
+        missing = np.fromiter(
+            (isinstance(rec, dict) and col not in rec for rec in records), bool, len(records)
+        )
+        if missing.any():
+            flags[col] = missing
+    return pd.DataFrame(flags, index=pd.RangeIndex(len(records))) if flags else None
 
 
 def _scalar_text(value: object) -> str:
@@ -454,7 +468,8 @@ def _read_json(
     _present_columns(path, data, spec)
     for start in range(0, len(data), chunk_rows):
         part = data[start : start + chunk_rows]
-        yield RawChunk(path, start + 1, records_frame(part, spec, start + 1), 0)
+        frame = records_frame(part, spec, start + 1)
+        yield RawChunk(path, start + 1, frame, 0, records_absent(part, spec))
 
 
 def _lines(handle: io.BufferedIOBase) -> Iterator[bytes | int]:
@@ -521,13 +536,15 @@ def _read_jsonl(
                 if not columns_checked:
                     _present_columns(path, batch, spec)
                     columns_checked = True
-                yield RawChunk(path, first, _jsonl_frame(batch, spec, first), 0)
+                frame = _jsonl_frame(batch, spec, first)
+                yield RawChunk(path, first, frame, 0, records_absent(batch, spec))
                 first += len(batch)
                 batch = []
     if batch:
         if not columns_checked:
             _present_columns(path, batch, spec)
-        yield RawChunk(path, first, _jsonl_frame(batch, spec, first), 0)
+        frame = _jsonl_frame(batch, spec, first)
+        yield RawChunk(path, first, frame, 0, records_absent(batch, spec))
 
 
 def _jsonl_frame(batch: list[object], spec: DatasetSpec, first: int) -> pd.DataFrame:

@@ -27,6 +27,8 @@ from mlcycle.etl.sources import FileSource, FileSummary, Origin
 from mlcycle.etl.steps import (
     EXCERPT_CHARS,
     DuplicateTracker,
+    absence,
+    column_set_codes,
     excerpt,
     load_valid,
     now_ms,
@@ -88,6 +90,7 @@ class _Checked:
     accepted: pd.DataFrame  # valid rows that are not duplicates
     quarantine: list[Document]
     origin: Origin
+    absent: pd.DataFrame  # columns the source did not carry, by chunk position
 
 
 def new_batch_id() -> str:
@@ -105,7 +108,11 @@ def _checked_chunks(
             tracker.parts.append(Path(part.path).name)
         frame = item.chunk.frame
         result = validate_chunk(frame, spec)
-        accept, dup_issues = tracker.split(item.chunk.first_row, result.valid, spec.id_column)
+        absent = absence(frame, item.chunk.absent, spec)
+        codes = column_set_codes(absent, spec, result.valid.index)
+        accept, dup_issues = tracker.split(
+            item.chunk.first_row, result.valid, spec.id_column, codes
+        )
         issues = (
             pd.concat([result.issues, dup_issues], ignore_index=True)
             if len(dup_issues)
@@ -121,6 +128,7 @@ def _checked_chunks(
                 accepted=result.valid[accept],
                 quarantine=quarantine,
                 origin=item.origin,
+                absent=absent,
             ),
         )
 
@@ -176,7 +184,9 @@ def run_etl(
                 store.put(quarantine_collection(spec.name), item.quarantine)
                 summary.quarantined += len(item.quarantine)
             if passed and len(item.accepted):
-                counts = load_valid(store, spec, item.accepted, item.origin, summary.batch_id)
+                counts = load_valid(
+                    store, spec, item.accepted, item.origin, summary.batch_id, item.absent
+                )
                 summary.inserted += counts.inserted
                 summary.updated += counts.updated
                 summary.unchanged += counts.unchanged

@@ -59,6 +59,12 @@ class Store(Protocol):
     def fetch_hashes(self, dataset: str, ids: Sequence[str]) -> dict[str, str]:
         """Content hashes of the stored rows among `ids`."""
 
+    def fetch_rows(
+        self, dataset: str, ids: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, Document]:
+        """The stored rows among `ids`, each with those of `fields` it holds (a field the
+        row lacks is left out, a stored null is None)."""
+
     def write_rows(
         self, dataset: str, new: Sequence[Document], changed: Sequence[Document]
     ) -> None:

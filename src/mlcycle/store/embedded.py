@@ -186,6 +186,25 @@ class EmbeddedStore:
             )
             return dict(rows)
 
+    @_sqlite_errors
+    def fetch_rows(
+        self, dataset: str, ids: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, Document]:
+        if not ids or not self._exists(dataset):
+            return {}
+        table = self._ensure(dataset)
+        wanted = list(fields)
+        out: dict[str, Document] = {}
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT id, doc FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(ids)),),
+            ).fetchall()
+        for ident, blob in rows:
+            doc = orjson.loads(blob)
+            out[ident] = {f: doc[f] for f in wanted if f in doc}
+        return out
+
     def write_rows(
         self, dataset: str, new: Sequence[Document], changed: Sequence[Document]
     ) -> None:

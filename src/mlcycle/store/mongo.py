@@ -193,6 +193,25 @@ class MongoStore:
 
         return self._call("read hashes", scan)
 
+    def fetch_rows(
+        self, dataset: str, ids: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, Document]:
+        if not ids:
+            return {}
+        coll = self._coll(dataset)
+        projection = {f: 1 for f in fields}
+        out: dict[str, Document] = {}
+        for start in range(0, len(ids), _WRITE_CHUNK):
+            chunk = list(ids[start : start + _WRITE_CHUNK])
+
+            def query(chunk: list[str] = chunk) -> list[Document]:
+                return list(coll.find({"_id": {"$in": chunk}}, projection))
+
+            for doc in self._call("read rows", query):
+                ident = doc.pop("_id")
+                out[ident] = doc
+        return out
+
     def write_rows(
         self, dataset: str, new: Sequence[Document], changed: Sequence[Document]
     ) -> None:

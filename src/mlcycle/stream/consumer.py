@@ -30,10 +30,10 @@ import orjson
 import pandas as pd
 
 from mlcycle.errors import MlcycleError, StoreUnavailable
-from mlcycle.etl.extract import RECORD_ERROR, records_frame
+from mlcycle.etl.extract import RECORD_ERROR, records_absent, records_frame
 from mlcycle.etl.pipeline import EtlSummary, new_batch_id
 from mlcycle.etl.sources import TopicOrigin
-from mlcycle.etl.steps import load_valid, now_ms, quarantine_docs
+from mlcycle.etl.steps import absence, load_valid, now_ms, quarantine_docs
 from mlcycle.etl.validate import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
@@ -251,16 +251,17 @@ class StreamConsumer:
 
         started = time.perf_counter()
         msgs = batch.messages
-        frame, partitions, offsets, keys = self._frame(msgs)
+        frame, absent, partitions, offsets, keys = self._frame(msgs)
         origin = TopicOrigin(self.opts.topic, partitions, offsets, keys)
         result = validate_chunk(frame, self.spec)
         quarantine = quarantine_docs(frame, result.issues, origin, self.summary.batch_id)
-        valid = result.valid
-        # a changelog: the last record of an id in the batch is the one that counts
-        valid = valid[~valid[self.spec.id_column].duplicated(keep="last").to_numpy()]
         if quarantine:
             self.store.put(quarantine_collection(self.spec.name), quarantine)
-        counts = load_valid(self.store, self.spec, valid, origin, self.summary.batch_id)
+        # a changelog: the records of an id are applied in offset order, field by field
+        # (a record without a field leaves the stored value as it is)
+        counts = load_valid(
+            self.store, self.spec, result.valid, origin, self.summary.batch_id, absent
+        )
         if quarantine and self.producer is not None:
             self._dead_letter(msgs, quarantine)
         try:
@@ -299,7 +300,9 @@ class StreamConsumer:
         if self.on_batch is not None:
             self.on_batch(msgs, done)
 
-    def _frame(self, msgs: list[Any]) -> tuple[pd.DataFrame, list[int], list[int], list[Any]]:
+    def _frame(
+        self, msgs: list[Any]
+    ) -> tuple[pd.DataFrame, pd.DataFrame, list[int], list[int], list[Any]]:
         """Raw string values of a batch; a message that is not one JSON object becomes
         a record error (so the row is quarantined with that reason)."""
         limit = self.opts.max_message_bytes
@@ -332,7 +335,8 @@ class StreamConsumer:
             for i, text in errors.items():
                 column.iat[i] = text
             frame[RECORD_ERROR] = column
-        return frame, partitions, offsets, keys
+        absent = absence(frame, records_absent(records, self.spec), self.spec)
+        return frame, absent, partitions, offsets, keys
 
     def _dead_letter(self, msgs: list[Any], quarantine: list[Document]) -> None:
         """Each rejected message, as it came, with the reasons in headers; waits for

@@ -309,3 +309,33 @@ def test_cloud_secrets_come_from_the_secret_manager_never_from_the_manifests() -
                 if ref:
                     keys = {d["secretKey"] for d in external[ref["name"]]["spec"]["data"]}
                     assert ref["key"] in keys, (ref, keys)
+
+
+def test_the_dask_workers_read_the_files_the_etl_job_names() -> None:
+    """On the cloud overlay the ETL runs on the DaskCluster: each of the etl Job's data
+    mounts is mounted at the same path on the workers, from a claim many nodes can mount."""
+    objects = render("cloud")
+    claims = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    (etl,) = [o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "etl"]
+    (cluster,) = [o for o in objects if o["kind"] == "DaskCluster"]
+    pod = etl["spec"]["template"]["spec"]
+    worker = cluster["spec"]["worker"]["spec"]
+
+    def mounts(spec: dict[str, Any]) -> dict[str, str]:
+        volumes = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in spec.get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        return {
+            m["mountPath"]: volumes[m["name"]]
+            for c in spec["containers"]
+            for m in c.get("volumeMounts", [])
+            if m["name"] in volumes
+        }
+
+    job_mounts = mounts(pod)
+    assert job_mounts, "the etl Job reads its files from a claim"
+    assert mounts(worker) == job_mounts
+    for claim in job_mounts.values():
+        assert claims[claim]["spec"]["accessModes"] == ["ReadWriteMany"], claim

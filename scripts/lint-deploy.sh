@@ -37,7 +37,7 @@ echo "== Dockerfile (hadolint)"
 if hadolint "$ROOT/deploy/docker/Dockerfile"; then ok Dockerfile; else bad Dockerfile; fi
 
 echo "== compose (docker compose config)"
-SECRETS=(MONGO_ROOT_PASSWORD MONGO_ETL_PASSWORD MONGO_TRAIN_PASSWORD MONGO_SERVE_PASSWORD MONGO_MONITOR_PASSWORD MLFLOW_ADMIN_PASSWORD MLFLOW_SECRET_KEY MLFLOW_TRAIN_PASSWORD MLFLOW_READ_PASSWORD)
+SECRETS=(MONGO_ROOT_PASSWORD MONGO_ETL_PASSWORD MONGO_TRAIN_PASSWORD MONGO_SERVE_PASSWORD MONGO_MONITOR_PASSWORD MONGO_STREAM_PASSWORD MLFLOW_ADMIN_PASSWORD MLFLOW_SECRET_KEY MLFLOW_TRAIN_PASSWORD MLFLOW_READ_PASSWORD)
 all_set=(); unset_all=()
 for secret in "${SECRETS[@]}"; do all_set+=("$secret=lint-only"); unset_all+=(-u "$secret"); done
 if env "${all_set[@]}" "$COMPOSE" -f "$ROOT/deploy/compose.yaml" config -q; then ok compose.yaml; else bad compose.yaml; fi

@@ -339,3 +339,84 @@ def test_the_dask_workers_read_the_files_the_etl_job_names() -> None:
     assert mounts(worker) == job_mounts
     for claim in job_mounts.values():
         assert claims[claim]["spec"]["accessModes"] == ["ReadWriteMany"], claim
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        has = expr["key"] in labels and labels[expr["key"]] in expr.get("values", [])
+        if (expr["operator"] == "In") != has:
+            return False
+    return True
+
+
+def _port_ok(rule: dict[str, Any], port: int) -> bool:
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    return any(p["port"] <= port <= p.get("endPort", p["port"]) for p in ports)
+
+
+def _lets(
+    policies: list[dict[str, Any]],
+    direction: str,
+    pod: dict[str, str],
+    peer: dict[str, str] | str,
+    port: int,
+) -> bool:
+    """Whether the namespace's policies let `pod` send (Egress) to or take (Ingress)
+    from `peer` (a pod's labels, or an address outside the cluster) on `port`."""
+    key = "egress" if direction == "Egress" else "ingress"
+    side = "to" if key == "egress" else "from"
+    chosen = [
+        p for p in policies if direction in p["policyTypes"] and _matches(p["podSelector"], pod)
+    ]
+    for policy in chosen:
+        for rule in policy.get(key, []):
+            if not _port_ok(rule, port):
+                continue
+            for target in rule.get(side, [{}]):
+                if isinstance(peer, str):
+                    if "ipBlock" in target:
+                        return True
+                elif "podSelector" in target and _matches(target["podSelector"], peer):
+                    return True
+    return False
+
+
+def test_every_pod_strimzi_runs_in_the_namespace_has_the_traffic_it_needs() -> None:
+    """The broker and the entity operator fall under the namespace's default deny: their
+    own policies (deploy/k8s/strimzi/kafka.yaml) give them the brokers, the API server
+    and the stream consumer, and the consumer still reaches only the plain listener."""
+    strimzi = [
+        d
+        for d in yaml.safe_load_all(
+            (REPO / "deploy" / "k8s" / "strimzi" / "kafka.yaml").read_text()
+        )
+        if d
+    ]
+    policies = [o["spec"] for o in [*render("minikube"), *strimzi] if o["kind"] == "NetworkPolicy"]
+    broker = {"strimzi.io/cluster": "mlcycle", "strimzi.io/kind": "Kafka",
+              "strimzi.io/name": "mlcycle-kafka"}  # fmt: skip
+    operator = {"strimzi.io/cluster": "mlcycle", "strimzi.io/kind": "Kafka",
+                "strimzi.io/name": "mlcycle-entity-operator"}  # fmt: skip
+    stream = {"app.kubernetes.io/name": "stream"}
+    for src, dst, port in [(broker, broker, 9090), (broker, broker, 9091), (operator, broker, 9091),
+                           (stream, broker, 9092)]:  # fmt: skip
+        assert _lets(policies, "Egress", src, dst, port), (src, dst, port)
+        assert _lets(policies, "Ingress", dst, src, port), (dst, src, port)
+    assert _lets(policies, "Egress", operator, "api-server", 443)
+    assert not _lets(policies, "Egress", broker, "anywhere", 443)
+    assert not _lets(policies, "Ingress", broker, stream, 9091)
+    serve = {"app.kubernetes.io/name": "serve"}
+    assert not _lets(policies, "Ingress", broker, serve, 9092)
+
+
+def test_compose_requires_every_password() -> None:
+    text = (REPO / "deploy" / "compose.yaml").read_text()
+    import re
+
+    for match in re.finditer(r"\$\{(\w*PASSWORD\w*)(:?[-?][^}]*)?\}", text):
+        assert (match.group(2) or "").startswith(":?"), match.group(0)

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     """Seconds between checks of the model alias; 0 turns polling off."""
     max_batch: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    body_timeout: float = Field(default=30.0, gt=0.0)
+    """Seconds a request body has to arrive in full (408 past it): slow senders do not
+    hold connections and memory for minutes."""
+    max_inflight_body_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    """Bytes of request bodies one server process holds at once, over all connections
+    (503 with Retry-After past it)."""
     api_keys: str | None = None
     """JSON list of {"name", "role": "predict"|"admin", "sha256"}: hashes, never keys."""
     serving_scorer: Literal["auto", "onnxruntime"] = "auto"

@@ -5,6 +5,7 @@ embedded tracking store."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +162,78 @@ def test_predictions_are_counted_by_label_through_the_managers_hooks(client: Tes
 
     assert count(after) - count(before) == 3
     assert "mlcycle_model_reloads_total 1.0" in after  # the swap hook ran once
+
+
+def _large_batch(field: str, value: str) -> bytes:
+    records = [dict(RECORD, Loan_ID=f"LP{i}") for i in range(300)]
+    records[-1][field] = "@@"
+    return json.dumps({"records": records}).replace('"@@"', value).encode()
+
+
+@pytest.fixture(scope="module")
+def roomy(trained: Settings) -> Iterator[TestClient]:
+    """The same model with room for large batches (the typed decoder's path)."""
+    settings = trained.model_copy(update={"max_body_bytes": 4 * 1024 * 1024})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("field", list(RECORD))
+def test_a_value_nested_at_any_depth_is_a_422_in_every_field(roomy: TestClient, field: str) -> None:
+    for depth in (2_000, 50_000):
+        body = _large_batch(field, "[" * depth + "]" * depth)
+        assert len(body) > 64 * 1024 or depth > 2_000
+        reply = roomy.post(
+            "/predict",
+            content=body,
+            headers={"content-type": "application/json", "X-API-Key": CLIENT},
+        )
+        assert reply.status_code == 422, (field, depth, reply.text[:200])
+
+
+def test_made_up_methods_do_not_grow_the_metrics(client: TestClient) -> None:
+    for k in range(300):
+        client.request(f"M{k:04d}X", "/predict")
+        client.request(f"Z{k:04d}", "/nowhere")
+    text = client.get("/metrics", headers={"X-API-Key": ADMIN}).text
+    methods = set(re.findall(r'^mlcycle_http_requests_total\{.*?method="([^"]*)"', text, re.M))
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    assert "other" in methods
+
+
+def test_what_an_anonymous_caller_may_see(client: TestClient) -> None:
+    """Anonymous (and a predict key): liveness, readiness and /model without internals
+    (no load error), the docs and the request metrics. Admin: the monitoring gauges and
+    the load error too."""
+    assert client.get("/health/live").status_code == 200
+    assert set(client.get("/health/ready").json()) == {"status", "model", "version"}
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    manager.last_error = "v2 refused: /secret/path/model.onnx parity 0.3"
+    try:
+        for headers in ({}, {"X-API-Key": CLIENT}):
+            info = client.get("/model", headers=headers).json()
+            assert info["version"] == "1" and info["last_error"] is None
+        admin = client.get("/model", headers={"X-API-Key": ADMIN}).json()
+        assert admin["last_error"] == manager.last_error
+    finally:
+        manager.last_error = None
+    assert client.get("/metrics").status_code == 200
+    app = client.app
+    from prometheus_client.core import GaugeMetricFamily
+
+    class Probe:
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            yield GaugeMetricFamily("mlcycle_monitor_probe", "a monitoring gauge", 1.0)
+
+    probe = Probe()
+    app.state.metrics.monitoring.register(probe)  # type: ignore[attr-defined]
+    try:
+        assert "mlcycle_monitor_probe" not in client.get("/metrics").text
+        assert (
+            "mlcycle_monitor_probe"
+            not in client.get("/metrics", headers={"X-API-Key": CLIENT}).text
+        )
+        admin = client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+        assert "mlcycle_monitor_probe 1.0" in admin
+    finally:
+        app.state.metrics.monitoring.unregister(probe)  # type: ignore[attr-defined]

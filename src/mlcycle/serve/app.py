@@ -23,6 +23,7 @@ from mlcycle import __version__
 from mlcycle.config import Settings, get_settings
 from mlcycle.serve.asgi import (
     ASGIApp,
+    BodyBudget,
     Metrics,
     ObservabilityMiddleware,
     PredictEndpoint,
@@ -156,7 +157,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     app.state.manager = manager
     app.state.metrics = metrics
     feed = ReportFeed(resources.store, lambda: (served_spec().name, manager.name))
-    metrics.registry.register(ReportCollector(feed))
+    metrics.monitoring.register(ReportCollector(feed))
     add_routes(app, manager, keys, metrics, feed)
 
     documents: dict[str, dict[str, Any]] = {}
@@ -174,7 +175,9 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         app.framework,
         metrics=metrics,
         access_log=settings.access_log,
-        fast_predict=PredictEndpoint(service),
+        fast_predict=PredictEndpoint(
+            service, settings.body_timeout, BodyBudget(settings.max_inflight_body_bytes)
+        ),
     )
     return app
 

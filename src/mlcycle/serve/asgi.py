@@ -4,6 +4,7 @@ adapter: read the body, hand it to `PredictService`, send the reply)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -53,9 +54,16 @@ def collector_paused(fn: Callable[..., Any], *args: Any) -> Any:
             gc.enable()
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods counted by name; any other is counted as "other" (labels stay bounded)."""
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.monitoring = CollectorRegistry()
+        """The newest monitoring report as gauges: on /metrics for the admin role only
+        (when API keys are set), like /monitor."""
         self.requests = Counter(
             "mlcycle_http_requests_total",
             "HTTP requests",
@@ -104,40 +112,97 @@ async def send_reply(reply: Reply, send: Send) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class PredictEndpoint:
-    """`POST /predict` as a bare ASGI app over `PredictService`."""
+class BodyBudget:
+    """Bytes of request bodies held at once by all of a worker's connections: a body
+    that would take more is answered 503 at once, so slow or many senders cannot make
+    the server hold unbounded memory."""
 
-    def __init__(self, service: PredictService) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+class PredictEndpoint:
+    """`POST /predict` as a bare ASGI app over `PredictService`.
+
+    Before any byte of the body is read: the API key, the content type, the declared
+    length. The body then has `body_timeout` seconds to arrive in full (408 past it) and
+    takes its bytes from the worker's `BodyBudget` (503 when it is spent)."""
+
+    def __init__(
+        self,
+        service: PredictService,
+        body_timeout: float = 30.0,
+        budget: BodyBudget | None = None,
+    ) -> None:
         self.service = service
+        self.body_timeout = body_timeout
+        self.budget = budget or BodyBudget(8 * service.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        early = self.service.refuse_early(headers)
+        if early is not None:
+            await send_reply(early, send)
+            return
         limit = self.service.max_body_bytes
         length = headers.get("content-length", "")
-        too_big = Reply(413, {"detail": f"body larger than {limit} bytes"})
         if length.isdigit() and int(length) > limit:
-            await send_reply(too_big, send)
+            await send_reply(Reply(413, {"detail": f"body larger than {limit} bytes"}), send)
             return
+        held = [0]  # budget bytes this body holds, given back whatever happens
+        try:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await self._read(receive, limit, held)
+            except TimeoutError:
+                late = f"the body did not arrive within {self.body_timeout:g} s"
+                await send_reply(Reply(408, {"detail": late}), send)
+                return
+            if body is None:
+                return  # the client went away
+            if isinstance(body, Reply):
+                await send_reply(body, send)
+                return
+            await self._answer(body, headers, send)
+        finally:
+            self.budget.give(held[0])
+
+    async def _read(self, receive: Receive, limit: int, held: list[int]) -> bytes | Reply | None:
+        """The body (None: the client left), or the reply that refuses it: 413 over
+        `limit`, 503 when the worker's budget for bodies is spent."""
         chunks: list[bytes] = []
-        size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= limit:
-                chunks.append(chunk)
+            if held[0] + len(chunk) > limit:
+                return Reply(413, {"detail": f"body larger than {limit} bytes"})
+            if not self.budget.take(len(chunk)):
+                busy = "the server holds too many request bodies at once; retry shortly"
+                return Reply(503, {"detail": busy}, {"retry-after": "1"})
+            held[0] += len(chunk)
+            chunks.append(chunk)
             more = message.get("more_body", False)
-        if size > limit:
-            reply = too_big
-        elif size > LARGE_BATCH_BYTES:  # in a worker thread, off the event loop
-            reply = await run_in_threadpool(
-                collector_paused, self.service.handle, b"".join(chunks), headers
-            )
+        return b"".join(chunks)
+
+    async def _answer(self, body: bytes, headers: dict[str, str], send: Send) -> None:
+        size = len(body)
+        if size > LARGE_BATCH_BYTES:  # in a worker thread, off the event loop
+            reply = await run_in_threadpool(collector_paused, self.service.handle, body, headers)
         else:
-            reply = self.service.handle(b"".join(chunks), headers)
+            reply = self.service.handle(body, headers)
         await send_reply(reply, send)
 
 
@@ -185,6 +250,8 @@ class ObservabilityMiddleware:
 
     def _observe(self, path: str, method: str, status: int, elapsed: float) -> None:
         route = path if path in ROUTES else "other"
+        if method not in METHODS:
+            method = "other"
         key = (route, method, status)
         counter = self._counters.get(key)
         if counter is None:

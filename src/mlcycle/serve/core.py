@@ -232,6 +232,8 @@ def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Out
         probs = model.scorer.proba(parsed.feed)
     except InvalidRequest as err:
         return Outcome(Reply(422, {"detail": err.errors}))
+    except RecursionError:  # any value nested too deeply for a checker, at any depth
+        return Outcome(invalid("a value is nested too deeply", kind="json_invalid"))
     finite = np.isfinite(probs).all(axis=1)
     if not finite.all():  # defensive: never answer a NaN score
         return Outcome(unscorable(np.flatnonzero(~finite)[:50].tolist()))

@@ -35,23 +35,26 @@ def add_routes(
     async def ready() -> Response:
         """Ready when a model is loaded."""
         model = manager.current
-        if model is None:
-            return respond(Reply(503, {"detail": manager.last_error or "no model loaded yet"}))
+        if model is None:  # anonymous (probes): no internals; /model says why (admin)
+            return respond(Reply(503, {"detail": "no model loaded yet"}))
         return respond(
             Reply(200, {"status": "ready", "model": model.name, "version": model.version})
         )
 
     @app.get("/model", responses={503: {"description": "No model loaded yet"}})
-    async def model_info() -> Response:
+    async def model_info(request: Request) -> Response:
         """The model being served: name, version, alias, run, training data hash, inputs
-        and labels."""
+        and labels (what the OpenAPI document shows anyway); the last load error for
+        the admin role only when API keys are set."""
+        admin = not keys.enabled or denied(keys, request.headers, "admin") is None
         model = manager.current
         if model is None:
-            return respond(Reply(503, {"detail": manager.last_error or "no model loaded yet"}))
+            detail = (manager.last_error if admin else None) or "no model loaded yet"
+            return respond(Reply(503, {"detail": detail}))
         info = {
             **model.describe(),
             "tracking_reachable": manager.tracking_reachable,
-            "last_error": manager.last_error,
+            "last_error": manager.last_error if admin else None,
         }
         return respond(Reply(200, info))
 
@@ -78,9 +81,14 @@ def add_routes(
         response_class=PlainTextResponse,
         responses={200: {"content": {"text/plain": {}}}},
     )
-    async def prometheus() -> Response:
-        """Prometheus metrics (with the newest monitoring report as gauges)."""
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics: requests, latency, predictions, the model served; with the
+        newest monitoring report as gauges for the admin role (or when no API keys are
+        set: scrape with `Authorization: Bearer <admin key>`)."""
+        admin = not keys.enabled or denied(keys, request.headers, "admin") is None
         body = await run_in_threadpool(generate_latest, metrics.registry)
+        if admin:
+            body += await run_in_threadpool(generate_latest, metrics.monitoring)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get(

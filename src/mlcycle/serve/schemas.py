@@ -107,8 +107,8 @@ class RequestValidator:
             self._batch_decoder = msgspec.json.Decoder(batch)
         try:
             rows = self._batch_decoder.decode(body).records
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return None  # a value nested past the interpreter's depth: the JSON path words it
         if not rows:
             return None
         return {name: list(map(attr, rows)) for name, attr in self._getters}

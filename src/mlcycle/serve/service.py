@@ -43,13 +43,20 @@ class PredictService:
         self.log = log
         self.on_scored = on_scored
 
-    def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+    def refuse_early(self, headers: Mapping[str, str]) -> Reply | None:
+        """What can be answered from the headers alone, before the body is read: the API
+        key (401/403) and the content type (415)."""
         if (reply := denied(self.keys, headers, "predict")) is not None:
             return reply
         if not is_json(headers.get("content-type", "")):
             return Reply(
                 415, {"detail": "send the body as JSON with Content-Type: application/json"}
             )
+        return None
+
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+        if (reply := self.refuse_early(headers)) is not None:
+            return reply
         model = self.current()
         if model is None:
             return Reply(503, {"detail": "no model is loaded yet"})

@@ -79,9 +79,14 @@ class ColumnSpec(BaseModel):
     on_missing: Literal["keep", "drop", "fill"] = "keep"
     fill_value: str | float | int | bool | None = None
     description: str | None = None
+    header: str | None = None
+    """The column's name in files and messages when it differs from the spec's (a
+    header such as `a.b` or `$x`, which a stored field cannot be named)."""
     demo: DemoSpec | None = None
 
     def fold(self, text: str) -> str:
+        """The one case folding of spellings, for the ETL and the API alike (Python's
+        full lower-casing: `İ` becomes `i̇`, as the spec's own spellings are folded)."""
         return text.lower() if self.case_insensitive else text
 
     # The one wording of every rule's failure: the ETL's quarantine and the API's 422
@@ -192,6 +197,21 @@ class TargetSpec(BaseModel):
         return sorted(self.labels, key=self.labels.__getitem__)
 
 
+RESERVED_FIELDS = frozenset({"_id", "_hash", "_batch_id", "_source", "__record_error__"})
+"""Fields the store and the ETL write beside a dataset's columns (its lineage)."""
+
+
+def _illegal_name(name: str) -> str | None:
+    """Why a column name cannot be a stored field, or None."""
+    if name in RESERVED_FIELDS:
+        return "is a field mlcycle writes itself (lineage: _id, _hash, _batch_id, _source)"
+    if not name or name != name.strip():
+        return "is empty or starts or ends with spaces"
+    if name.startswith("$") or "." in name or "\0" in name:
+        return "is not a legal MongoDB field name (no leading $, no dots, no NUL)"
+    return None
+
+
 class DatasetSpec(BaseModel):
     """A dataset: its columns and which of them are the id, the target and the features."""
 
@@ -211,6 +231,15 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
+        for name in self.columns:
+            if problem := _illegal_name(name):
+                raise ValueError(
+                    f"column {name!r} {problem}: name it otherwise in the spec and map the "
+                    f"file's header to it with `header: {name!r}`"
+                )
+        headers = [col.header or name for name, col in self.columns.items()]
+        if len(set(headers)) != len(headers):
+            raise ValueError("two columns read the same header (check their `header:` keys)")
         if self.id_column not in self.columns:
             raise ValueError(f"id_column {self.id_column!r} is not in columns")
         if self.columns[self.id_column].nullable:
@@ -229,6 +258,11 @@ class DatasetSpec(BaseModel):
             if feature in (self.id_column, self.target_column):
                 raise ValueError(f"feature {feature!r} is the id or the target column")
         return self
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """A file's or message's name of each column -> the spec's name."""
+        return {(col.header or name): name for name, col in self.columns.items()}
 
     @property
     def experiment_name(self) -> str:

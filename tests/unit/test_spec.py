@@ -112,3 +112,56 @@ def test_fingerprint_ignores_formatting_but_not_content() -> None:
     c = parse_spec({**BASE, "columns": {**BASE["columns"], "x": {"type": "float", "min": 1}}})
     assert a.fingerprint == b.fingerprint
     assert a.fingerprint != c.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("_batch_id", "lineage"),
+        ("_source", "lineage"),
+        ("_hash", "lineage"),
+        ("_id", "lineage"),
+        ("a.b", "not a legal MongoDB field name"),
+        ("$x", "not a legal MongoDB field name"),
+        (" padded", "spaces"),
+    ],
+)
+def test_reserved_and_illegal_column_names_are_refused_at_load(name: str, why: str) -> None:
+    from mlcycle.spec import DatasetSpec
+
+    with pytest.raises(ValueError, match=why) as info:
+        DatasetSpec.model_validate(
+            {
+                "name": "t",
+                "id_column": "id",
+                "columns": {"id": {"type": "string", "nullable": False}, name: {"type": "float"}},
+            }
+        )
+    assert repr(name) in str(info.value) and "header:" in str(info.value)
+
+
+def test_a_header_maps_a_file_name_to_a_legal_one(tmp_path: Path) -> None:
+    import orjson
+
+    from mlcycle.etl.pipeline import run_etl
+    from mlcycle.spec import DatasetSpec
+    from mlcycle.store.embedded import EmbeddedStore
+
+    spec = DatasetSpec.model_validate(
+        {
+            "name": "t",
+            "id_column": "id",
+            "columns": {
+                "id": {"type": "string", "nullable": False},
+                "a_b": {"type": "float", "header": "a.b"},
+                "x": {"type": "category", "values": ["İstanbul", "Izmir"], "header": "$x"},
+            },
+        }
+    )
+    (tmp_path / "in.csv").write_text("id,a.b,$x\n1,2.5,İSTANBUL\n")
+    (tmp_path / "in.jsonl").write_bytes(orjson.dumps({"id": "2", "a.b": 3, "$x": "izmir"}) + b"\n")
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    summary = run_etl(spec, tmp_path, store)
+    assert summary.rejected == 0
+    rows = {d["_id"]: (d["a_b"], d["x"]) for d in store.find("t")}
+    assert rows == {"1": (2.5, "İstanbul"), "2": (3.0, "Izmir")}

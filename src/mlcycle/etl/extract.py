@@ -269,9 +269,11 @@ def _csv_header(
 ) -> tuple[list[str], list[str]]:
     if batch.num_rows == 0:
         raise StructuralError(f"{path}: empty file (no header line)")
+    names = spec.headers
     header = [str(col[0].as_py()).strip() for col in batch.columns]
     if len(header) == 1 and header[0] == "":
         raise StructuralError(f"{path}: empty file (no header line)")
+    header = [names.get(h, h) for h in header]
     _check_columns(path, header, spec)
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
@@ -388,8 +390,9 @@ def records_frame(records: list[object], spec: DatasetSpec, first: int) -> pd.Da
     empty: dict[str, object] = {}
     objects = [rec if isinstance(rec, dict) else empty for rec in records]
     data: dict[str, object] = {}
-    for col in spec.columns:
-        values = [rec.get(col) for rec in objects]
+    for col, column in spec.columns.items():
+        key = column.header or col
+        values = [rec.get(key) for rec in objects]
         texts = [v if type(v) is str or v is None else _scalar_text(v) for v in values]
         data[col] = pd.array(texts, dtype="string")
     errors: list[str | None] = [None] * len(records)
@@ -404,9 +407,10 @@ def records_frame(records: list[object], spec: DatasetSpec, first: int) -> pd.Da
 def records_absent(records: list[object], spec: DatasetSpec) -> pd.DataFrame | None:
     """Per record and spec column: True where the record (an object) lacks the key."""
     flags: dict[str, np.ndarray] = {}
-    for col in spec.columns:
+    for col, column in spec.columns.items():
+        key = column.header or col
         missing = np.fromiter(
-            (isinstance(rec, dict) and col not in rec for rec in records), bool, len(records)
+            (isinstance(rec, dict) and key not in rec for rec in records), bool, len(records)
         )
         if missing.any():
             flags[col] = missing
@@ -429,7 +433,8 @@ def _present_columns(path: Path, records: list[object], spec: DatasetSpec) -> No
         if isinstance(rec, dict):
             seen.update(rec)
     if records:
-        _check_columns(path, sorted(seen), spec)
+        names = spec.headers
+        _check_columns(path, sorted(names.get(k, k) for k in seen), spec)
 
 
 JSON_MAX_BYTES = 64 * 1024 * 1024
@@ -585,9 +590,10 @@ def _spec_can_hold(kind: pa.DataType) -> bool:
 def _parquet_chunks(
     path: Path, pf: pq.ParquetFile, spec: DatasetSpec, chunk_rows: int
 ) -> Iterator[RawChunk]:
+    rename = spec.headers
     names = list(pf.schema_arrow.names)
-    _check_columns(path, names, spec)
-    wanted = [c for c in names if c in spec.columns]
+    _check_columns(path, [rename.get(n, n) for n in names], spec)
+    wanted = [c for c in names if rename.get(c, c) in spec.columns]
     for name in wanted:
         kind = pf.schema_arrow.field(name).type
         if not _spec_can_hold(kind):
@@ -602,7 +608,7 @@ def _parquet_chunks(
             arrays = {}
             errors = pd.Series(pd.NA, index=pd.RangeIndex(batch.num_rows), dtype="string")
             for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                arrays[name] = _parquet_text(name, column, errors)
+                arrays[rename.get(name, name)] = _parquet_text(name, column, errors)
             frame = pa.table(arrays).to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
             if errors.notna().any():
                 frame[RECORD_ERROR] = errors

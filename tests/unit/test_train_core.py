@@ -188,3 +188,40 @@ class TestBehaviour:
         proba = model.predict_proba(pd.DataFrame(row))
         assert proba.shape == (1, 2)
         assert np.isfinite(proba).all()
+
+
+def test_a_category_of_many_values_is_encoded_sparse_or_refused_naming_it() -> None:
+    """50,000 distinct values: a kind that takes sparse input gets a sparse one-hot; a
+    dense one is refused before fitting, naming the column and its cardinality."""
+    import pandas as pd
+
+    from mlcycle.errors import TrainingError
+    from mlcycle.spec import DatasetSpec
+    from mlcycle.train.config import ModelConfig
+    from mlcycle.train.features import build_pipeline, encoding_footprint
+
+    values = [f"v{i}" for i in range(50_000)]
+    spec = DatasetSpec.model_validate(
+        {
+            "name": "wide",
+            "id_column": "id",
+            "target": {"column": "y", "labels": {"a": 1, "b": 0}, "positive": "a"},
+            "columns": {
+                "id": {"type": "string", "nullable": False},
+                "shop": {"type": "category", "values": values},
+                "x": {"type": "float"},
+                "y": {"type": "category", "values": ["a", "b"]},
+            },
+        }
+    )
+    X = pd.DataFrame({"shop": values, "x": [float(i) for i in range(50_000)]})
+    y = [i % 2 for i in range(50_000)]
+    linear = ModelConfig(kind="logistic_regression", params={"max_iter": 50})
+    width = encoding_footprint(X, spec, linear, available=2**30)
+    assert width == 50_001
+    pipeline = build_pipeline(spec, linear, 0, width)
+    pipeline.fit(X, y)  # ~8 GiB dense; sparse it is a few MB
+    assert pipeline.named_steps["features"].sparse_output_
+    dense = ModelConfig(kind="hist_gradient_boosting", params={})
+    with pytest.raises(TrainingError, match=r"shop \(50,000 distinct values\).*GiB"):
+        encoding_footprint(X, spec, dense, available=2**30)

@@ -37,12 +37,17 @@ def estimator(cfg: ModelConfig, seed: int) -> ClassifierMixin:
     return DummyClassifier(strategy="most_frequent", **params)
 
 
-def preprocessor(spec: DatasetSpec) -> ColumnTransformer:
+SPARSE_WIDTH = 1_000
+"""One-hot columns past which a model kind that takes sparse input gets them sparse."""
+SPARSE_KINDS = ("logistic_regression", "random_forest")
+
+
+def preprocessor(spec: DatasetSpec, sparse: bool = False) -> ColumnTransformer:
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     categorical = Pipeline(
         [
             ("impute", SimpleImputer(strategy="constant", fill_value=MISSING)),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=sparse)),
         ]
     )
     return ColumnTransformer(
@@ -55,8 +60,56 @@ def preprocessor(spec: DatasetSpec) -> ColumnTransformer:
     )
 
 
-def build_pipeline(spec: DatasetSpec, cfg: ModelConfig, seed: int) -> Pipeline:
-    return Pipeline([("features", preprocessor(spec)), ("model", estimator(cfg, seed))])
+def build_pipeline(
+    spec: DatasetSpec, cfg: ModelConfig, seed: int, onehot_width: int = 0
+) -> Pipeline:
+    """The spec's pipeline; with `onehot_width` (the columns one-hot encoding will make)
+    past SPARSE_WIDTH, the encoding is sparse for the kinds that take sparse input."""
+    sparse = onehot_width > SPARSE_WIDTH and cfg.kind in SPARSE_KINDS
+    return Pipeline([("features", preprocessor(spec, sparse)), ("model", estimator(cfg, seed))])
+
+
+def encoding_footprint(
+    X: pd.DataFrame, spec: DatasetSpec, cfg: ModelConfig, available: int | None
+) -> int:
+    """The one-hot width of `X`; raises TrainingError, naming the widest columns and their
+    distinct values, when encoding them densely would not fit in `available` bytes (a
+    training fold holds ~3 copies of the encoded matrix)."""
+    from mlcycle.errors import TrainingError
+
+    distinct = {name: int(X[name].nunique(dropna=True)) + 1 for name in spec.categorical_features}
+    width = sum(distinct.values())
+    dense = not (width > SPARSE_WIDTH and cfg.kind in SPARSE_KINDS)
+    need = 3 * len(X) * (width + len(spec.numeric_features)) * 8
+    if dense and available is not None and need > available:
+        widest = sorted(distinct.items(), key=lambda kv: -kv[1])[:3]
+        named = ", ".join(f"{name} ({n - 1:,} distinct values)" for name, n in widest)
+        raise TrainingError(
+            f"one-hot encoding {named} densely needs ~{need / 2**30:.1f} GiB for "
+            f"{len(X):,} rows, more than the {available / 2**30:.1f} GiB available: use a model "
+            f"kind that takes sparse input ({', '.join(SPARSE_KINDS)}), or leave the column "
+            "out of the spec's `features`"
+        )
+    return width
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still take (Linux: MemAvailable, bounded by a
+    container's cgroup limit), None where unknown."""
+    from pathlib import Path
+
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isdigit() and used.isdigit():
+            found.append(int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def model_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

@@ -33,7 +33,13 @@ from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.export import export_onnx
-from mlcycle.train.features import MISSING, build_pipeline, model_frame
+from mlcycle.train.features import (
+    MISSING,
+    available_memory,
+    build_pipeline,
+    encoding_footprint,
+    model_frame,
+)
 from mlcycle.train.linear import LINEAR_FILE, fold_linear
 from mlcycle.train.mlflow_model import load_pipeline, log_pyfunc, log_training_input, raw_example
 
@@ -307,7 +313,8 @@ def fit(
         snapshot.X, snapshot.y, test_size=cfg.test_size, stratify=snapshot.y, random_state=cfg.seed
     )
     folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-    pipeline = build_pipeline(spec, cfg.model, cfg.seed)
+    width = encoding_footprint(snapshot.X, spec, cfg.model, available_memory())
+    pipeline = build_pipeline(spec, cfg.model, cfg.seed, width)
     best: dict[str, Any] = {}
     n_jobs = engine.n_jobs
     with warnings.catch_warnings(), engine.parallel():

@@ -188,7 +188,7 @@ CITY_SPEC = {
         "ǆemal",
         "ǅemal",
         "Ǆemal",
-    ],  # fmt: skip
+    ],
 )
 def test_non_ascii_spellings_get_one_verdict(value: str) -> None:
     """One case folding (the spec's `fold`) for the ETL and the API: Arrow's lower-casing

@@ -52,3 +52,7 @@ class RegistryAccessDenied(BadInput):
 class SourceChanged(MlcycleError):
     """A source file's bytes changed while a run read it: the run fails, nothing read from
     the changed bytes is loaded."""
+
+
+class Unservable(BadInput):
+    """A model version the serving runtime cannot load (no ONNX graph in its bundle)."""

@@ -14,7 +14,13 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from mlcycle.config import Settings, redact_uri
-from mlcycle.errors import MlcycleError, ModelNotFound, RegistryAccessDenied, TrackingUnavailable
+from mlcycle.errors import (
+    MlcycleError,
+    ModelNotFound,
+    RegistryAccessDenied,
+    TrackingUnavailable,
+    Unservable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +226,33 @@ def ensure_users(tracking_uri: str, users: dict[str, str]) -> list[tuple[str, st
     return done
 
 
+def unservable(client: Any, name: str, version: str) -> str | None:
+    """Why the serving runtime could never load `version` (its run has no serving bundle
+    with an ONNX graph), or None when it can."""
+    import json
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    info = get_version(client, name, version=version)
+    try:
+        files = {a.path for a in client.list_artifacts(info.run_id, "serving")}
+        if "serving/serving.json" not in files:
+            return f"v{version}'s run has no serving bundle (serving/serving.json)"
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(info.run_id, "serving/serving.json", tmp)
+            with open(local, encoding="utf-8") as fh:
+                meta = json.load(fh)
+    except (MlflowException, OSError, ValueError) as err:
+        return f"v{version}'s serving bundle cannot be read: {str(err)[:200]}"
+    if meta.get("runtime") != "onnx" or "serving/model.onnx" not in files:
+        note = meta.get("onnx_note") or f"runtime {meta.get('runtime')}"
+        return (
+            f"v{version}'s bundle has no ONNX graph ({note}): the serving runtime serves ONNX only"
+        )
+    return None
+
+
 def set_champion(
     client: Any,
     name: str,
@@ -228,7 +261,11 @@ def set_champion(
     forced_reason: str | None = None,
 ) -> None:
     """Point `champion` at `version`, remembering the previous champion for rollback and,
-    for a promotion that overrode the gate, why."""
+    for a promotion that overrode the gate, why. A version the serving runtime cannot
+    load is never made champion, forced or not (so rollback history holds only
+    versions that were served)."""
+    if (why := unservable(client, name, version)) is not None:
+        raise Unservable(f"{name} v{version} cannot be made champion: {why}")
     with refused_as_error(f"promote {name} v{version}"):
         if previous:
             client.set_model_version_tag(name, version, TAG + "previous_champion", previous)
@@ -251,7 +288,14 @@ def rollback(client: Any, name: str) -> tuple[str, str]:
         raise ModelNotFound(
             f"{name} version {current.version} is the first champion: there is nothing to roll back to"
         )
-    get_version(client, name, version=previous)  # still exists?
+    seen = {current.version}
+    while (why := unservable(client, name, previous)) is not None:  # never onto one
+        logger.warning("skipping %s v%s on the way back: %s", name, previous, why)
+        seen.add(previous)
+        earlier = get_version(client, name, version=previous).tags.get(TAG + "previous_champion")
+        if not earlier or earlier in seen:
+            raise ModelNotFound(f"{name}: no earlier champion the serving runtime can load ({why})")
+        previous = earlier
     with refused_as_error(f"roll {name} back to v{previous}"):
         client.set_registered_model_alias(name, CHAMPION, previous)
         client.set_model_version_tag(name, current.version, TAG + "rolled_back", "true")

@@ -241,8 +241,7 @@ def unservable(client: Any, name: str, version: str) -> str | None:
             return f"v{version}'s run has no serving bundle (serving/serving.json)"
         with tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(info.run_id, "serving/serving.json", tmp)
-            with open(local, encoding="utf-8") as fh:
-                meta = json.load(fh)
+            meta = json.loads(Path(local).read_text(encoding="utf-8"))
     except (MlflowException, OSError, ValueError) as err:
         return f"v{version}'s serving bundle cannot be read: {str(err)[:200]}"
     if meta.get("runtime") != "onnx" or "serving/model.onnx" not in files:

@@ -676,7 +676,10 @@ def parse_since(text: str) -> datetime:
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
     raw = text.strip()
     if raw[:-1].replace(".", "", 1).isdigit() and raw[-1:].lower() in units:
-        return datetime.now(UTC) - timedelta(**{units[raw[-1].lower()]: float(raw[:-1])})
+        try:
+            return datetime.now(UTC) - timedelta(**{units[raw[-1].lower()]: float(raw[:-1])})
+        except OverflowError:  # further back than a datetime goes: the whole log
+            return datetime(1970, 1, 1, tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError as err:
@@ -726,7 +729,7 @@ def monitor(
     """
     from mlcycle.monitor.dashboard import render
     from mlcycle.monitor.reports import latest_reports
-    from mlcycle.monitor.run import run_monitor
+    from mlcycle.monitor.run import newest_version, run_monitor
     from mlcycle.spec import load_spec
     from mlcycle.store import open_store
     from mlcycle.train.config import load_train_config
@@ -738,6 +741,9 @@ def monitor(
     try:
         spec = load_spec(spec_path or settings.spec_path)
         cfg = load_train_config(config or settings.train_config_path)
+        if newest_version(store, spec, spec.registered_model) is None and version is None:
+            _no_predictions(spec, as_json)
+            return
         with _json_only() if as_json else nullcontext():
             result = run_monitor(
                 settings,
@@ -766,6 +772,21 @@ def monitor(
         if html is not None:
             console.print(f"dashboard: {html}", highlight=False)
     raise typer.Exit(result.exit_code)
+
+
+def _no_predictions(spec: Any, as_json: bool) -> None:
+    """An empty prediction log is not a failure: there is nothing to monitor yet (exit 0)."""
+    from mlcycle.store.base import predictions_collection
+
+    where = predictions_collection(spec.name)
+    message = (
+        f"no predictions of {spec.registered_model} are logged in {where!r} yet: nothing "
+        "to monitor (serve the model with the prediction log on and send it traffic)"
+    )
+    if as_json:
+        print(json.dumps({"status": "no_predictions", "verdict": None, "detail": message}))
+    else:
+        console.print(message, highlight=False)
 
 
 def _print_monitor(report: dict[str, Any]) -> None:

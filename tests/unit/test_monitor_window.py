@@ -139,3 +139,47 @@ def test_prefetch_hands_over_pages_errors_and_stops_early() -> None:
     assert next(reader) == [1]
     reader.close()  # the reader stopped early: the producer ends and the source is closed
     assert closed == [True]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"rows": "three"},
+        {"rows": 5},  # lists shorter than rows
+        {"features": None},
+        {"probabilities": ["x", "y", "z"]},
+        {"ids": None},
+    ],
+)
+def test_a_malformed_log_document_is_skipped_and_counted(
+    spec: DatasetSpec, tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    docs = [d for d in _docs(spec, 20, 3) if d["model_version"] == "1"]
+    broken = {**docs[0], **bad, "_id": "zz-broken", "ts": T0 + timedelta(days=1)}
+    store.append(predictions_collection(spec.name), [*docs, broken])
+    win = read_window(store, spec, "m", "1")
+    assert win.malformed == 1
+    assert win.rows == 3 * len(docs)
+    store.close()
+
+
+def test_since_further_back_than_dates_go_is_the_whole_log() -> None:
+    from mlcycle.cli import parse_since
+
+    assert parse_since("99999999d") == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_monitor_on_an_empty_log_says_so_and_exits_0() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlcycle.cli import app
+
+    runner = CliRunner()
+    text = runner.invoke(app, ["monitor"])
+    assert text.exit_code == 0, text.output
+    assert "nothing to monitor" in text.output
+    out = runner.invoke(app, ["monitor", "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["status"] == "no_predictions"

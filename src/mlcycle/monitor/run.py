@@ -342,6 +342,7 @@ def build_report(
             "last_ts": win.last_ts,
             "rows": win.rows,
             "requests": win.requests,
+            "malformed": win.malformed,
         },
         "thresholds": cfg.model_dump(),
         "features": features,

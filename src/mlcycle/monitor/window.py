@@ -46,6 +46,29 @@ class Window:
     predicted: Counter[Any] = field(default_factory=Counter)
     ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    malformed: int = 0
+    """Log documents skipped because they are not prediction log entries (counted)."""
+
+
+def well_formed(doc: Any, spec: DatasetSpec) -> bool:
+    """A prediction log entry the window can take: its lists as long as its `rows`."""
+    try:
+        n = doc["rows"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0 or doc["ts"] is None:
+            return False
+        if len(doc["ids"]) != n or len(doc["labels"]) != n:
+            return False
+        if not isinstance(doc["probabilities"], list) or not all(
+            isinstance(p, int | float) and not isinstance(p, bool) for p in doc["probabilities"]
+        ):
+            return False
+        feats = doc["features"]
+        return all(
+            name not in feats or (isinstance(feats[name], list) and len(feats[name]) == n)
+            for name in spec.feature_columns
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 @contextmanager
@@ -93,7 +116,12 @@ class _Columns:
         self.win.requests += requests
         self.win.rows += rows
 
-    def add_docs(self, docs: list[dict[str, Any]]) -> None:
+    def add_docs(self, docs: list[Any]) -> None:
+        good = [d for d in docs if well_formed(d, self.spec)]
+        self.win.malformed += len(docs) - len(good)
+        docs = good
+        if not docs:
+            return
         rows = np.fromiter(map(itemgetter("rows"), docs), dtype=np.int64, count=len(docs))
         keep = self._keep(rows)
         docs, rows = docs[:keep], rows[:keep]
@@ -226,6 +254,15 @@ def _parse(texts: list[bytes], schema: Any) -> Any | None:
     ]
     if any(column.null_count for column in lists):
         return None
+    import pyarrow.compute as pc
+
+    rows = table.column("rows")
+    for column in lists[1:]:  # every list as long as its entry's `rows`: else, one by one
+        if (
+            pa.types.is_list(column.type)
+            and not pc.all(pc.equal(pc.list_value_length(column), rows)).as_py()
+        ):
+            return None
     return table
 
 
@@ -254,7 +291,7 @@ def read_window(
                 if table is not None:
                     acc.add_table(table)
                 else:
-                    acc.add_docs(list(map(orjson.loads, texts)))
+                    acc.add_docs(list(map(_loads_or_none(orjson.loads), texts)))
                 if acc.full:
                     break
         else:
@@ -263,6 +300,16 @@ def read_window(
                 if acc.full:
                     break
     return acc.finish()
+
+
+def _loads_or_none(loads: Any) -> Any:
+    def load(text: bytes) -> Any:
+        try:
+            return loads(text)
+        except ValueError:  # not JSON: skipped and counted as malformed
+            return None
+
+    return load
 
 
 def _prefetch(pages: Iterator[Any]) -> Iterator[Any]:

@@ -429,3 +429,36 @@ def test_cli_publish_and_stream_round_trip(
     missing = mlcycle(env, tmp_path, "publish", str(tmp_path / "nope.csv"), "--topic", topic)
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_topic_that_does_not_exist_is_an_error_not_an_empty_success(
+    kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    env = stream_env(tmp_path, kafka.bootstrap)
+    topic = topic_name()
+    got = mlcycle(env, tmp_path, "stream", "--topic", topic, "--until-idle", "2")
+    assert got.returncode == 2, got.stderr
+    assert f"topic {topic!r} does not exist" in got.stderr
+    assert "Traceback" not in got.stderr
+
+
+def test_a_second_consumer_on_a_taken_port_says_which_flag_to_use(
+    spec: DatasetSpec, kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    import socket
+
+    path = write_demo(spec, tmp_path / "raw" / "a.csv", 50, seed=8)
+    topic = topic_name()
+    publish(path, topic, spec.id_column, kafka.bootstrap)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = str(taken.getsockname()[1])
+        env = {**stream_env(tmp_path, kafka.bootstrap), "MLCYCLE_STREAM_HTTP_PORT": port}
+        got = mlcycle(env, tmp_path, "stream", "--topic", topic, "--until-idle", "2")
+    finally:
+        taken.close()
+    assert got.returncode == 2, got.stderr
+    assert f"port {port} on 127.0.0.1 is taken" in got.stderr and "--http-port" in got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from mlcycle.errors import MlcycleError, StoreUnavailable
+from mlcycle.errors import BadInput, MlcycleError, StoreUnavailable
 from mlcycle.etl.extract import RECORD_ERROR, records_absent, records_frame
 from mlcycle.etl.pipeline import EtlSummary, new_batch_id
 from mlcycle.etl.sources import TopicOrigin
@@ -162,8 +162,27 @@ class StreamConsumer:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def _topic_exists(self) -> bool | None:
+        """Whether the broker knows the topic (None: the broker did not answer in time)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            meta = self.consumer.list_topics(self.opts.topic, timeout=ASSIGN_WAIT)
+        except KafkaException:
+            return None
+        found = meta.topics.get(self.opts.topic)
+        return found is not None and found.error is None
+
     def run(self) -> EtlSummary:
         o = self.opts
+        if self._topic_exists() is False:
+            if o.until_idle is not None:  # a run meant to drain: nothing to drain is an error
+                self.consumer.close()
+                raise BadInput(
+                    f"topic {o.topic!r} does not exist on the broker: create it (or publish "
+                    "to it) first, or check --topic"
+                )
+            logger.warning("topic %r does not exist yet: waiting for it", o.topic)
         self.consumer.subscribe([o.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         logger.info(
             "streaming topic %r (group %r) into %s/%s; dead letters: %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,6 +11,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mlcycle.errors import BadInput
 from mlcycle.stream.metrics import StreamMetrics
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,15 @@ def serve_health(metrics: StreamMetrics, host: str, port: int) -> ThreadingHTTPS
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("http: " + format, *args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise BadInput(
+                f"port {port} on {host} is taken (another `mlcycle stream`?): pass "
+                "--http-port N for another one, or --http-port 0 for none"
+            ) from err
+        raise BadInput(f"cannot serve /health on {host}:{port}: {err.strerror}") from err
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="stream-http", daemon=True).start()
     return server

@@ -217,7 +217,13 @@ class MlflowServer:
             _unavailable("the mlflow command is not installed: run `make install`")
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / "mlflow.log"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": "", **self.env}
+        # nothing here uses MLflow's job runner (about ten huey consumers a server)
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": "",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **self.env,
+        }
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -741,9 +741,8 @@ def monitor(
     try:
         spec = load_spec(spec_path or settings.spec_path)
         cfg = load_train_config(config or settings.train_config_path)
-        if newest_version(store, spec, spec.registered_model) is None and version is None:
-            _no_predictions(spec, as_json)
-            return
+        if version is None and newest_version(store, spec, spec.registered_model) is None:
+            return _no_predictions(spec, as_json)
         with _json_only() if as_json else nullcontext():
             result = run_monitor(
                 settings,
@@ -764,13 +763,10 @@ def monitor(
         raise _fail(err, as_json) from err
     finally:
         store.close()
-    report = result.report
     if as_json:
-        print(json.dumps(report, default=str))
+        print(json.dumps(result.report, default=str))
     else:
-        _print_monitor(report)
-        if html is not None:
-            console.print(f"dashboard: {html}", highlight=False)
+        _print_monitor(result.report, html)
     raise typer.Exit(result.exit_code)
 
 
@@ -789,7 +785,7 @@ def _no_predictions(spec: Any, as_json: bool) -> None:
         console.print(message, highlight=False)
 
 
-def _print_monitor(report: dict[str, Any]) -> None:
+def _print_monitor(report: dict[str, Any], html: Path | None = None) -> None:
     win = report["window"]
     table = Table(
         title=f"{report['model_name']} v{report['model_version']}: {win['rows']:,} predictions "
@@ -837,6 +833,8 @@ def _print_monitor(report: dict[str, Any]) -> None:
     elif retrain.get("reason"):
         console.print(f"retrain policy fires ({retrain['reason']}): rerun with --retrain")
     console.print(f"verdict: {report['verdict']}", highlight=False)
+    if html is not None:
+        console.print(f"dashboard: {html}", highlight=False)
 
 
 @app.command("mlflow-users")

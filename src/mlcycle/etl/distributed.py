@@ -280,26 +280,42 @@ def run_etl_dask(
             )
             loads.append(future)
             finished.append(client.submit(_done, future, pure=False))
-        done = 0
-        index = {f.key: i for i, f in enumerate(loads)}
-        for future in _in_dependency_order(as_completed(loads), index, after):
-            loaded: PartLoad = future.result()
-            future.release()
-            if loaded.quarantine:
-                store.put(quarantine_collection(spec.name), loaded.quarantine)
-            for accepted, origin, absent in loaded.accepted:
-                counts = load_valid(store, spec, accepted, origin, summary.batch_id, absent)
-                loaded.inserted += counts.inserted
-                loaded.updated += counts.updated
-                loaded.unchanged += counts.unchanged
-            summary.quarantined += loaded.quarantined
-            summary.inserted += loaded.inserted
-            summary.updated += loaded.updated
-            summary.unchanged += loaded.unchanged
-            done += checks[index[future.key]].rows
-            report("load", done, summary.rows_read)
+        _take_loads(loads, after, checks, spec, store, summary, report)
         refuse_if_failed(summary, spec, passed, max_rejected_share)
     return summary
+
+
+def _take_loads(
+    loads: list[Any],
+    after: dict[int, list[int]],
+    checks: list[PartCheck],
+    spec: DatasetSpec,
+    store: Store,
+    summary: EtlSummary,
+    report: ProgressFn,
+) -> None:
+    """Pass 2 on the client: each part's counts, and for the embedded store its rows and
+    quarantine written here (the one writer of its file), in dependency order."""
+    from distributed import as_completed
+
+    done = 0
+    index = {f.key: i for i, f in enumerate(loads)}
+    for future in _in_dependency_order(as_completed(loads), index, after):
+        loaded: PartLoad = future.result()
+        future.release()
+        if loaded.quarantine:
+            store.put(quarantine_collection(spec.name), loaded.quarantine)
+        for accepted, origin, absent in loaded.accepted:
+            counts = load_valid(store, spec, accepted, origin, summary.batch_id, absent)
+            loaded.inserted += counts.inserted
+            loaded.updated += counts.updated
+            loaded.unchanged += counts.unchanged
+        summary.quarantined += loaded.quarantined
+        summary.inserted += loaded.inserted
+        summary.updated += loaded.updated
+        summary.unchanged += loaded.unchanged
+        done += checks[index[future.key]].rows
+        report("load", done, summary.rows_read)
 
 
 def _done(_loaded: PartLoad) -> bool:

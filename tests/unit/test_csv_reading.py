@@ -169,3 +169,67 @@ def test_non_utf8_names_the_offset(tmp_path: Path) -> None:
     path.write_bytes(b"id,a,b,c\nr1,x,y,z\nr2,\xe9,y,z\n")
     with pytest.raises(StructuralError, match=r"not UTF-8 text \(an invalid byte at offset 21\)"):
         list(read_file(path, SPEC, 100, check=measure(path)))
+
+
+def test_a_json_array_over_the_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcycle.etl import extract
+
+    monkeypatch.setattr(extract, "JSON_MAX_BYTES", 1_000)
+    path = tmp_path / "big.json"
+    path.write_text("[" + ",".join(['{"id": "r1", "a": "x"}'] * 100) + "]")
+    with pytest.raises(StructuralError, match=r"big\.json: a JSON file of .* write it as JSONL"):
+        list(read_file(path, SPEC, 100))
+
+
+def test_a_jsonl_line_over_the_limit_is_a_rejected_record_read_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcycle.etl import extract
+
+    monkeypatch.setattr(extract, "LINE_MAX_BYTES", 64)
+    path = tmp_path / "t.jsonl"
+    huge = '{"id": "r2", "b": "", "a": "' + "x" * 500 + '"}'
+    path.write_text('{"id": "r1", "a": "x", "b": ""}\n' + huge + '\n{"id": "r3", "b": ""}\n')
+    (only,) = list(read_file(path, SPEC, 100, check=measure(path)))
+    assert only.frame["id"].tolist()[0] == "r1" and only.frame["id"].tolist()[2] == "r3"
+    length = len(huge) + 1  # with its newline
+    assert (
+        f"line 2: a record of {length} bytes (over 64), not read" in only.frame.loc[1, RECORD_ERROR]
+    )
+
+
+def test_parquet_types_no_spec_type_holds_are_refused_naming_the_column(tmp_path: Path) -> None:
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    table = pa.table(
+        {"id": ["r1"], "a": pa.array([datetime.timedelta(seconds=100)], pa.duration("us"))}
+    )
+    pq.write_table(table, path)
+    with pytest.raises(StructuralError, match=r"column a holds values of type duration"):
+        list(read_file(path, SPEC, 100))
+
+
+def test_a_file_changed_between_hashing_and_reading_fails_the_run_and_loads_nothing(
+    tmp_path: Path,
+) -> None:
+    from mlcycle.etl.pipeline import run_etl
+    from mlcycle.etl.sources import FileSource
+    from mlcycle.store.embedded import EmbeddedStore
+
+    path = tmp_path / "t.csv"
+    path.write_text("id,a,b,c\nr1,x,y,z\nr2,x,y,z\n")
+    source = FileSource(path)
+    source.open()  # the run's record of the bytes
+    path.write_text("id,a,b,c\nr1,X,Y,Z\nr2,x,y,z\n")
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    with pytest.raises(SourceChanged, match=r"t\.csv: the file changed"):
+        run_etl(SPEC, source, store)
+    assert store.count("t") == 0
+    (batch,) = store.find("etl_batches")
+    assert batch["status"] == "failed" and "changed" in batch["error"]

@@ -208,7 +208,11 @@ def test_parquet_types_no_spec_type_holds_are_refused_naming_the_column(tmp_path
 
     path = tmp_path / "t.parquet"
     table = pa.table(
-        {"id": ["r1"], "a": pa.array([datetime.timedelta(seconds=100)], pa.duration("us"))}
+        {
+            "id": ["r1"],
+            "b": ["q"],
+            "a": pa.array([datetime.timedelta(seconds=100)], pa.duration("us")),
+        }
     )
     pq.write_table(table, path)
     with pytest.raises(StructuralError, match=r"column a holds values of type duration"):

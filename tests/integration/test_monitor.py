@@ -180,7 +180,11 @@ def test_monitoring_closes_the_loop(
         assert versions(mlflow_server.uri, mspec.registered_model) == 2
 
         # 4. where operators look: gauges, the dashboard route, the page in a browser
-        metrics = httpx.get(f"{server.url}/metrics").text
+        # the monitoring gauges are the admin's, like /monitor (Prometheus scrapes with a key)
+        assert "mlcycle_monitor_" not in httpx.get(f"{server.url}/metrics").text
+        metrics = httpx.get(
+            f"{server.url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}
+        ).text
         assert 'mlcycle_monitor_feature_drift{feature="ApplicantIncome"} 2.0' in metrics
         assert "mlcycle_monitor_drift_detected 1.0" in metrics
         assert httpx.get(f"{server.url}/monitor").status_code == 401

@@ -237,3 +237,19 @@ def test_a_file_changed_between_hashing_and_reading_fails_the_run_and_loads_noth
     assert store.count("t") == 0
     (batch,) = store.find("etl_batches")
     assert batch["status"] == "failed" and "changed" in batch["error"]
+
+
+def test_a_header_past_the_reader_s_first_guess_of_width_is_read_and_checked(
+    tmp_path: Path,
+) -> None:
+    """More than 4,096 columns: the reader starts over with the right width, and the
+    check of the bytes starts over with it (no false "changed")."""
+    extra = [f"x{i}" for i in range(4_200)]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(["id", "a", "b", "c", *extra]) + "\n" + ",".join(
+        ["r1", "007", "y", "z", *["1"] * len(extra)]) + "\n")  # fmt: skip
+    check = measure(path)
+    (only,) = list(read_file(path, SPEC, 100, check=check))
+    assert only.frame.loc[0, "a"] == "007" and check.complete
+    (again,) = list(read_file(path, SPEC, 100, check=check))
+    assert again.frame.loc[0, "id"] == "r1"

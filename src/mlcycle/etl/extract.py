@@ -196,22 +196,32 @@ def _csv_bytes(
     (checked against the part's digest before any is parsed)."""
     if span is None:
         return CheckedFile(path, check, utf8=True)
-    start, end = span
-    with path.open("rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        header = fh.readline()
-        fh.seek(start)
-        body = fh.read(end - start)
-    if check is not None:
-        digest = hashlib.sha256(header + body).hexdigest()
-        if size != check.size or digest != check.sha256:
-            raise changed(path, f"bytes {start:,}-{end:,} are not those the run planned")
+    start = span[0]
+    header, body = _span_bytes(path, span, check, with_header=True)
     try:
         (header + body).decode("utf-8")
     except UnicodeDecodeError as err:
         at = err.start if err.start < len(header) else start + err.start - len(header)
         raise not_utf8(path, at) from err
     return io.BytesIO(header + body)
+
+
+def _span_bytes(
+    path: Path, span: tuple[int, int], check: FileCheck | None, with_header: bool
+) -> tuple[bytes, bytes]:
+    """(the header line or b"", the bytes of `span`) of a part, checked against the size
+    and digest the run planned for it (`partitions.span_digests`) before any is parsed."""
+    start, end = span
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        header = fh.readline() if with_header else b""
+        fh.seek(start)
+        body = fh.read(end - start)
+    if check is not None and (
+        size != check.size or hashlib.sha256(header + body).hexdigest() != check.sha256
+    ):
+        raise changed(path, f"bytes {start:,}-{end:,} are not those the run planned")
+    return header, body
 
 
 def _read_csv(
@@ -499,16 +509,7 @@ def _jsonl_handle(
 ) -> io.BufferedIOBase:
     if span is None:
         return io.BufferedReader(CheckedFile(path, check), buffer_size=1 << 20)
-    start, end = span
-    with path.open("rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        fh.seek(start)
-        body = fh.read(end - start)
-    if check is not None and (
-        size != check.size or hashlib.sha256(body).hexdigest() != check.sha256
-    ):
-        raise changed(path, f"bytes {start:,}-{end:,} are not those the run planned")
-    return io.BytesIO(body)
+    return io.BytesIO(_span_bytes(path, span, check, with_header=False)[1])
 
 
 def _read_jsonl(

@@ -94,7 +94,12 @@ class CheckedFile(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         target = self._fh.seek(offset, whence)
-        if target != self._pos:
+        if target == 0 and whence == io.SEEK_SET:  # a parser starting over: so does the check
+            self._hash, self._reads, self._calls, self._ended = hashlib.sha256(), [], 0, False
+            self._sequential = True
+            if self._text is not None:
+                self._text.reset()
+        elif target != self._pos:
             self._sequential = False
         self._pos = target
         return target

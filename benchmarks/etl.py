@@ -29,7 +29,7 @@ from benchmarks.common import peak_mb  # noqa: E402
 from mlcycle.etl.extract import read_file  # noqa: E402
 from mlcycle.etl.pipeline import run_etl  # noqa: E402
 from mlcycle.etl.transform import to_documents  # noqa: E402
-from mlcycle.etl.validate import validate_chunk  # noqa: E402
+from mlcycle.rules.frames import validate_chunk  # noqa: E402
 from mlcycle.spec import load_spec, packaged  # noqa: E402
 from mlcycle.store.embedded import EmbeddedStore  # noqa: E402
 from mlcycle.store.mongo import MongoStore  # noqa: E402

@@ -54,7 +54,8 @@ def etl_child(workers: int, csv: str, target: str) -> dict:
 
 def cv_child(workers: int, target: str, rows: int) -> dict:
     from mlcycle.train.config import load_train_config
-    from mlcycle.train.train import fit, load_snapshot
+    from mlcycle.train.fitting import fit
+    from mlcycle.train.snapshot import load_snapshot
 
     store = EmbeddedStore(Path(target))
     snapshot = load_snapshot(store, SPEC)
@@ -65,7 +66,7 @@ def cv_child(workers: int, target: str, rows: int) -> dict:
     cfg = cfg.model_copy(update={"cv_folds": 5, "search": None})
     with open_engine("dask" if workers else "local", None, max(workers, 1)) as engine:
         t = time.perf_counter()
-        _pipe, _best, _metrics, _base, cv, _hold = fit(snapshot, SPEC, cfg, engine)
+        cv = fit(snapshot, SPEC, cfg, engine).cv
         seconds = time.perf_counter() - t
         worker_mb = sorted(engine.client.run(peak_mb).values()) if engine.distributed else []
     return {"seconds": seconds, "rows": len(snapshot.y), "auc": cv["cv_roc_auc_mean"],

@@ -12,6 +12,15 @@ from urllib.parse import unquote
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+CHUNK_ROWS = 100_000
+"""Rows an ETL reads, validates and writes at a time (MLCYCLE_CHUNK_ROWS)."""
+MAX_REJECTED_SHARE = 0.1
+"""An ETL fails above this share of rejected rows (MLCYCLE_MAX_REJECTED_SHARE)."""
+LOCK_LEASE = 30.0
+"""Seconds an ETL's lease on its dataset lasts without a heartbeat (MLCYCLE_LOCK_LEASE)."""
+PART_BYTES = 32 * 1024 * 1024
+"""The dask engine cuts CSV and JSONL files larger than this into parts (MLCYCLE_PART_BYTES)."""
+
 
 class Settings(BaseSettings):
     """Runtime configuration. Env vars are prefixed `MLCYCLE_`, except the conventional
@@ -37,10 +46,10 @@ class Settings(BaseSettings):
     store_retries: int = 3
     """Attempts for each store call; an unreachable server fails in ~7 s by default."""
 
-    chunk_rows: int = 100_000
+    chunk_rows: int = Field(default=CHUNK_ROWS, ge=1)
     batch_size: int = 5_000
-    max_rejected_share: float = Field(default=0.1, ge=0.0, le=1.0)
-    lock_lease: float = Field(default=30.0, gt=0.0)
+    max_rejected_share: float = Field(default=MAX_REJECTED_SHARE, ge=0.0, le=1.0)
+    lock_lease: float = Field(default=LOCK_LEASE, gt=0.0)
     """Seconds an ETL's lease on its dataset lasts without a heartbeat (a dead run's is
     taken over after this)."""
     lock_wait: float = Field(default=0.0, ge=0.0)
@@ -50,6 +59,31 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MLCYCLE_MLFLOW_TRACKING_URI"),
     )
+    # MLflow's own client variables, read here for the parts that talk to the tracking
+    # server without MLflow's client (serving, `mlflow-users`)
+    mlflow_tracking_username: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_USERNAME")
+    )
+    mlflow_tracking_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_PASSWORD")
+    )
+    mlflow_tracking_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_TOKEN")
+    )
+    mlflow_tracking_insecure_tls: bool = Field(
+        default=False, validation_alias=AliasChoices("MLFLOW_TRACKING_INSECURE_TLS")
+    )
+    mlflow_tracking_server_cert_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    )
+    mlflow_train_user: str = "mlcycle-train"
+    """The training user `mlcycle mlflow-users` makes (MLCYCLE_MLFLOW_TRAIN_USER)."""
+    mlflow_train_password: SecretStr | None = None
+    mlflow_read_user: str = "mlcycle-read"
+    """The read-only user of serving and monitoring (MLCYCLE_MLFLOW_READ_USER)."""
+    mlflow_read_password: SecretStr | None = None
+    git_commit: str | None = None
+    """The commit a training run records (MLCYCLE_GIT_COMMIT; unset: `git rev-parse HEAD`)."""
 
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
@@ -85,7 +119,7 @@ class Settings(BaseSettings):
     """tcp://host:8786 of a Dask scheduler; unset with the dask engine: a local cluster."""
     dask_workers: int = Field(default=2, ge=1)
     """Worker processes of the local cluster started when no scheduler is set."""
-    part_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    part_bytes: int = Field(default=PART_BYTES, ge=1024)
     """The dask engine cuts CSV and JSONL files larger than this into parts."""
 
     kafka_bootstrap: str = Field(
@@ -113,6 +147,8 @@ class Settings(BaseSettings):
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    debug: bool = False
+    """An unexpected error shows its traceback (MLCYCLE_DEBUG=1)."""
 
     _uri_secrets: list[str] = PrivateAttr(default_factory=list)
 
@@ -137,7 +173,10 @@ class Settings(BaseSettings):
         self.mlflow_tracking_uri = (
             f"{scheme}://{rest[at + 1 : authority_end]}{rest[authority_end:]}"
         )
-        if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        if not self.mlflow_tracking_username:
+            self.mlflow_tracking_username = unquote(user)
+            self.mlflow_tracking_password = SecretStr(unquote(password))
+            # MLflow's client (training, the registry) reads its own variables
             os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
             os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
         self._uri_secrets = [password, unquote(password)]
@@ -153,14 +192,16 @@ class Settings(BaseSettings):
         ):
             found.extend(uri_secrets(uri))
         found.extend(self._uri_secrets)
-        if self.kafka_sasl_password is not None:
-            found.append(self.kafka_sasl_password.get_secret_value())
-        for name in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
-            found.append(os.environ.get(name, ""))
         found.extend(
-            v
-            for k, v in os.environ.items()
-            if k.startswith("MLCYCLE_MLFLOW_") and k.endswith("_PASSWORD")
+            secret.get_secret_value()
+            for secret in (
+                self.kafka_sasl_password,
+                self.mlflow_tracking_password,
+                self.mlflow_tracking_token,
+                self.mlflow_train_password,
+                self.mlflow_read_password,
+            )
+            if secret is not None
         )
         # longest first, so a secret holding another is replaced whole
         return tuple(sorted({s for s in found if len(s) >= 3}, key=len, reverse=True))

@@ -16,9 +16,18 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlcycle.errors import MlcycleError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlcycle.etl.pipeline import EtlSummary
+    from mlcycle.etl.sources import FileSource
+    from mlcycle.spec import DatasetSpec
+    from mlcycle.store.base import Store
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +57,39 @@ class Engine:
         import joblib
 
         return joblib.parallel_backend("dask", wait_for_workers_timeout=60)
+
+    def run_etl(
+        self,
+        spec: DatasetSpec,
+        source: Path | FileSource,
+        store: Store,
+        *,
+        part_bytes: int | None = None,
+        **options: Any,
+    ) -> EtlSummary:
+        """The ETL stage on this engine: `mlcycle.etl.pipeline.run_etl` here, one task a
+        file part (`part_bytes` each) on Dask; the same options and the same result."""
+        if not self.distributed:
+            from mlcycle.etl.pipeline import run_etl
+
+            return run_etl(spec, source, store, **options)
+        from mlcycle.etl.distributed import PART_BYTES, run_etl_dask
+
+        return run_etl_dask(
+            spec, source, store, self.client, part_bytes=part_bytes or PART_BYTES, **options
+        )
+
+    def read_snapshot(
+        self, store: Store, dataset: str, columns: list[str], require: str | None
+    ) -> pd.DataFrame:
+        """The stored rows training reads: by the store here, by the workers in parallel
+        `_id` ranges on Dask (MongoDB)."""
+        if not self.distributed:
+            return store.read_snapshot(dataset, columns=columns, require=require)
+        from mlcycle.etl.distributed import read_snapshot_dask
+
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        return read_snapshot_dask(store, self.client, dataset, columns, require, parts=2 * workers)
 
     def describe(self) -> str:
         if not self.distributed:

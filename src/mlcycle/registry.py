@@ -229,26 +229,25 @@ def ensure_users(tracking_uri: str, users: dict[str, str]) -> list[tuple[str, st
 def unservable(client: Any, name: str, version: str) -> str | None:
     """Why the serving runtime could never load `version` (its run has no serving bundle
     with an ONNX graph), or None when it can."""
-    import json
     import tempfile
 
     from mlflow.exceptions import MlflowException
 
+    from mlcycle.bundle import FOLDER, GRAPH_FILE, META_FILE, read_meta
+
     info = get_version(client, name, version=version)
+    meta_path = f"{FOLDER}/{META_FILE}"
     try:
-        files = {a.path for a in client.list_artifacts(info.run_id, "serving")}
-        if "serving/serving.json" not in files:
-            return f"v{version}'s run has no serving bundle (serving/serving.json)"
+        files = {a.path for a in client.list_artifacts(info.run_id, FOLDER)}
+        if meta_path not in files:
+            return f"v{version}'s run has no serving bundle ({meta_path})"
         with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(info.run_id, "serving/serving.json", tmp)
-            meta = json.loads(Path(local).read_text(encoding="utf-8"))
+            meta = read_meta(Path(client.download_artifacts(info.run_id, meta_path, tmp)))
     except (MlflowException, OSError, ValueError) as err:
         return f"v{version}'s serving bundle cannot be read: {str(err)[:200]}"
-    if meta.get("runtime") != "onnx" or "serving/model.onnx" not in files:
-        note = meta.get("onnx_note") or f"runtime {meta.get('runtime')}"
-        return (
-            f"v{version}'s bundle has no ONNX graph ({note}): the serving runtime serves ONNX only"
-        )
+    problem = meta.servable_problem(f"{FOLDER}/{GRAPH_FILE}" in files)
+    if problem is not None:
+        return f"v{version}'s {problem.removeprefix('its ')}: the serving runtime serves ONNX only"
     return None
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import ssl
 import urllib.error
 import urllib.parse
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlcycle.config import redact_uri
+from mlcycle.config import Settings, redact_uri
 from mlcycle.errors import ModelNotFound, RegistryAccessDenied, TrackingUnavailable
 
 
@@ -32,20 +31,18 @@ class AliasTarget:
 
 
 class RestTracking:
-    def __init__(self, uri: str, timeout: float = 10.0) -> None:
-        self.uri = uri.rstrip("/")
+    """The tracking server of `settings` (its URI, credentials and TLS options)."""
+
+    def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
+        self.uri = settings.tracking_uri.rstrip("/")
         self.timeout = timeout
-        self._context = _tls_context()
+        self._context = _tls_context(settings)
+        self._authorization = _authorization(settings)
 
     def _headers(self) -> dict[str, str]:
         headers = {"accept": "application/json"}
-        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-        if user:
-            secret = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
-            headers["authorization"] = "Basic " + base64.b64encode(secret).decode()
-        elif token:
-            headers["authorization"] = f"Bearer {token}"
+        if self._authorization:
+            headers["authorization"] = self._authorization
         return headers
 
     def _get(self, path: str, params: dict[str, str]) -> bytes:
@@ -113,11 +110,23 @@ def _message(body: str) -> str:
         return body[:300]
 
 
-def _tls_context() -> ssl.SSLContext | None:
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+def _authorization(settings: Settings) -> str | None:
+    """Basic with a user name (and its password), else bearer with a token, else none."""
+    if settings.mlflow_tracking_username:
+        password = settings.mlflow_tracking_password
+        secret = f"{settings.mlflow_tracking_username}:"
+        secret += password.get_secret_value() if password else ""
+        return "Basic " + base64.b64encode(secret.encode()).decode()
+    if settings.mlflow_tracking_token:
+        return f"Bearer {settings.mlflow_tracking_token.get_secret_value()}"
+    return None
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.mlflow_tracking_insecure_tls:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    cert = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
-    return ssl.create_default_context(cafile=cert) if cert else None
+    cert = settings.mlflow_tracking_server_cert_path
+    return ssl.create_default_context(cafile=str(cert)) if cert else None

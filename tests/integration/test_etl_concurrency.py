@@ -19,7 +19,7 @@ from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.store.lease import DatasetBusy, Lease
-from mlcycle.train.train import load_snapshot
+from mlcycle.train.snapshot import load_snapshot
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from mlcycle.etl.pipeline import EXCERPT_CHARS, run_etl
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.store.embedded import EmbeddedStore
-from mlcycle.train.train import load_snapshot
+from mlcycle.train.snapshot import load_snapshot
 
 pytestmark = pytest.mark.integration
 

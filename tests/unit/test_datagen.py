@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mlcycle.datagen import generate
-from mlcycle.etl.validate import validate_chunk
+from mlcycle.rules.frames import validate_chunk
 
 
 def test_synthetic_rows_are_valid_seeded_and_labelled(spec) -> None:

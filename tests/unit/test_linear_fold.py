@@ -17,15 +17,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 from mlcycle.etl.pipeline import run_etl
+from mlcycle.rules.records import RequestValidator
 from mlcycle.serve.linear import LinearScorer
-from mlcycle.serve.schemas import RequestValidator
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.train.config import ModelConfig
 from mlcycle.train.export import serving_copy
 from mlcycle.train.features import MISSING, build_pipeline, model_frame
 from mlcycle.train.linear import fold_linear
-from mlcycle.train.train import Snapshot, load_snapshot
+from mlcycle.train.snapshot import Snapshot, load_snapshot
 
 
 @pytest.fixture(scope="module")

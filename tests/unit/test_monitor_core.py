@@ -20,7 +20,8 @@ from mlcycle.monitor.window import Window
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.train.mlflow_model import load_pipeline
-from mlcycle.train.train import TrainResult, load_snapshot
+from mlcycle.train.snapshot import load_snapshot
+from mlcycle.train.train import TrainResult
 from tests.data import embedded_settings, train_demo
 
 

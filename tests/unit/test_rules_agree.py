@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from mlcycle.etl.extract import records_frame
-from mlcycle.etl.validate import validate_chunk
-from mlcycle.serve.schemas import InvalidRequest, RequestValidator
+from mlcycle.rules.frames import validate_chunk
+from mlcycle.rules.records import InvalidRequest, RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 from tests.data import CREDIT_SPEC, LOAN_RECORD, TIERS_SPEC
 

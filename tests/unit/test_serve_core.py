@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
+from mlcycle.rules.records import MISSING, InvalidRequest, RequestValidator
 from mlcycle.serve.core import Outcome, score
-from mlcycle.serve.schemas import MISSING, InvalidRequest, RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 
 SPEC = parse_spec(

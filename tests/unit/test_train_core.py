@@ -15,7 +15,8 @@ from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.train.config import ModelConfig, TrainConfig
-from mlcycle.train.train import fit, load_snapshot, profile
+from mlcycle.train.fitting import fit
+from mlcycle.train.snapshot import load_snapshot, profile
 from tests.data import counts
 
 
@@ -94,17 +95,18 @@ def test_same_data_config_and_seed_give_identical_metrics_and_parameters(
     snap = load_snapshot(loan_store, spec)
     first = fit(snap, spec, TrainConfig())
     second = fit(load_snapshot(loan_store, spec), spec, TrainConfig())
-    assert first[2] == second[2]  # hold-out metrics
-    assert first[4] == second[4]  # CV
+    assert first.metrics == second.metrics  # hold-out metrics
+    assert first.cv == second.cv  # CV
     np.testing.assert_array_equal(
-        first[0].named_steps["model"].coef_, second[0].named_steps["model"].coef_
+        first.pipeline.named_steps["model"].coef_, second.pipeline.named_steps["model"].coef_
     )
     third = fit(snap, spec, TrainConfig(seed=7))
-    assert third[2] != first[2]
+    assert third.metrics != first.metrics
 
 
 def test_model_beats_the_majority_baseline(spec: DatasetSpec, loan_store: Store) -> None:
-    _, _, metrics, baseline, cv, _ = fit(load_snapshot(loan_store, spec), spec, TrainConfig())
+    fitted = fit(load_snapshot(loan_store, spec), spec, TrainConfig())
+    metrics, baseline, cv = fitted.metrics, fitted.baseline, fitted.cv
     assert metrics["roc_auc"] > baseline["roc_auc"] + 0.1
     assert metrics["accuracy"] > baseline["accuracy"]
     assert 0.7 < cv["cv_accuracy_mean"] < 0.9
@@ -116,7 +118,7 @@ def test_imputation_statistics_come_from_the_training_split_only(
     from sklearn.model_selection import train_test_split
 
     snap = load_snapshot(loan_store, spec)
-    model = fit(snap, spec, TrainConfig())[0]
+    model = fit(snap, spec, TrainConfig()).pipeline
     X_train, _, _, _ = train_test_split(
         snap.X, snap.y, test_size=0.2, stratify=snap.y, random_state=42
     )
@@ -127,14 +129,15 @@ def test_imputation_statistics_come_from_the_training_split_only(
 def test_grid_search_and_alternative_models(spec: DatasetSpec, loan_store: Store) -> None:
     snap = load_snapshot(loan_store, spec)
     cfg = TrainConfig.model_validate({"search": {"grid": {"C": [0.1, 1.0]}}, "cv_folds": 3})
-    model, best, metrics, *_ = fit(snap, spec, cfg)
+    fitted = fit(snap, spec, cfg)
+    model, best, metrics = fitted.pipeline, fitted.best_params, fitted.metrics
     assert metrics["roc_auc"] > 0.6
     assert best["C"] in (0.1, 1.0)
     assert best["C"] == model.named_steps["model"].C
     hgb = TrainConfig(
         model=ModelConfig(kind="hist_gradient_boosting", params={"max_iter": 50}), cv_folds=3
     )
-    assert fit(snap, spec, hgb)[2]["roc_auc"] > 0.6
+    assert fit(snap, spec, hgb).metrics["roc_auc"] > 0.6
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def model_and_rows(
     store = EmbeddedStore(tmp_path_factory.mktemp("behaviour") / "s.sqlite3")
     run_etl(spec, loan_dir / "train.csv", store)
     snap = load_snapshot(store, spec)
-    return fit(snap, spec, TrainConfig())[0], snap.X
+    return fit(snap, spec, TrainConfig()).pipeline, snap.X
 
 
 class TestBehaviour:

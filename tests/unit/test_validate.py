@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from mlcycle.etl.transform import plan_writes, row_hashes, to_documents
-from mlcycle.etl.validate import validate_chunk
+from mlcycle.rules.frames import validate_chunk
 from mlcycle.spec import DatasetSpec, parse_spec
 
 GOOD = {

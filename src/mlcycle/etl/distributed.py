@@ -42,7 +42,7 @@ from mlcycle.etl.steps import (
     quarantine_docs,
     with_column_set,
 )
-from mlcycle.etl.validate import validate_chunk
+from mlcycle.rules.frames import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Document, Store, quarantine_collection
 from mlcycle.store.lease import LEASE_SECONDS
@@ -237,6 +237,8 @@ def run_etl_dask(
     writes what they hand back (the embedded store)."""
     from distributed import as_completed
 
+    if mongo_db is None:
+        mongo_db = worker_database(store)
     report = progress or (lambda phase, done, total: None)
     with batch_run(spec, source, store, lock_wait, lock_lease) as (summary, files):
         parts = plan_parts(files, part_bytes)
@@ -376,6 +378,14 @@ def _duplicate_rule(
 
 
 __all__ = ["PART_BYTES", "check_part", "load_part", "run_etl_dask"]
+
+
+def worker_database(store: Store) -> str | None:
+    """The MongoDB database the workers write to themselves; None for the embedded store,
+    whose one writer is the client."""
+    from mlcycle.store.mongo import MongoStore
+
+    return store.db.name if isinstance(store, MongoStore) else None
 
 
 def read_range(

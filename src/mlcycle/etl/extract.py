@@ -27,13 +27,12 @@ import pyarrow.parquet as pq
 
 from mlcycle.errors import StructuralError
 from mlcycle.etl.reading import CheckedFile, FileCheck, changed, not_utf8
+from mlcycle.rules.values import RECORD_ERROR
 from mlcycle.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
-RECORD_ERROR = "__record_error__"
-"""Column that carries a per-record parse error (e.g. a JSONL line that is not JSON)."""
 
 
 @dataclass(frozen=True)

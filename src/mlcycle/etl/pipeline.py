@@ -34,7 +34,7 @@ from mlcycle.etl.steps import (
     now_ms,
     quarantine_docs,
 )
-from mlcycle.etl.validate import validate_chunk
+from mlcycle.rules.frames import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
 from mlcycle.store.lease import LEASE_SECONDS, Lease

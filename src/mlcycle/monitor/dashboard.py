@@ -1,5 +1,5 @@
 """The monitoring dashboard: one self-contained HTML page (inline CSS and SVG, no script,
-no CDN), rendered from a report document and the reports before it.
+no CDN), rendered from a `MonitorReport` and the reports before it.
 
 Every text that comes from data (feature names, categories, labels) is escaped: a
 category value is user input.
@@ -12,6 +12,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from mlcycle.monitor.report import Drift, MonitorReport, Performance
 from mlcycle.store.base import as_datetime
 
 COLOURS = {"ok": "#2e7d32", "watch": "#ef8f00", "drift": "#c62828"}
@@ -37,12 +38,12 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def psi_chart(report: dict[str, Any]) -> str:
+def psi_chart(report: MonitorReport) -> str:
     """Horizontal PSI bars per feature and for the score, with the two thresholds."""
-    th = report["thresholds"]
-    parts = [*report["features"].items(), ("(model score)", report["score"])]
+    th = report.thresholds
+    parts = list(report.drift_rows())
     # a drifted feature's PSI can be 5 or more: cap the axis so the thresholds stay apart
-    top = max(th["psi_act"] * 1.6, min(max(v["psi"] for _, v in parts), 1.0) * 1.05)
+    top = max(th["psi_act"] * 1.6, min(max(v.psi for _, v in parts), 1.0) * 1.05)
     width, left, bar, gap = 760, 170, 16, 6
     plot = width - left - 60
     height = 30 + len(parts) * (bar + gap) + 20
@@ -56,14 +57,14 @@ def psi_chart(report: dict[str, Any]) -> str:
     ]
     for i, (name, v) in enumerate(parts):
         y = 20 + i * (bar + gap)
-        colour = COLOURS[v["status"]]
+        colour = COLOURS[v.status]
         out.append(
             f'<text x="{left - 8}" y="{y + bar - 4}" text-anchor="end" class="lbl">{_e(name)}</text>'
-            f'<rect class="bar" data-feature="{_e(name)}" data-status="{v["status"]}" x="{left}" '
-            f'y="{y}" width="{max(x(v["psi"]) - left, 1):.1f}" height="{bar}" fill="{colour}">'
-            f"<title>{_e(name)}: PSI {v['psi']:.4f} ({v['status']})</title></rect>"
-            f'<text x="{x(v["psi"]) + 4:.1f}" y="{y + bar - 4}" class="val">{v["psi"]:.3f}'
-            f"{' ▶' if v['psi'] > top else ''}</text>"
+            f'<rect class="bar" data-feature="{_e(name)}" data-status="{v.status}" x="{left}" '
+            f'y="{y}" width="{max(x(v.psi) - left, 1):.1f}" height="{bar}" fill="{colour}">'
+            f"<title>{_e(name)}: PSI {v.psi:.4f} ({v.status})</title></rect>"
+            f'<text x="{x(v.psi) + 4:.1f}" y="{y + bar - 4}" class="val">{v.psi:.3f}'
+            f"{' ▶' if v.psi > top else ''}</text>"
         )
     bottom = 20 + len(parts) * (bar + gap)
     for key, label in (("psi_watch", "watch"), ("psi_act", "act")):
@@ -78,10 +79,10 @@ def psi_chart(report: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def distribution_chart(name: str, feat: dict[str, Any]) -> str:
+def distribution_chart(name: str, feat: Drift) -> str:
     """Reference and current shares per bin, side by side."""
-    bins = feat["bins"]
-    ref, cur = feat["reference"], feat["current"]
+    bins = feat.bins
+    ref, cur = feat.reference, feat.current
     width, height, pad_b, pad_l = 420, 200, 58, 34
     plot_w, plot_h = width - pad_l - 40, height - pad_b - 14
     top = max([*ref, *cur, 0.01])
@@ -117,12 +118,12 @@ def distribution_chart(name: str, feat: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def timeline_chart(history: list[dict[str, Any]]) -> str:
+def timeline_chart(history: list[MonitorReport]) -> str:
     """Realized accuracy and ROC AUC per report over time, validation AUC dashed."""
-    points = [
-        (as_datetime(r["ts"]), r["performance"])
+    points: list[tuple[datetime, Performance]] = [
+        (as_datetime(r.ts), r.performance)
         for r in reversed(history)
-        if r.get("performance") and r.get("ts") is not None
+        if r.performance is not None and r.ts is not None
     ]
     if not points:
         return (
@@ -149,7 +150,7 @@ def timeline_chart(history: list[dict[str, Any]]) -> str:
             f'<line x1="{pad}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
             f'<text x="{pad - 6}" y="{y + 4:.1f}" text-anchor="end" class="val">{v:.1f}</text>'
         )
-    valid = points[-1][1].get("validation", {}).get("roc_auc")
+    valid = points[-1][1].validation.get("roc_auc")
     if valid is not None:
         _, y = xy(points[0][0], valid)
         out.append(
@@ -158,7 +159,7 @@ def timeline_chart(history: list[dict[str, Any]]) -> str:
             f'text-anchor="end" class="val">validation AUC {valid:.3f}</text>'
         )
     for key, colour in (("accuracy", "#1565c0"), ("roc_auc", CUR)):
-        coords = [xy(t, p[key]) for t, p in points if p.get(key) is not None]
+        coords = [xy(t, getattr(p, key)) for t, p in points if getattr(p, key) is not None]
         if not coords:
             continue
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
@@ -189,119 +190,140 @@ th{background:#f6f6f6}.num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 
-def render(report: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
-    """The page for `report`; `history` (newest first, `report` included or not) feeds
-    the realized-metrics timeline."""
-    history = history or [report]
-    if all(h.get("_id") != report.get("_id") for h in history):
-        history = [report, *history]
-    verdict = report["verdict"]
-    colour = {
-        "drift": COLOURS["drift"],
-        "degraded": COLOURS["drift"],
-        "watch": COLOURS["watch"],
-    }.get(verdict, COLOURS["ok"] if verdict == "ok" else "#777")
-    win = report["window"]
+def _lineage(report: MonitorReport) -> str:
+    win = report.window
     rows = [
-        ("model", f"{_e(report['model_name'])} v{_e(report['model_version'])}"),
-        ("MLflow run", _e(report.get("run_id"))),
-        ("training data hash", f"<code>{_e(report.get('training_data_hash'))}</code>"),
-        ("training rows", _e(report.get("training_rows"))),
-        ("window", f"{_when(win.get('first_ts'))} → {_when(win.get('last_ts'))}"),
+        ("model", f"{_e(report.model_name)} v{_e(report.model_version)}"),
+        ("MLflow run", _e(report.run_id)),
+        ("training data hash", f"<code>{_e(report.training_data_hash)}</code>"),
+        ("training rows", _e(report.training_rows)),
+        ("window", f"{_when(win.first_ts)} → {_when(win.last_ts)}"),
         (
             "predictions",
-            f"{win['rows']:,} in {win['requests']:,} requests"
-            + (f" (since {_when(win['since'])})" if win.get("since") else "")
-            + (f" (newest {win['last']:,})" if win.get("last") else ""),
+            f"{win.rows:,} in {win.requests or 0:,} requests"
+            + (f" (since {_when(win.since)})" if win.since else "")
+            + (f" (newest {win.last:,})" if win.last else ""),
         ),
-        ("report", _when(report.get("ts"))),
+        ("report", _when(report.ts)),
     ]
-    lineage = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    stats = []
-    for name, f in [*report["features"].items(), ("(model score)", report["score"])]:
+    return "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+
+
+def _drift_table(report: MonitorReport) -> str:
+    rows = []
+    for name, f in report.drift_rows():
         extra = ""
-        if f.get("unseen", {}).get("values"):
-            extra = "unseen: " + ", ".join(
-                f"{_e(k)} ({v})" for k, v in f["unseen"]["values"].items()
-            )
-        stats.append(
-            f'<tr><td>{_e(name)}</td><td><span class="badge" style="background:{COLOURS[f["status"]]}">'
-            f'{f["status"]}</span></td><td class="num">{f["psi"]:.4f}</td>'
-            f'<td>{f["test"]["name"]}</td><td class="num">{f["test"]["statistic"]:.4f}</td>'
-            f'<td class="num">{f["test"]["p_value"]:.3g}</td>'
-            f'<td class="num">{f["missing"]["reference"]:.1%} → {f["missing"]["current"]:.1%}</td>'
+        if f.unseen is not None and f.unseen.values:
+            extra = "unseen: " + ", ".join(f"{_e(k)} ({v})" for k, v in f.unseen.values.items())
+        statistic = "—" if f.test.statistic is None else f"{f.test.statistic:.4f}"
+        rows.append(
+            f'<tr><td>{_e(name)}</td><td><span class="badge" style="background:{COLOURS[f.status]}">'
+            f'{f.status}</span></td><td class="num">{f.psi:.4f}</td>'
+            f'<td>{f.test.name}</td><td class="num">{statistic}</td>'
+            f'<td class="num">{f.test.p_value:.3g}</td>'
+            f'<td class="num">{f.missing.reference:.1%} → {f.missing.current:.1%}</td>'
             f"<td>{extra}</td></tr>"
         )
-    cards = "".join(
+    return "".join(rows)
+
+
+def _cards(report: MonitorReport) -> str:
+    return "".join(
         f'<div class="card"><h3>{_e(name)} <span class="badge" '
-        f'style="background:{COLOURS[f["status"]]}">PSI {f["psi"]:.3f}</span></h3>'
+        f'style="background:{COLOURS[f.status]}">PSI {f.psi:.3f}</span></h3>'
         f"{distribution_chart(name, f)}</div>"
-        for name, f in [*report["features"].items(), ("(model score)", report["score"])]
+        for name, f in report.drift_rows()
     )
-    labels = "".join(
-        f'<tr><td>{_e(k)}</td><td class="num">{v["reference"]:.1%}</td>'
-        f'<td class="num">{v["current"]:.1%}</td></tr>'
-        for k, v in report.get("labels", {}).items()
+
+
+def _labels(report: MonitorReport) -> str:
+    return "".join(
+        f'<tr><td>{_e(k)}</td><td class="num">{v.reference:.1%}</td>'
+        f'<td class="num">{v.current:.1%}</td></tr>'
+        for k, v in report.labels.items()
     )
-    perf = report.get("performance")
-    if perf:
-        val = perf.get("validation", {})
 
-        def ci(key: str) -> str:
-            lo_hi = perf.get(f"{key}_ci")
-            return f"{lo_hi[0]:.3f} – {lo_hi[1]:.3f}" if lo_hi else "—"
 
-        perf_html = (
-            f"<p>{perf['matured']:,} matured predictions"
-            + (f" ({perf['positives']:,} positive)" if perf.get("positives") is not None else "")
-            + ".</p>"
-            "<table><tr><th>metric</th><th>realized</th><th>95 % interval</th><th>validation</th></tr>"
-            + "".join(
-                f'<tr><td>{k}</td><td class="num">{_num(perf.get(k))}</td><td class="num">{ci(k)}</td>'
-                f'<td class="num">{_num(val.get(k))}</td></tr>'
-                for k in ("accuracy", "f1", "roc_auc")
-            )
-            + f'<tr><td>calibration error (ECE)</td><td class="num">{_num(perf["calibration"]["ece"])}</td>'
-            f'<td></td><td></td></tr><tr><td>Brier score</td><td class="num">'
-            f"{_num(perf['calibration']['brier'])}</td><td></td><td></td></tr></table>"
+def _performance(perf: Performance | None) -> str:
+    if perf is None:
+        return '<p class="note">No prediction in this window has a label yet.</p>'
+
+    def ci(key: str) -> str:
+        lo_hi = getattr(perf, f"{key}_ci")
+        return f"{lo_hi[0]:.3f} – {lo_hi[1]:.3f}" if lo_hi else "—"
+
+    calibration = perf.calibration or {}
+    return (
+        f"<p>{perf.matured:,} matured predictions"
+        + (f" ({perf.positives:,} positive)" if perf.positives is not None else "")
+        + ".</p>"
+        "<table><tr><th>metric</th><th>realized</th><th>95 % interval</th><th>validation</th></tr>"
+        + "".join(
+            f'<tr><td>{k}</td><td class="num">{_num(getattr(perf, k))}</td>'
+            f'<td class="num">{ci(k)}</td><td class="num">{_num(perf.validation.get(k))}</td></tr>'
+            for k in ("accuracy", "f1", "roc_auc")
         )
-    else:
-        perf_html = '<p class="note">No prediction in this window has a label yet.</p>'
-    retrain = report.get("retrain") or {}
-    retrain_html = (
-        f"<p>Policy: {_e(retrain.get('reason') or 'not triggered')}"
-        + (
+        + f'<tr><td>calibration error (ECE)</td><td class="num">{_num(calibration.get("ece"))}</td>'
+        f'<td></td><td></td></tr><tr><td>Brier score</td><td class="num">'
+        f"{_num(calibration.get('brier'))}</td><td></td><td></td></tr></table>"
+    )
+
+
+def _retraining(report: MonitorReport) -> str:
+    retrain = report.retrain or {}
+    if retrain.get("error"):
+        outcome = f" → retraining failed: {_e(retrain['error'])}"
+    elif retrain.get("triggered"):
+        outcome = (
             f" → training run {_e(retrain.get('run_id'))}, version {_e(retrain.get('version'))}, "
             f"{'promoted' if retrain.get('promoted') else 'not promoted'} ({_e(retrain.get('gate'))})"
-            if retrain.get("triggered") and not retrain.get("error")
-            else (f" → retraining failed: {_e(retrain['error'])}" if retrain.get("error") else "")
         )
-        + "</p>"
-    )
-    reasons = "; ".join(_e(r) for r in report.get("reasons", []))
+    else:
+        outcome = ""
+    return f"<p>Policy: {_e(retrain.get('reason') or 'not triggered')}{outcome}</p>"
+
+
+def _verdict_colour(verdict: str) -> str:
+    colours = {"drift": COLOURS["drift"], "degraded": COLOURS["drift"], "watch": COLOURS["watch"]}
+    return colours.get(verdict, COLOURS["ok"] if verdict == "ok" else "#777")
+
+
+def render(
+    report: MonitorReport | dict[str, Any],
+    history: list[MonitorReport] | list[dict[str, Any]] | None = None,
+) -> str:
+    """The page for `report`; `history` (newest first, `report` included or not) feeds
+    the realized-metrics timeline."""
+    report = MonitorReport.of(report)
+    past = [MonitorReport.of(h) for h in history or [report]]
+    if all(h.id != report.id for h in past):
+        past = [report, *past]
+    th = report.thresholds
+    title = f"{_e(report.model_name)} v{_e(report.model_version)}"
+    reasons = "; ".join(_e(r) for r in report.reasons)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>mlcycle monitoring: {_e(report["model_name"])} v{_e(report["model_version"])}</title>
+<title>mlcycle monitoring: {title}</title>
 <style>{CSS}</style></head>
 <body>
-<h1>{_e(report["model_name"])} v{_e(report["model_version"])}
-<span class="badge" id="verdict" style="background:{colour}">{_e(verdict)}</span></h1>
+<h1>{title}
+<span class="badge" id="verdict" style="background:{_verdict_colour(report.verdict)}">{_e(report.verdict)}</span></h1>
 <p class="note">{reasons or "no feature drifted"}</p>
-<h2>Lineage</h2><table>{lineage}</table>
+<h2>Lineage</h2><table>{_lineage(report)}</table>
 <h2>Drift per feature (PSI)</h2>
-<p class="legend">thresholds: watch {report["thresholds"]["psi_watch"]:g}, act {report["thresholds"]["psi_act"]:g};
-a flag also needs p &lt; {report["thresholds"]["alpha"]:g}
+<p class="legend">thresholds: watch {th["psi_watch"]:g}, act {th["psi_act"]:g};
+a flag also needs p &lt; {th["alpha"]:g}
 <span style="background:{COLOURS["ok"]}"></span>ok<span style="background:{COLOURS["watch"]}"></span>watch<span style="background:{COLOURS["drift"]}"></span>drift</p>
 {psi_chart(report)}
 <table><tr><th>feature</th><th>status</th><th>PSI</th><th>test</th><th>statistic</th><th>p-value</th><th>missing</th><th></th></tr>
-{"".join(stats)}</table>
+{_drift_table(report)}</table>
 <h2>Distributions <span class="legend"><span style="background:{REF}"></span>reference (training)<span style="background:{CUR}"></span>current window</span></h2>
-<div class="grid">{cards}</div>
+<div class="grid">{_cards(report)}</div>
 <h2>Predicted labels</h2>
-<table><tr><th>label</th><th>training</th><th>window</th></tr>{labels}</table>
-<h2>Realized performance</h2>{perf_html}
-<h3>Over time</h3>{timeline_chart(history)}
-<h2>Retraining</h2>{retrain_html}
+<table><tr><th>label</th><th>training</th><th>window</th></tr>{_labels(report)}</table>
+<h2>Realized performance</h2>{_performance(report.performance)}
+<h3>Over time</h3>{timeline_chart(past)}
+<h2>Retraining</h2>{_retraining(report)}
 </body></html>
 """

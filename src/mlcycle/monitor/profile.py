@@ -19,7 +19,6 @@ from mlcycle.spec import DatasetSpec
 
 FORMAT = 1
 SAMPLE = 2_000
-PROFILE_FILE = "profile.json"
 
 
 def numeric_profile(values: np.ndarray, bins: int, rng: np.random.Generator) -> dict[str, Any]:

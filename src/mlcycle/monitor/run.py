@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from mlcycle import registry
+from mlcycle.bundle import FOLDER, PROFILE_FILE
 from mlcycle.config import Settings
-from mlcycle.errors import MlcycleError, ModelNotFound
+from mlcycle.errors import MlcycleError, ModelNotFound, NoReference
 from mlcycle.monitor.config import MonitorConfig
-from mlcycle.monitor.profile import PROFILE_FILE
+from mlcycle.monitor.report import MonitorReport
 from mlcycle.monitor.stats import (
     MISSING_BIN,
     auc_interval,
@@ -67,10 +68,6 @@ performance below the policy; 1 and 2 keep their meaning (error, bad input)."""
 DEFAULT_LAST = 10_000
 
 
-class NoReference(ModelNotFound):
-    """The model version has no reference profile (trained before monitoring existed)."""
-
-
 def newest_version(store: Store, spec: DatasetSpec, model_name: str) -> str | None:
     """The model version of the newest prediction logged for `model_name` (the log is
     walked newest first, so this reads a page or two, not the log)."""
@@ -91,7 +88,7 @@ def load_reference(settings: Settings, model_name: str, version: str) -> tuple[d
         try:
             path = mlflow.artifacts.download_artifacts(
                 run_id=info.run_id,
-                artifact_path=f"serving/{PROFILE_FILE}",
+                artifact_path=f"{FOLDER}/{PROFILE_FILE}",
                 dst_path=tmp,
                 tracking_uri=settings.tracking_uri,
             )
@@ -364,7 +361,16 @@ def build_report(
 @dataclass
 class MonitorResult:
     report: dict[str, Any]
+    """The stored document (`typed.document()`)."""
     exit_code: int
+    typed: MonitorReport
+
+
+def _stored(store: Store, spec: DatasetSpec, report: dict[str, Any]) -> MonitorReport:
+    """The report checked against its type and appended to `<dataset>_monitoring`."""
+    typed = MonitorReport.of(report)
+    store.append(monitoring_collection(spec.name), [typed.document()])
+    return typed
 
 
 def run_monitor(
@@ -421,5 +427,5 @@ def run_monitor(
     else:
         report["retrain"]["triggered"] = False
     report["seconds"] = round(time.perf_counter() - started, 3)
-    store.append(monitoring_collection(spec.name), [report])
-    return MonitorResult(report, VERDICT_EXIT[report["verdict"]])
+    typed = _stored(store, spec, report)
+    return MonitorResult(typed.document(), VERDICT_EXIT[typed.verdict], typed)

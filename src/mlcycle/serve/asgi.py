@@ -14,7 +14,8 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlcycle.serve.core import Reply
+from mlcycle.errors import BodyTimeout, BodyTooLarge, MethodNotAllowed, ServerBusy
+from mlcycle.serve.core import Reply, refusal
 from mlcycle.serve.service import LARGE_BATCH_BYTES, PredictService
 
 access = logging.getLogger("mlcycle.access")
@@ -157,7 +158,7 @@ class PredictEndpoint:
         limit = self.service.max_body_bytes
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            await send_reply(Reply(413, {"detail": f"body larger than {limit} bytes"}), send)
+            await send_reply(refusal(BodyTooLarge(f"body larger than {limit} bytes")), send)
             return
         held = [0]  # budget bytes this body holds, given back whatever happens
         try:
@@ -166,7 +167,7 @@ class PredictEndpoint:
                     body = await self._read(receive, limit, held)
             except TimeoutError:
                 late = f"the body did not arrive within {self.body_timeout:g} s"
-                await send_reply(Reply(408, {"detail": late}), send)
+                await send_reply(refusal(BodyTimeout(late)), send)
                 return
             if body is None:
                 return  # the client went away
@@ -188,10 +189,10 @@ class PredictEndpoint:
                 return None
             chunk = message.get("body", b"")
             if held[0] + len(chunk) > limit:
-                return Reply(413, {"detail": f"body larger than {limit} bytes"})
+                return refusal(BodyTooLarge(f"body larger than {limit} bytes"))
             if not self.budget.take(len(chunk)):
                 busy = "the server holds too many request bodies at once; retry shortly"
-                return Reply(503, {"detail": busy}, {"retry-after": "1"})
+                return refusal(ServerBusy(busy), {"retry-after": "1"})
             held[0] += len(chunk)
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -207,7 +208,7 @@ class PredictEndpoint:
 
 
 async def _post_only(scope: Scope, receive: Receive, send: Send) -> None:
-    reply = Reply(405, {"detail": "Method Not Allowed"}, {"allow": "POST"})
+    reply = refusal(MethodNotAllowed("Method Not Allowed"), {"allow": "POST"})
     await send_reply(reply, send)
 
 

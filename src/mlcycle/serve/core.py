@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from mlcycle.serve.schemas import MISSING, InvalidRequest, RequestValidator
+from mlcycle.errors import InvalidRequest, MlcycleError
+from mlcycle.rules.records import MISSING, RequestValidator
 from mlcycle.spec import DatasetSpec
 
 
@@ -143,8 +144,16 @@ class ParsedOne:
     id: Any
 
 
+def refusal(err: MlcycleError, headers: dict[str, str] | None = None) -> Reply:
+    """The API's one mapping from an error to its answer: the error's HTTP status
+    (`mlcycle.errors`), its message as the detail (a list of field errors for
+    InvalidRequest)."""
+    detail = err.errors if isinstance(err, InvalidRequest) else str(err)
+    return Reply(err.http_status, {"detail": detail}, headers)
+
+
 def invalid(msg: str, loc: list[Any] | None = None, kind: str = "value_error") -> Reply:
-    return Reply(422, {"detail": [{"loc": loc or ["body"], "msg": msg, "type": kind}]})
+    return refusal(InvalidRequest([{"loc": loc or ["body"], "msg": msg, "type": kind}]))
 
 
 def parse(payload: Any, model: Servable, max_batch: int) -> Parsed | ParsedOne | Reply:
@@ -231,7 +240,7 @@ def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Out
             parsed = Parsed(feed, [parsed.id], 1, "single")
         probs = model.scorer.proba(parsed.feed)
     except InvalidRequest as err:
-        return Outcome(Reply(422, {"detail": err.errors}))
+        return Outcome(refusal(err))
     except RecursionError:  # any value nested too deeply for a checker, at any depth
         return Outcome(invalid("a value is nested too deeply", kind="json_invalid"))
     finite = np.isfinite(probs).all(axis=1)
@@ -241,10 +250,9 @@ def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Out
 
 
 def unscorable(rows: list[int]) -> Reply:
-    return Reply(
-        422,
-        {
-            "detail": [
+    return refusal(
+        InvalidRequest(
+            [
                 {
                     "loc": ["body", "records", i],
                     "msg": "the model cannot score this record",
@@ -252,7 +260,7 @@ def unscorable(rows: list[int]) -> Reply:
                 }
                 for i in rows
             ]
-        },
+        )
     )
 
 

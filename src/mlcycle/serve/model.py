@@ -23,11 +23,22 @@ from typing import Any
 
 import numpy as np
 
+from mlcycle.bundle import (
+    EXAMPLE_FILE,
+    META_FILE,
+    ServingMeta,
+    graph_path,
+    is_bundle,
+    read_example,
+    read_linear,
+    read_meta,
+)
+from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
 from mlcycle.config import Settings, redact_uri
-from mlcycle.errors import MlcycleError, TrackingUnavailable
+from mlcycle.errors import CandidateRejected, ContractChanged, TrackingUnavailable
+from mlcycle.rules.records import RequestValidator
 from mlcycle.serve.core import Scorer
 from mlcycle.serve.linear import LinearScorer
-from mlcycle.serve.schemas import RequestValidator
 from mlcycle.spec import DatasetSpec, parse_spec
 from mlcycle.tracking_http import RestTracking
 
@@ -90,7 +101,7 @@ class LoadedModel:
     run_id: str
     source: str  # "registry" or "cache"
     runtime: str
-    meta: dict[str, Any]
+    meta: ServingMeta
     spec: DatasetSpec
     validator: RequestValidator
     scorer: Scorer
@@ -113,21 +124,21 @@ class LoadedModel:
             "runtime": self.runtime,
             "scorer": self.scorer_name,
             "bundle_sha256": self.sha256,
-            "training_data_hash": self.meta.get("data_hash"),
-            "onnx_max_abs_diff": self.meta.get("onnx_max_abs_diff"),
-            "signature": {"numeric": self.meta["numeric"], "categorical": self.meta["categorical"]},
+            "training_data_hash": self.meta.data_hash,
+            "onnx_max_abs_diff": self.meta.onnx_max_abs_diff,
+            "signature": {"numeric": self.meta.numeric, "categorical": self.meta.categorical},
             "labels": self.class_labels,
             "positive_label": None if self.positive is None else self.class_labels[self.positive],
             "loaded_at": self.loaded_at,
         }
 
 
-def _scorer(folder: Path, meta: dict[str, Any], choice: str) -> tuple[Scorer, str]:
+def _scorer(folder: Path, meta: ServingMeta, choice: str) -> tuple[Scorer, str]:
     """The bundle's linear fold when it has one (and `choice` allows), else its graph."""
-    fold = folder / "linear.json"
-    if choice == "auto" and fold.is_file():
-        return LinearScorer(json.loads(fold.read_text()), meta.get("fill")), "linear"
-    return OnnxScorer(folder / "model.onnx", meta.get("fill")), "onnxruntime"
+    fold = read_linear(folder) if choice == "auto" else None
+    if fold is not None:
+        return LinearScorer(fold, meta.fill), "linear"
+    return OnnxScorer(graph_path(folder), meta.fill), "onnxruntime"
 
 
 def _load_folder(
@@ -140,16 +151,12 @@ def _load_folder(
     digest: str,
     choice: str = "auto",
 ) -> LoadedModel:
-    meta = json.loads((folder / "serving.json").read_text())
-    spec = parse_spec(meta["spec"], str(folder / "serving.json"))
-    names = {int(v): k for k, v in meta["labels"].items()}
-    class_labels = [names[int(c)] for c in meta["classes"]]
-    positive = meta.get("positive")
-    if meta["runtime"] != "onnx" or not (folder / "model.onnx").exists():
-        raise CandidateRejected(
-            f"its bundle has no ONNX graph ({meta.get('onnx_note', 'runtime ' + str(meta['runtime']))}): "
-            "the serving runtime serves ONNX only"
-        )
+    meta = read_meta(folder)
+    spec = parse_spec(meta.spec, str(folder / META_FILE))
+    class_labels = meta.class_labels
+    problem = meta.servable_problem(graph_path(folder).exists())
+    if problem is not None:
+        raise CandidateRejected(f"{problem}: the serving runtime serves ONNX only")
     scorer, scorer_name = _scorer(folder, meta, choice)
     return LoadedModel(
         name=name,
@@ -160,25 +167,17 @@ def _load_folder(
         runtime="onnx",
         meta=meta,
         spec=spec,
-        validator=RequestValidator(spec, meta["numeric"], meta["categorical"]),
+        validator=RequestValidator(spec, meta.numeric, meta.categorical),
         scorer=scorer,
         scorer_name=scorer_name,
         class_labels=class_labels,
-        positive=class_labels.index(positive) if positive is not None else None,
+        positive=meta.positive_index,
         sha256=digest,
     )
 
 
 REFERENCE_TOLERANCE = 1e-4
 """How far a candidate's scores of its reference batch may be from training's."""
-
-
-class CandidateRejected(MlcycleError):
-    """A model version that loads but fails its self-check: it is never swapped in."""
-
-
-class ContractChanged(CandidateRejected):
-    """A model version whose inputs or labels differ from the served model's."""
 
 
 def bundle_digest(folder: Path) -> str:
@@ -196,10 +195,9 @@ ONE_RECORD_CHECKS = 32
 def self_check(model: LoadedModel, folder: Path) -> None:
     """Score the bundle's reference batch (training rows) and compare with the scores
     scikit-learn gave them at training time; raise CandidateRejected if it cannot."""
-    example = folder / "example.json"
-    if not example.is_file():
-        raise CandidateRejected("its bundle has no reference batch (example.json)")
-    data = json.loads(example.read_text())
+    data = read_example(folder)
+    if data is None:
+        raise CandidateRejected(f"its bundle has no reference batch ({EXAMPLE_FILE})")
     n = len(data["records"])
     try:
         feed = model.validator.validate(list(data["records"]), single=False)
@@ -342,36 +340,36 @@ class ModelManager:
         server (the serving install has no MLflow client), else with MLflow's client
         from the embedded tracking store."""
         if self._over_http():
-            target = RestTracking(self.settings.tracking_uri).alias(self.name, self.alias)
+            target = RestTracking(self.settings).alias(self.name, self.alias)
             return target.version, target.run_id
         mv = self._client().get_model_version_by_alias(self.name, self.alias)
         return str(mv.version), str(mv.run_id)
 
     def _fetch(self, version: str, run_id: str) -> LoadedModel:
         target = self.cache / run_id
-        if not (target / "serving.json").exists():
+        if not is_bundle(target):
             # every worker process of a server shares this cache: each downloads into its
             # own folder and renames it into place (atomic; the first one wins)
             tmp = self.cache / f".{run_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
             tmp.mkdir(parents=True)
             try:
                 if self._over_http():
-                    RestTracking(self.settings.tracking_uri).download(run_id, "serving", tmp)
+                    RestTracking(self.settings).download(run_id, BUNDLE_FOLDER, tmp)
                 else:
                     import mlflow
 
                     mlflow.artifacts.download_artifacts(
                         run_id=run_id,
-                        artifact_path="serving",
+                        artifact_path=BUNDLE_FOLDER,
                         dst_path=str(tmp),
                         tracking_uri=self.settings.tracking_uri,
                     )
-                if target.exists() and not (target / "serving.json").exists():
+                if target.exists() and not is_bundle(target):
                     shutil.rmtree(target, ignore_errors=True)  # a partial copy of old
                 try:
-                    (tmp / "serving").rename(target)
+                    (tmp / BUNDLE_FOLDER).rename(target)
                 except OSError:
-                    if not (target / "serving.json").exists():
+                    if not is_bundle(target):
                         raise  # not another worker's finished copy
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -11,11 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mlcycle.monitor.report import MonitorReport
 from mlcycle.monitor.reports import latest_reports
 from mlcycle.store.base import Store, as_datetime
 
@@ -36,10 +36,10 @@ class ReportFeed:
         self._lock = threading.Lock()
         self._at = -float("inf")
         self._key: tuple[str, str] | None = None
-        self._reports: list[dict[str, Any]] = []
+        self._reports: list[MonitorReport] = []
         self.error: str | None = None
 
-    def reports(self, fresh: bool = False) -> list[dict[str, Any]]:
+    def reports(self, fresh: bool = False) -> list[MonitorReport]:
         key = self._served()
         with self._lock:
             if fresh or key != self._key or time.monotonic() - self._at > self.ttl:
@@ -54,7 +54,7 @@ class ReportFeed:
                 self._key, self._at = key, time.monotonic()
             return self._reports
 
-    def latest(self, fresh: bool = False) -> dict[str, Any] | None:
+    def latest(self, fresh: bool = False) -> MonitorReport | None:
         reports = self.reports(fresh)
         return reports[0] if reports else None
 
@@ -74,11 +74,9 @@ class ReportCollector(Collector):
             "The newest monitoring report: model, version and verdict",
             labels=["model", "version", "verdict"],
         )
-        info.add_metric(
-            [str(report["model_name"]), str(report["model_version"]), str(report["verdict"])], 1
-        )
+        info.add_metric([report.model_name, report.model_version, report.verdict], 1)
         yield info
-        stamp = as_datetime(report["ts"]).timestamp()
+        stamp = as_datetime(report.ts).timestamp() if report.ts is not None else time.time()
         yield GaugeMetricFamily(
             "mlcycle_monitor_report_timestamp_seconds", "When the newest report was made", stamp
         )
@@ -90,12 +88,12 @@ class ReportCollector(Collector):
         yield GaugeMetricFamily(
             "mlcycle_monitor_drift_detected",
             "1 when the newest report's verdict is drift",
-            1.0 if report["verdict"] == "drift" else 0.0,
+            1.0 if report.verdict == "drift" else 0.0,
         )
         yield GaugeMetricFamily(
             "mlcycle_monitor_window_rows",
             "Predictions in the newest report's window",
-            float(report["window"]["rows"]),
+            float(report.window.rows),
         )
         psi = GaugeMetricFamily(
             "mlcycle_monitor_feature_psi",
@@ -107,33 +105,35 @@ class ReportCollector(Collector):
             "Per feature: 0 ok, 1 watch, 2 drift",
             labels=["feature"],
         )
-        for name, feat in report["features"].items():
-            psi.add_metric([name], float(feat["psi"]))
-            level.add_metric([name], float(LEVEL[feat["status"]]))
+        for name, feat in report.features.items():
+            psi.add_metric([name], feat.psi)
+            level.add_metric([name], float(LEVEL[feat.status]))
         yield psi
         yield level
         yield GaugeMetricFamily(
             "mlcycle_monitor_score_psi",
             "PSI of the model's score against training",
-            float(report["score"]["psi"]),
+            report.score.psi,
         )
-        perf = report.get("performance")
-        if perf:
+        perf = report.performance
+        if perf is not None:
             yield GaugeMetricFamily(
                 "mlcycle_monitor_matured_rows",
                 "Predictions whose label has arrived",
-                float(perf["matured"]),
+                float(perf.matured),
             )
             for key in ("accuracy", "roc_auc"):
-                if perf.get(key) is not None:
+                realized = getattr(perf, key)
+                if realized is not None:
                     yield GaugeMetricFamily(
                         f"mlcycle_monitor_realized_{key}",
                         f"Realized {key} on matured predictions",
-                        float(perf[key]),
+                        float(realized),
                     )
-                if perf["validation"].get(key) is not None:
+                validation = perf.validation.get(key)
+                if validation is not None:
                     yield GaugeMetricFamily(
                         f"mlcycle_monitor_validation_{key}",
                         f"The model's {key} on its hold-out at training",
-                        float(perf["validation"][key]),
+                        float(validation),
                     )

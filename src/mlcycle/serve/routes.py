@@ -10,8 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mlcycle.errors import NoModelLoaded, NoReport, StoreUnavailable
 from mlcycle.serve.asgi import Metrics
-from mlcycle.serve.core import Reply
+from mlcycle.serve.core import Reply, refusal
 from mlcycle.serve.model import ModelManager
 from mlcycle.serve.monitoring import ReportFeed
 from mlcycle.serve.schemas import PredictResponse, record_schema
@@ -36,7 +37,7 @@ def add_routes(
         """Ready when a model is loaded."""
         model = manager.current
         if model is None:  # anonymous (probes): no internals; /model says why (admin)
-            return respond(Reply(503, {"detail": "no model loaded yet"}))
+            return respond(refusal(NoModelLoaded("no model loaded yet")))
         return respond(
             Reply(200, {"status": "ready", "model": model.name, "version": model.version})
         )
@@ -50,7 +51,7 @@ def add_routes(
         model = manager.current
         if model is None:
             detail = (manager.last_error if admin else None) or "no model loaded yet"
-            return respond(Reply(503, {"detail": detail}))
+            return respond(refusal(NoModelLoaded(detail)))
         info = {
             **model.describe(),
             "tracking_reachable": manager.tracking_reachable,
@@ -113,7 +114,7 @@ def add_routes(
                 if feed.error
                 else "no monitoring report yet: run `mlcycle monitor`"
             )
-            return respond(Reply(503 if feed.error else 404, {"detail": detail}))
+            return respond(refusal(StoreUnavailable(detail) if feed.error else NoReport(detail)))
         from mlcycle.monitor.dashboard import render
 
         page = render(reports[0], reports)

@@ -104,7 +104,7 @@ def serving_model(settings: Settings) -> str | None:
         if settings.tracking_uri.startswith(("http://", "https://")):
             from mlcycle.tracking_http import RestTracking
 
-            target = RestTracking(settings.tracking_uri).alias(name, settings.model_alias)
+            target = RestTracking(settings).alias(name, settings.model_alias)
             return f"{name} v{target.version}"
         from mlcycle import registry
 

@@ -9,8 +9,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlcycle.errors import SpecError
-from mlcycle.serve.core import Reply
+from mlcycle.errors import NotAllowed, NotAuthenticated, SpecError
+from mlcycle.serve.core import Reply, refusal
 
 ROLES = ("predict", "admin")
 
@@ -91,7 +91,9 @@ def denied(keys: KeyRing, headers: Mapping[str, str], role: str) -> Reply | None
     """The 401/403 to answer, or None when the request may go on (an auth dependency)."""
     status = keys.check(api_key(headers), role)
     if status == 401:
-        return Reply(401, {"detail": "missing or invalid API key"}, {"www-authenticate": "ApiKey"})
+        return refusal(
+            NotAuthenticated("missing or invalid API key"), {"www-authenticate": "ApiKey"}
+        )
     if status == 403:
-        return Reply(403, {"detail": f"this API key lacks the {role!r} role"})
+        return refusal(NotAllowed(f"this API key lacks the {role!r} role"))
     return None

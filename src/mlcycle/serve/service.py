@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from mlcycle.serve.core import LogPart, Outcome, Reply, Servable, score
+from mlcycle.errors import BodyTooLarge, NoModelLoaded, UnsupportedMediaType
+from mlcycle.serve.core import LogPart, Outcome, Reply, Servable, refusal, score
 from mlcycle.serve.predlog import PredictionLog
 from mlcycle.serve.security import KeyRing, denied
 from mlcycle.store.base import Document, predictions_collection
@@ -49,8 +50,8 @@ class PredictService:
         if (reply := denied(self.keys, headers, "predict")) is not None:
             return reply
         if not is_json(headers.get("content-type", "")):
-            return Reply(
-                415, {"detail": "send the body as JSON with Content-Type: application/json"}
+            return refusal(
+                UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
             )
         return None
 
@@ -59,9 +60,9 @@ class PredictService:
             return reply
         model = self.current()
         if model is None:
-            return Reply(503, {"detail": "no model is loaded yet"})
+            return refusal(NoModelLoaded("no model is loaded yet"))
         if len(body) > self.max_body_bytes:
-            return Reply(413, {"detail": f"body larger than {self.max_body_bytes} bytes"})
+            return refusal(BodyTooLarge(f"body larger than {self.max_body_bytes} bytes"))
         started = time.perf_counter()
         log = self.log()
         large = len(body) > LARGE_BATCH_BYTES

@@ -18,16 +18,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from mlcycle.errors import MlcycleError
+from mlcycle.errors import DatasetBusy, MlcycleError
 from mlcycle.store.base import Document, Store
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
-
-
-class DatasetBusy(MlcycleError):
-    """Another live run holds the dataset's lease."""
 
 
 def describe_holder(holder: Document) -> str:

@@ -34,7 +34,7 @@ from mlcycle.etl.extract import RECORD_ERROR, records_absent, records_frame
 from mlcycle.etl.pipeline import EtlSummary, new_batch_id
 from mlcycle.etl.sources import TopicOrigin
 from mlcycle.etl.steps import absence, load_valid, now_ms, quarantine_docs
-from mlcycle.etl.validate import validate_chunk
+from mlcycle.rules.frames import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
 from mlcycle.stream.kafka import client_config, dlq_topic

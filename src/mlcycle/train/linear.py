@@ -32,7 +32,6 @@ from mlcycle.train.features import MISSING
 
 logger = logging.getLogger(__name__)
 
-LINEAR_FILE = "linear.json"
 FOLD_FORMAT = 1
 FOLD_TOLERANCE = 1e-9
 """Largest difference from scikit-learn's probabilities a fold may have (any class, row)."""

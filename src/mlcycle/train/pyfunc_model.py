@@ -14,7 +14,6 @@ error naming its row and column. The answer is a DataFrame with `label`, `probab
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +27,26 @@ class LabelModel(PythonModel):
     def load_context(self, context: Any) -> None:
         import cloudpickle
 
-        from mlcycle.serve.schemas import RequestValidator
+        from mlcycle.bundle import META_FILE, read_meta
+        from mlcycle.rules.records import RequestValidator
         from mlcycle.spec import parse_spec
 
         with Path(context.artifacts["pipeline"]).open("rb") as handle:
             self.pipeline = cloudpickle.load(handle)
-        meta = json.loads(Path(context.artifacts["serving"]).read_text(encoding="utf-8"))
+        meta = read_meta(Path(context.artifacts["serving"]))
         self.meta = meta
-        spec = parse_spec(meta["spec"], "serving.json")
-        self.numeric: list[str] = meta["numeric"]
-        self.categorical: list[str] = meta["categorical"]
+        spec = parse_spec(meta.spec, META_FILE)
+        self.numeric: list[str] = meta.numeric
+        self.categorical: list[str] = meta.categorical
         self.validator = RequestValidator(spec, self.numeric, self.categorical)
-        names = {int(v): k for k, v in meta["labels"].items()}
-        self.classes = [int(c) for c in meta["classes"]]
-        self.class_labels = [names[c] for c in self.classes]
-        positive = meta.get("positive")
-        self.positive = self.class_labels.index(positive) if positive is not None else None
+        self.classes = meta.classes
+        self.class_labels = meta.class_labels
+        self.positive = meta.positive_index
 
     # no type hints here: MLflow would read them as an input schema
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        from mlcycle.serve.schemas import MISSING, InvalidRequest
+        from mlcycle.errors import InvalidRequest
+        from mlcycle.rules.values import MISSING
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         n = len(frame)

@@ -1,4 +1,5 @@
-"""Validate and clean one chunk of raw values against the dataset spec (pure, vectorised).
+"""The column rules on a table: validate and clean one chunk of raw values against the
+dataset spec (pure, vectorised): the ETL's path.
 
 Each column is coerced to its spec type in one vectorised pass; every value that fails
 a rule yields one issue (row, column, value, reason). A row with any issue is rejected
@@ -16,15 +17,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlcycle.etl.extract import RECORD_ERROR
-from mlcycle.spec import (
+from mlcycle.rules.values import (
     FALSE_STRINGS,
+    NON_FINITE_PATTERN,
     NUMBER_LIMIT,
+    NUMBER_PATTERN,
+    RECORD_ERROR,
     TRUE_STRINGS,
-    ColumnSpec,
-    DatasetSpec,
     value_text,
 )
+from mlcycle.spec import ColumnSpec, DatasetSpec
 
 ISSUE_COLUMNS = ["pos", "column", "value", "reason"]
 
@@ -62,8 +64,8 @@ def _issues(mask: pd.Series | np.ndarray, column: str, raw: pd.Series, reason: s
     )
 
 
-_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_NON_FINITE = r"^[+-]?(inf|infinity|nan)$"
+_NUMBER = f"^{NUMBER_PATTERN}$"
+_NON_FINITE = f"^{NON_FINITE_PATTERN}$"
 
 
 def _numeric(

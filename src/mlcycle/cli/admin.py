@@ -1,0 +1,72 @@
+"""`doctor`, `hash-key` and `mlflow-users`: checks and credentials for operators."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mlcycle.cli import render
+from mlcycle.cli.base import app, console, settings, stage
+from mlcycle.errors import BadInput, MlcycleError
+
+
+@app.command("mlflow-users")
+def mlflow_users() -> None:
+    """Create (or reset) the MLflow users of a tracking server with authentication.
+
+    Run as the MLflow admin (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). Makes
+    the training user (MLCYCLE_MLFLOW_TRAIN_USER, default mlcycle-train, password
+    MLCYCLE_MLFLOW_TRAIN_PASSWORD) and the read-only user for serving and monitoring
+    (MLCYCLE_MLFLOW_READ_USER, default mlcycle-read, password
+    MLCYCLE_MLFLOW_READ_PASSWORD). Idempotent: existing users get the given password.
+
+    Example: mlcycle mlflow-users
+    """
+    from mlcycle import registry
+
+    config = settings()
+    with stage():
+        users = {}
+        for role, user, password in (
+            ("TRAIN", config.mlflow_train_user, config.mlflow_train_password),
+            ("READ", config.mlflow_read_user, config.mlflow_read_password),
+        ):
+            if password is None or not password.get_secret_value():
+                raise BadInput(f"MLCYCLE_MLFLOW_{role}_PASSWORD is not set")
+            users[user] = password.get_secret_value()
+        if not config.tracking_uri.startswith(("http://", "https://")):
+            raise BadInput("MLFLOW_TRACKING_URI must name a tracking server (http/https)")
+        registry.probe(config.tracking_uri)
+        for name, what in registry.ensure_users(config.tracking_uri, users):
+            console.print(f"{what} MLflow user {name}", highlight=False)
+
+
+@app.command("hash-key")
+def hash_key_cmd() -> None:
+    """Read an API key on stdin and print its SHA-256, for MLCYCLE_API_KEYS.
+
+    Example: printf %s "$KEY" | mlcycle hash-key
+    """
+    from mlcycle.serve.security import hash_key
+
+    key = sys.stdin.read().strip()
+    with stage():
+        if not key:
+            raise MlcycleError("no key on standard input")
+    print(hash_key(key))
+
+
+@app.command()
+def doctor() -> None:
+    """Check settings, spec, store and MLflow; say what is wrong and how to fix it.
+
+    Example: mlcycle doctor
+    """
+    from mlcycle.doctor import run_checks
+
+    config = settings()
+    checks = run_checks(config)
+    render.doctor_checks(checks, config.secrets())
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)

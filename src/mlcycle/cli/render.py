@@ -1,0 +1,164 @@
+"""How the commands print what the stages return: every table and summary line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+
+from mlcycle.cli.base import console
+from mlcycle.config import redact_text
+
+if TYPE_CHECKING:
+    from mlcycle.doctor import Check
+    from mlcycle.etl.pipeline import EtlSummary
+    from mlcycle.monitor.report import MonitorReport
+    from mlcycle.train.train import TrainResult
+
+
+def etl_summary(s: EtlSummary) -> None:
+    table = Table(title=f"ETL batch {s.batch_id} ({s.store} store)", show_header=True)
+    for col in ("file", "rows", "valid", "rejected", "dropped"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for f in s.files:
+        table.add_row(
+            Path(f.path).name, f"{f.rows:,}", f"{f.valid:,}", f"{f.rejected:,}", f"{f.dropped:,}"
+        )
+    console.print(table)
+    console.print(
+        f"read {s.rows_read:,} · valid {s.valid:,} · rejected {s.rejected:,} "
+        f"({s.rejected_share:.1%}) · inserted {s.inserted:,} · updated {s.updated:,} · "
+        f"unchanged {s.unchanged:,} · {s.seconds:.2f}s",
+        highlight=False,
+    )
+    if s.rejected:
+        console.print(f"rejected rows are in the quarantine collection '{s.dataset}_quarantine'")
+
+
+def stream_summary(summary: Any) -> None:
+    console.print(
+        f"stream {summary.batch_id}: read {summary.rows_read:,} · valid {summary.valid:,} · "
+        f"rejected {summary.rejected:,} · inserted {summary.inserted:,} · "
+        f"updated {summary.updated:,} · unchanged {summary.unchanged:,}",
+        highlight=False,
+    )
+
+
+def data_profile(name: str, report: dict[str, Any]) -> None:
+    table = Table(
+        title=f"{name}: {report['rows']:,} labelled rows (data {report['data_hash'][:12]})"
+    )
+    table.add_column("column")
+    table.add_column("missing", justify="right")
+    for col, share in report["missing_share"].items():
+        table.add_row(col, f"{share:.1%}")
+    console.print(table)
+    balance = ", ".join(f"{k}: {v:,}" for k, v in report["class_balance"].items())
+    console.print(f"class balance: {balance} · ETL batches: {len(report['etl_batches'])}")
+
+
+def train_result(result: TrainResult) -> None:
+    champ = result.champion_before
+    table = Table(title=f"{result.model_name} v{result.version} on {result.rows:,} rows")
+    for col in (
+        "metric",
+        "candidate",
+        "baseline (majority)",
+        f"champion v{champ['version']}" if champ else "champion",
+    ):
+        table.add_column(col, justify="right")
+    for metric, value in result.metrics.items():
+        other = champ["metrics"].get(metric) if champ else None
+        table.add_row(
+            metric,
+            f"{value:.4f}",
+            f"{result.baseline[metric]:.4f}",
+            "—" if other is None else f"{other:.4f}",
+        )
+    console.print(table)
+    cv = result.cv
+    console.print(
+        f"{result.params.get('cv_folds')}-fold CV on the training part: "
+        f"accuracy {cv['cv_accuracy_mean']:.3f} ± {cv['cv_accuracy_std']:.3f}, "
+        f"ROC AUC {cv['cv_roc_auc_mean']:.3f} ± {cv['cv_roc_auc_std']:.3f}",
+        highlight=False,
+    )
+    verdict = "[green]promoted[/]" if result.decision["promote"] else "[yellow]not promoted[/]"
+    console.print(f"gate: {verdict}: {result.decision['reason']}")
+    console.print(f"champion: v{result.champion_after} · {result.run_url}", highlight=False)
+
+
+def monitor_report(report: MonitorReport, html: Path | None = None) -> None:
+    table = Table(
+        title=f"{report.model_name} v{report.model_version}: {report.window.rows:,} "
+        f"predictions ({report.verdict})"
+    )
+    for col in ("feature", "status", "PSI", "test", "p-value", "missing ref → now", "unseen"):
+        table.add_column(col, justify="left" if col in ("feature", "status", "test") else "right")
+    colour = {"ok": "green", "watch": "yellow", "drift": "red"}
+    for name, f in report.drift_rows():
+        table.add_row(
+            name,
+            f"[{colour[f.status]}]{f.status}[/]",
+            f"{f.psi:.3f}",
+            f.test.name,
+            f"{f.test.p_value:.2g}",
+            f"{f.missing.reference:.1%} → {f.missing.current:.1%}",
+            f"{f.unseen.share:.1%}" if f.unseen is not None else "",
+        )
+    console.print(table)
+    _performance(report)
+    for reason in report.reasons:
+        console.print(f"  {reason}", highlight=False)
+    _retrain(report)
+    console.print(f"verdict: {report.verdict}", highlight=False)
+    if html is not None:
+        console.print(f"dashboard: {html}", highlight=False)
+
+
+def _performance(report: MonitorReport) -> None:
+    perf = report.performance
+    if perf is None:
+        console.print("realized performance: no prediction in the window has a label yet")
+        return
+    val = perf.validation
+    auc = "—" if perf.roc_auc is None else f"{perf.roc_auc:.3f}"
+    low, high = perf.accuracy_ci
+    console.print(
+        f"realized on {perf.matured:,} matured predictions: accuracy "
+        f"{perf.accuracy:.3f} [{low:.3f}, {high:.3f}] "
+        f"(validation {val.get('accuracy') or float('nan'):.3f}), ROC AUC {auc} "
+        f"(validation {val.get('roc_auc') or float('nan'):.3f})",
+        highlight=False,
+    )
+
+
+def _retrain(report: MonitorReport) -> None:
+    retrain = report.retrain or {}
+    if retrain.get("triggered"):
+        if retrain.get("error"):
+            console.print(f"retraining failed: {retrain['error']}", highlight=False)
+        else:
+            console.print(
+                f"retrained: v{retrain['version']} "
+                f"({'promoted' if retrain['promoted'] else 'not promoted'}: {retrain['gate']})",
+                highlight=False,
+            )
+    elif retrain.get("reason"):
+        console.print(f"retrain policy fires ({retrain['reason']}): rerun with --retrain")
+
+
+def doctor_checks(checks: list[Check], secrets: tuple[str, ...]) -> None:
+    table = Table(title="mlcycle doctor")
+    for col in ("check", "status", "detail", "fix"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(
+            c.name,
+            "[green]ok[/]" if c.ok else "[red]FAIL[/]",
+            Text(redact_text(c.detail, secrets)),
+            Text(redact_text(c.fix, secrets)),
+        )
+    console.print(table)

@@ -1,0 +1,56 @@
+"""`serve`: the champion model over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlcycle.cli.base import SpecOpt, app, console, settings, stage
+from mlcycle.errors import BadInput
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (default MLCYCLE_SERVE_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default MLCYCLE_SERVE_PORT).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes.")
+    ] = None,
+    spec_path: SpecOpt = None,
+) -> None:
+    """Serve the champion model over HTTP: POST /predict, /docs, /metrics.
+
+    Without a model it stops and says to run `mlcycle train`, unless
+    MLCYCLE_WAIT_FOR_MODEL=true (then /health/ready answers 503 until one is promoted).
+
+    Example: mlcycle serve --port 8000
+    """
+    from mlcycle.serve.runner import run_server, serving_model
+
+    config = settings()
+    if spec_path is not None:
+        config = config.model_copy(update={"spec": spec_path})
+    with stage():
+        found = serving_model(config)
+        if found is None and not config.wait_for_model:
+            raise BadInput(
+                "no model to serve yet: run `mlcycle train` first (or set "
+                "MLCYCLE_WAIT_FOR_MODEL=true to start and wait for one)"
+            )
+    bind_host = host or config.serve_host
+    bind_port = port or config.serve_port
+
+    def announce() -> None:
+        console.print(
+            f"serving {found or 'no model yet'} on http://{bind_host}:{bind_port} (docs at /docs)",
+            highlight=False,
+        )
+
+    code = run_server(bind_host, bind_port, workers or config.serve_workers, announce)
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,144 @@
+"""Steps 2 and 3 of training: split (a stratified hold-out, folds for CV) and fit (an
+optional grid search, k-fold CV, the final fit, hold-out metrics next to a majority-class
+baseline). Pure apart from CPU; on the dask engine joblib's tasks run on the cluster."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlcycle.engine import LOCAL, Engine
+from mlcycle.errors import TrainingError
+from mlcycle.spec import DatasetSpec
+from mlcycle.train.config import TrainConfig
+from mlcycle.train.evaluation import cv_scorers, evaluate, positive_class
+from mlcycle.train.features import available_memory, build_pipeline, encoding_footprint
+from mlcycle.train.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class Split:
+    """The hold-out and the training part, and the CV folds over the training part."""
+
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: np.ndarray
+    y_test: np.ndarray
+    folds: Any
+
+
+@dataclass
+class FitResult:
+    """A fitted candidate and how it did."""
+
+    pipeline: Any
+    best_params: dict[str, Any]
+    """The grid search's choice (empty without a search)."""
+    metrics: dict[str, float]
+    """Hold-out metrics (`mlcycle.train.evaluation.evaluate`)."""
+    baseline: dict[str, float]
+    """The majority-class baseline's on the same hold-out."""
+    cv: dict[str, float]
+    """Mean and spread of each CV metric on the training part."""
+    split: Split
+    classes: list[int] = field(default_factory=list)
+
+    @property
+    def x_test(self) -> pd.DataFrame:
+        return self.split.X_test
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.split.y_test
+
+
+def split(snapshot: Snapshot, cfg: TrainConfig) -> Split:
+    """A stratified hold-out of `cfg.test_size` and `cfg.cv_folds` stratified folds, both
+    seeded: the same snapshot and config give the same rows."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    min_class = int(np.bincount(snapshot.y).min())
+    if min_class < cfg.cv_folds + 1:
+        raise TrainingError(
+            f"the smaller class has {min_class} rows: too few for a hold-out and "
+            f"{cfg.cv_folds}-fold CV (need more than {cfg.cv_folds})"
+        )
+    X_train, X_test, y_train, y_test = train_test_split(
+        snapshot.X, snapshot.y, test_size=cfg.test_size, stratify=snapshot.y, random_state=cfg.seed
+    )
+    folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    return Split(X_train, X_test, y_train, y_test, folds)
+
+
+def _search(
+    pipeline: Any, part: Split, cfg: TrainConfig, positive: int | None, n_jobs: int
+) -> tuple[Any, dict[str, Any]]:
+    """The config's grid search over the pipeline: the best estimator and its params."""
+    from sklearn.model_selection import GridSearchCV
+
+    assert cfg.search is not None
+    grid = {f"model__{k}": v for k, v in cfg.search.grid.items()}
+    scoring = cfg.search.scoring
+    if positive is None and scoring in ("roc_auc", "f1", "precision", "recall"):
+        scoring = {"roc_auc": "roc_auc_ovr"}.get(scoring, f"{scoring}_macro")
+    search = GridSearchCV(pipeline, grid, scoring=scoring, cv=part.folds, n_jobs=n_jobs)
+    search.fit(part.X_train, part.y_train)
+    best = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
+    return search.best_estimator_, best
+
+
+def _cross_validate(
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    best: dict[str, Any],
+    part: Split,
+    positive: int | None,
+    n_jobs: int,
+) -> dict[str, float]:
+    from sklearn.model_selection import cross_validate
+
+    model = cfg.model.model_copy(update={"params": {**cfg.model.params, **best}})
+    scores = cross_validate(
+        build_pipeline(spec, model, cfg.seed),
+        part.X_train,
+        part.y_train,
+        cv=part.folds,
+        scoring=cv_scorers(positive),
+        n_jobs=n_jobs,
+    )
+    cv = {}
+    for metric in ("accuracy", "roc_auc", "f1"):
+        vals = scores[f"test_{metric}"]
+        cv[f"cv_{metric}_mean"] = float(np.mean(vals))
+        cv[f"cv_{metric}_std"] = float(np.std(vals))
+    return cv
+
+
+def fit(
+    snapshot: Snapshot, spec: DatasetSpec, cfg: TrainConfig, engine: Engine = LOCAL
+) -> FitResult:
+    """Split, (grid-search,) cross-validate, fit and evaluate."""
+    from sklearn.dummy import DummyClassifier
+
+    assert spec.target is not None
+    positive = positive_class(spec)
+    classes = [int(c) for c in np.unique(snapshot.y)]  # the classes the data has
+    part = split(snapshot, cfg)
+    width = encoding_footprint(snapshot.X, spec, cfg.model, available_memory())
+    pipeline = build_pipeline(spec, cfg.model, cfg.seed, width)
+    best: dict[str, Any] = {}
+    with warnings.catch_warnings(), engine.parallel():
+        warnings.simplefilter("ignore", category=UserWarning)  # e.g. unknown categories in a fold
+        if cfg.search is not None:
+            pipeline, best = _search(pipeline, part, cfg, positive, engine.n_jobs)
+        cv = _cross_validate(spec, cfg, best, part, positive, engine.n_jobs)
+        if cfg.search is None:
+            pipeline.fit(part.X_train, part.y_train)
+    metrics = evaluate(pipeline, part.X_test, part.y_test, positive, classes)
+    dummy = DummyClassifier(strategy="most_frequent").fit(part.X_train, part.y_train)
+    baseline = evaluate(dummy, part.X_test, part.y_test, positive, classes)
+    return FitResult(pipeline, best, metrics, baseline, cv, part, classes)

@@ -1,0 +1,115 @@
+"""Step 1 of training: the labelled rows the model learns from, read from the store
+(on the engine: in parallel ranges on Dask) and checked before any fitting."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlcycle.engine import LOCAL, Engine
+from mlcycle.errors import TrainingError
+from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
+from mlcycle.store.base import BATCHES, Store
+from mlcycle.store.lease import describe_holder, live_holder
+from mlcycle.train.features import model_frame
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The labelled rows training uses, sorted by id so the split is reproducible."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    ids: list[str]
+    data_hash: str
+    batch_ids: list[str]
+    batch_statuses: dict[str, str] = field(default_factory=dict)
+
+
+def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Snapshot:
+    """Read the newest labelled rows and check they can train a model (on the dask
+    engine, MongoDB is read by the workers in parallel `_id` ranges)."""
+    if spec.target is None:
+        raise TrainingError(f"dataset spec {spec.name!r} has no target column")
+    target = spec.target.column
+    holder = live_holder(store, spec.name)
+    if holder is not None:
+        raise TrainingError(
+            f"dataset {spec.name!r} is being loaded right now by {describe_holder(holder)}: "
+            "train when it has finished, so a model never learns from half a load"
+        )
+    columns = [spec.id_column, *spec.feature_columns, target, "_hash", "_batch_id"]
+    frame = engine.read_snapshot(store, spec.name, columns, target)
+    if frame.empty:
+        raise TrainingError(
+            f"no labelled rows for dataset {spec.name!r} in the {store.name} store: "
+            "run `mlcycle etl` on files that have the target column first"
+        )
+    empty = [c for c in spec.feature_columns if frame[c].isna().all()]
+    if empty:
+        raise TrainingError(
+            f"feature column(s) {', '.join(empty)} have no values in the snapshot "
+            "(missing from the stored rows?); fix the data or the spec's features"
+        )
+    frame = frame.sort_values(spec.id_column, kind="stable").reset_index(drop=True)
+    labels = spec.target.labels
+    # stored labels are text (category), numbers (integer) or booleans: compare as text
+    y = frame[target].map(lambda v: labels.get(value_text(v)))
+    if y.isna().any():
+        bad = sorted(set(frame.loc[y.isna(), target].astype(str)))
+        raise TrainingError(f"target values {bad} have no label mapping in the spec")
+    classes = y.value_counts()
+    if len(classes) < 2:
+        raise TrainingError(
+            f"only one class ({frame[target].iloc[0]!r}) among {len(frame)} labelled rows: "
+            "a classifier needs at least two"
+        )
+    X = model_frame(frame, spec)
+    numbers = X[spec.numeric_features].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) & ~np.isnan(numbers) | (
+        np.abs(np.nan_to_num(numbers)) > NUMBER_LIMIT
+    )
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        where = ", ".join(
+            f"{frame[spec.id_column].iloc[r]} ({', '.join(np.array(spec.numeric_features)[bad[r]])})"
+            for r in rows[:10]
+        )
+        raise TrainingError(
+            f"{len(rows)} stored row(s) hold a non-finite or out-of-range number (beyond "
+            f"±{NUMBER_LIMIT:g}): {where}. Fix them at the source and rerun `mlcycle etl`"
+        )
+    batch_ids = sorted(frame["_batch_id"].dropna().astype(str).unique().tolist())
+    digest = hashlib.sha256()
+    for ident, h in zip(frame[spec.id_column].astype(str), frame["_hash"].astype(str), strict=True):
+        digest.update(f"{ident}\t{h}\n".encode())
+    return Snapshot(
+        X=X,
+        y=y.to_numpy(dtype=np.int64),
+        ids=frame[spec.id_column].astype(str).tolist(),
+        data_hash=digest.hexdigest(),
+        batch_ids=batch_ids,
+        batch_statuses={
+            str(b["_id"]): str(b.get("status"))
+            for b in store.find(BATCHES)
+            if str(b.get("_id")) in set(batch_ids)
+        },
+    )
+
+
+def profile(snapshot: Snapshot, spec: DatasetSpec) -> dict[str, Any]:
+    """What `mlcycle preprocess` prints: rows, missing share per column, class balance."""
+    assert spec.target is not None
+    names = {v: k for k, v in spec.target.labels.items()}
+    counts = pd.Series(snapshot.y).map(names).value_counts()
+    return {
+        "rows": len(snapshot.ids),
+        "data_hash": snapshot.data_hash,
+        "etl_batches": snapshot.batch_ids,
+        "missing_share": {c: round(float(snapshot.X[c].isna().mean()), 4) for c in snapshot.X},
+        "class_balance": {str(k): int(v) for k, v in counts.items()},
+    }

@@ -305,6 +305,13 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     return result
 
 
+def fail_fast_mlflow() -> None:
+    """MLflow's own HTTP client (serving's embedded-store path): one retry and a 10 s
+    timeout, unless the environment sets them, instead of its minutes-long schedule."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; tests call `get_settings.cache_clear()` to re-read."""

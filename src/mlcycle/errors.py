@@ -3,10 +3,10 @@
 
 | error | exit | HTTP |
 | --- | --- | --- |
-| MlcycleError (and any not below) | 1 | 500 |
+| MlcycleError, RejectedShareExceeded, SourceChanged, TrainingError, CandidateRejected, ContractChanged | 1 | 500 |
 | BadInput, SpecError, StructuralError, StoreAccessDenied, RegistryAccessDenied, Unservable | 2 | 400 |
 | InvalidRequest (a request's values) | 2 | 422 |
-| BodyTooLarge / UnsupportedMediaType / BodyTimeout | 2 | 413 / 415 / 408 |
+| BodyTooLarge / UnsupportedMediaType / BodyTimeout / MethodNotAllowed | 2 | 413 / 415 / 408 / 405 |
 | NotAuthenticated / NotAllowed | 2 | 401 / 403 |
 | NoModelLoaded, ServerBusy, StoreUnavailable, TrackingUnavailable | 1 | 503 |
 | ModelNotFound, NoReference, NoReport | 1 | 404 |

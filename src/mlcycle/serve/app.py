@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -85,12 +85,8 @@ class ServingApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, manager: ModelManager | None = None) -> FastAPI:
-    settings = settings or get_settings()
-    keys = KeyRing(parse_keys(settings.api_keys))
-    metrics = Metrics()
-    configured = load_spec(settings.spec_path)
-    resources = _Resources(settings)
+def _metered(manager: ModelManager, metrics: Metrics) -> ModelManager:
+    """The manager with its swaps and failed loads counted on /metrics."""
 
     def on_swap(model: LoadedModel) -> None:
         metrics.reloads.inc()
@@ -102,21 +98,25 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     def on_failure(reason: str) -> None:
         metrics.reload_failures.labels(reason).inc()
 
-    if manager is None:
-        manager = ModelManager(settings, configured.registered_model)
     manager.subscribe(on_swap=on_swap, on_failure=on_failure)
+    return manager
 
-    def served_spec() -> DatasetSpec:
-        """The loaded model's spec (from its bundle), else the configured one."""
-        model = manager.current
-        return model.spec if model is not None else configured
+
+def _service(
+    settings: Settings,
+    keys: KeyRing,
+    manager: ModelManager,
+    metrics: Metrics,
+    resources: _Resources,
+) -> PredictService:
+    """`POST /predict`'s service: the served model, the limits, the log, the counters."""
 
     def on_scored(model: Servable, outcome: Outcome) -> None:
         for label, count in zip(model.class_labels, outcome.counts, strict=True):
             if count:
                 metrics.predictions.labels(label).inc(count)
 
-    service = PredictService(
+    return PredictService(
         keys,
         lambda: manager.current,
         settings.max_body_bytes,
@@ -124,6 +124,39 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         log=lambda: resources.log,
         on_scored=on_scored,
     )
+
+
+def _openapi(
+    app: FastAPI, served_spec: Callable[[], DatasetSpec], max_batch: int
+) -> Callable[[], dict[str, Any]]:
+    documents: dict[str, dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        """The OpenAPI document of the model being served: rebuilt when it changes."""
+        spec = served_spec()
+        if spec.fingerprint not in documents:
+            documents.clear()
+            documents[spec.fingerprint] = openapi_document(app, spec, max_batch)
+        return documents[spec.fingerprint]
+
+    return openapi
+
+
+def create_app(settings: Settings | None = None, manager: ModelManager | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    keys = KeyRing(parse_keys(settings.api_keys))
+    metrics = Metrics()
+    configured = load_spec(settings.spec_path)
+    resources = _Resources(settings)
+
+    manager = _metered(manager or ModelManager(settings, configured.registered_model), metrics)
+
+    def served_spec() -> DatasetSpec:
+        """The loaded model's spec (from its bundle), else the configured one."""
+        model = manager.current
+        return model.spec if model is not None else configured
+
+    service = _service(settings, keys, manager, metrics, resources)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -160,17 +193,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
     metrics.monitoring.register(ReportCollector(feed))
     add_routes(app, manager, keys, metrics, feed)
 
-    documents: dict[str, dict[str, Any]] = {}
-
-    def openapi() -> dict[str, Any]:
-        """The OpenAPI document of the model being served: rebuilt when it changes."""
-        spec = served_spec()
-        if spec.fingerprint not in documents:
-            documents.clear()
-            documents[spec.fingerprint] = openapi_document(app, spec, settings.max_batch)
-        return documents[spec.fingerprint]
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = _openapi(app, served_spec, settings.max_batch)  # type: ignore[method-assign]
     app.front = ObservabilityMiddleware(
         app.framework,
         metrics=metrics,

@@ -34,7 +34,7 @@ from mlcycle.bundle import (
     read_meta,
 )
 from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
-from mlcycle.config import Settings, redact_uri
+from mlcycle.config import Settings, fail_fast_mlflow, redact_uri
 from mlcycle.errors import CandidateRejected, ContractChanged, TrackingUnavailable
 from mlcycle.rules.records import RequestValidator
 from mlcycle.serve.core import Scorer
@@ -287,9 +287,7 @@ class ModelManager:
     def _client(self) -> Any:
         from mlcycle import registry
 
-        # fail fast instead of MLflow's long default retry schedule
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        fail_fast_mlflow()  # instead of MLflow's long default retry schedule
         return registry.connect(self.settings, retries=1, create=False)
 
     def refresh(self) -> bool:

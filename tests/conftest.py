@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import uuid
@@ -24,6 +25,56 @@ from tests.servers import FerretDB, KafkaBroker, start_ferretdb, start_kafka
 # Commands installed beside this interpreter (mlflow, st, hadolint, yamllint ...) are
 # found without activating the virtualenv, as `make test` runs it.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+
+
+# What a test needs beside Python, as markers (`pytest -m "not server"` is every test that
+# needs none: `make test-unit`). A need comes from a shared fixture the test uses, or from
+# a server it (or one of its fixtures) starts itself; `server` marks any need.
+NEEDS = {
+    "ferretdb": ("start_ferretdb(", "FerretDB("),
+    "mlflow_server": ("MlflowServer(",),
+    "kafka": ("start_kafka(", "KafkaBroker("),
+    "dask": ("DaskCluster(",),
+    "uvicorn": ("UvicornServer(",),
+    "browser": ("tests.browser import",),
+    "lint_tools": (),  # marked by the modules that run the validators
+}
+SHARED = {"ferretdb": "ferretdb", "kafka": "kafka", "mlflow_server": "mlflow_server"}
+_SOURCES: dict[object, str] = {}
+
+
+def _source(obj: object) -> str:
+    if obj not in _SOURCES:
+        try:
+            _SOURCES[obj] = inspect.getsource(obj)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            _SOURCES[obj] = ""
+    return _SOURCES[obj]
+
+
+def needs(item: pytest.Item) -> set[str]:
+    found = {SHARED[name] for name in getattr(item, "fixturenames", ()) if name in SHARED}
+    found |= {m.name for m in item.iter_markers() if m.name in NEEDS}
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "mongodb" in callspec.params.values():
+        found.add("ferretdb")  # the `store` fixture's MongoDB side
+    code = [_source(getattr(item, "function", None))]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in info.name2fixturedefs.values() if info else ():
+        code += [_source(d.func) for d in defs if "site-packages" not in str(d.baseid)]
+    for need, starters in NEEDS.items():
+        if any(s in text for text in code for s in starters):
+            found.add(need)
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        found = needs(item)
+        for need in sorted(found):
+            item.add_marker(need)
+        if found:
+            item.add_marker("server")
 
 
 @pytest.fixture(scope="session")

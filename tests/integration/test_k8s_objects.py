@@ -13,7 +13,7 @@ import yaml
 
 from tests.servers import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lint_tools]
 
 KUSTOMIZE = REPO / ".cache" / "tools" / "bin" / "kustomize"
 OVERLAYS = sorted(p.name for p in (REPO / "deploy" / "k8s" / "overlays").iterdir())

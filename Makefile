@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor stream publish kafka-start kafka-stop \
-        test test-unit test-tools lint lint-tools lint-deploy image image-smoke up down check-env \
+        test test-unit test-tools lint docs lint-tools lint-deploy image image-smoke up down check-env \
         demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream benchmark-scale clean
 
 help: ## List the targets
@@ -92,10 +92,13 @@ test: test-tools ## All tests, 0 skipped: real FerretDB, mlflow server, Kafka, D
 test-unit: install ## Every test that needs no server (pytest -m "not server"), under a minute
 	$(PY) -m pytest -m "not server" -n $(PYTEST_WORKERS) -q
 
-lint: install ## ruff + mypy
+lint: install docs ## ruff + mypy + the docs site (mkdocs build --strict)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m mypy
+
+docs: install ## Build the documentation site into site/ (mkdocs-material, --strict)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q
 
 lint-tools: install ## Install the offline validators for lint-deploy (PyPI, Go, npm, Debian)
 	PYTHON=$(PY) bash $(ROOT)scripts/install-lint-tools.sh

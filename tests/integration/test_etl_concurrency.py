@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from mlcycle.datagen import write_demo
-from mlcycle.errors import TrainingError
+from mlcycle.errors import DatasetBusy, TrainingError
 from mlcycle.etl.pipeline import run_etl
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.embedded import EmbeddedStore
-from mlcycle.store.lease import DatasetBusy, Lease
+from mlcycle.store.lease import Lease, live_holder
 from mlcycle.train.snapshot import load_snapshot
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,10 @@ def test_a_killed_etl_is_marked_failed_by_the_next_run_which_completes_the_load(
     with pytest.raises(TrainingError, match="being loaded right now"):
         load_snapshot(store, spec)
 
-    time.sleep(2.5)  # the dead run's lease runs out
+    deadline = time.monotonic() + 30  # the dead run's lease runs out
+    while live_holder(store, "loan") is not None:
+        assert time.monotonic() < deadline, "the dead run's lease never ran out"
+        time.sleep(0.1)
     rerun = _etl(env)
     _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err

@@ -106,7 +106,7 @@ def stream_env(tmp_path: Path, bootstrap: str, mongo_uri: str | None = None) -> 
         "MLCYCLE_DATA_DIR": str(tmp_path / "data"),
         "MLCYCLE_SPEC": str(SPEC_PATH),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "MLCYCLE_STREAM_HTTP_PORT": "0",
+        "MLCYCLE_STREAM_HTTP_PORT": str(free_port()),  # /metrics: what the tests wait on
     }
     for var in ("MONGO_URI", "MLCYCLE_MONGO_URI"):
         env.pop(var, None)
@@ -135,6 +135,26 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"stream exited {proc.returncode}: {err[-3000:]}"
     return out
+
+
+def stop_when(proc: subprocess.Popen[str], done: Any, what: str, timeout: float = 180) -> str:
+    """Wait until `done()` (everything stored and committed), then stop the consumer as
+    an operator does (SIGTERM: it finishes its batch, commits and exits 0)."""
+    wait_for(done, timeout, what)
+    proc.send_signal(signal.SIGTERM)
+    return finish(proc, 60)
+
+
+def metric(env: dict[str, str], name: str) -> float:
+    """A counter of the consumer's /metrics (0 before it serves or counts)."""
+    url = f"http://127.0.0.1:{env['MLCYCLE_STREAM_HTTP_PORT']}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0.0
 
 
 @pytest.fixture
@@ -267,7 +287,12 @@ def test_kill_9_mid_stream_then_restart_stores_every_record_once(
     stored_then = embedded_at.count(spec.name)
     assert stored_then < 60_000 + len(GOOD_ROWS), "killed before the end"
 
-    finish(start_stream(env, tmp_path, *args, "--until-idle", "4"))
+    group = f"mlcycle-stream-{spec.name}"
+    stop_when(
+        start_stream(env, tmp_path, *args),
+        lambda: committed(kafka.bootstrap, group, topic, 2) == total,
+        "every record committed",
+    )
     reference = EmbeddedStore(tmp_path / "reference.sqlite3")
     run_etl(spec, path, reference, max_rejected_share=0.5)
     assert contents(embedded_at, spec.name) == contents(reference, spec.name)
@@ -301,17 +326,24 @@ def test_a_broker_restart_during_consumption_loses_nothing(
         topic = topic_name()
         publish(path, topic, spec.id_column, broker.bootstrap, partitions=2)
         env = stream_env(tmp_path, broker.bootstrap)
-        proc = start_stream(
-            env, tmp_path, "--topic", topic, "--batch", "500", "--batch-ms", "50",
-            "--until-idle", "20",
-        )  # fmt: skip
+        proc = start_stream(env, tmp_path, "--topic", topic, "--batch", "500", "--batch-ms", "50")
         wait_for(lambda: embedded_at.count(spec.name) > 5_000, 120, "the first rows")
+        errors = metric(env, "mlcycle_stream_client_errors_total")
         broker.stop()
-        time.sleep(3)
+        wait_for(
+            lambda: metric(env, "mlcycle_stream_client_errors_total") > errors,
+            60,
+            "the consumer to see the broker gone",
+        )
         broker.start()
         more = write_demo(spec, tmp_path / "raw2" / "b.csv", 2_000, seed=99)
         publish(more, topic, spec.id_column, broker.bootstrap)
-        finish(proc)
+        group = f"mlcycle-stream-{spec.name}"
+        stop_when(
+            proc,
+            lambda: committed(broker.bootstrap, group, topic, 2) == 52_000,
+            "every record committed",
+        )
         assert embedded_at.count(spec.name) == 52_000
         assert committed(broker.bootstrap, f"mlcycle-stream-{spec.name}", topic, 2) == 52_000
     finally:
@@ -331,13 +363,18 @@ def test_a_broker_back_at_another_bootstrap_address_is_found_again(
         topic = topic_name()
         publish(path, topic, spec.id_column, broker.bootstrap, partitions=2)
         env = stream_env(tmp_path, f"{broker.bootstrap},127.0.0.1:{moved}")
-        proc = start_stream(env, tmp_path, "--topic", topic, "--batch", "500", "--until-idle", "20")
+        proc = start_stream(env, tmp_path, "--topic", topic, "--batch", "500")
         wait_for(lambda: embedded_at.count(spec.name) == 20_000, 120, "the first file")
         broker.stop()
         broker.start(port=moved)
         more = write_demo(spec, tmp_path / "raw2" / "b.csv", 2_000, seed=98)
         publish(more, topic, spec.id_column, broker.bootstrap)
-        finish(proc, 120)
+        group = f"mlcycle-stream-{spec.name}"
+        stop_when(
+            proc,
+            lambda: committed(broker.bootstrap, group, topic, 2) == 22_000,
+            "every record committed",
+        )
         assert embedded_at.count(spec.name) == 22_000
         assert committed(broker.bootstrap, f"mlcycle-stream-{spec.name}", topic, 2) == 22_000
     finally:
@@ -356,18 +393,24 @@ def test_with_the_store_down_nothing_is_committed_and_the_consumer_resumes(
         publish(path, topic, spec.id_column, kafka.bootstrap)
         env = stream_env(tmp_path, kafka.bootstrap, server.uri)
         group = f"mlcycle-stream-{spec.name}"
-        proc = start_stream(env, tmp_path, "--topic", topic, "--batch", "500", "--until-idle", "25")
+        proc = start_stream(env, tmp_path, "--topic", topic, "--batch", "500")
         mongo = MongoStore(server.uri, "streamed", timeout_ms=2000, retries=2)
         wait_for(lambda: mongo.count(spec.name) > 2_000, 120, "the first rows")
         mongo.close()
         server.stop()
-        time.sleep(3)
-        before = committed(kafka.bootstrap, group, topic, 1)
-        time.sleep(5)
+
+        def failed() -> float:
+            return metric(env, "mlcycle_stream_failed_batches_total")
+
+        wait_for(lambda: failed() >= 1, 60, "a batch to fail on the store")
+        before, tries = committed(kafka.bootstrap, group, topic, 1), failed()
+        wait_for(lambda: failed() >= tries + 2, 60, "two more tries")
         assert committed(kafka.bootstrap, group, topic, 1) == before < 20_000
         assert proc.poll() is None, "the consumer waits for the store"
         server.start()
-        finish(proc)
+        stop_when(
+            proc, lambda: committed(kafka.bootstrap, group, topic, 1) == 20_000, "every record"
+        )
         mongo = MongoStore(server.uri, "streamed", timeout_ms=2000, retries=2)
         assert mongo.count(spec.name) == 20_000
         assert committed(kafka.bootstrap, group, topic, 1) == 20_000
@@ -399,9 +442,14 @@ def test_health_and_metrics_while_streaming(
         with urllib.request.urlopen(base + "/health", timeout=5) as resp:
             health = orjson.loads(resp.read())
         assert resp.status == 200 and health["assigned_partitions"] == [0]
-        time.sleep(5.5)  # the client's statistics (lag) come every 5 s
-        with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+
+        def scrape() -> str:
+            with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+                return str(resp.read().decode())
+
+        # the client's statistics (lag) come every 5 s
+        wait_for(lambda: 'mlcycle_stream_consumer_lag{partition="0"} 0.0' in scrape(), 30, "lag")
+        text = scrape()
         assert 'mlcycle_stream_records_total{outcome="stored"} 5000.0' in text
         assert 'mlcycle_stream_consumer_lag{partition="0"} 0.0' in text
         assert "mlcycle_stream_latency_seconds_count 5000.0" in text

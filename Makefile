@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 .DEFAULT_GOAL := help
 .PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor stream publish kafka-start kafka-stop \
         test test-unit test-tools lint docs lint-tools lint-deploy image image-smoke up down check-env \
-        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream benchmark-scale clean
+        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream benchmark-scale benchmark-train benchmark-page clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -118,7 +118,7 @@ up: ## docker compose: MongoDB, MLflow, etl -> train -> serve (needs a Docker en
 down: ## Stop the compose stack (volumes are kept)
 	docker compose -f deploy/compose.yaml --env-file .env down
 
-benchmark: install ## Print the ETL benchmark table (1,000,000 rows; takes minutes)
+benchmark: install ## Print the ETL benchmark table (1,000,000 rows; takes minutes); each benchmark saves benchmarks/results/<name>.json
 	$(PY) benchmarks/etl.py
 
 benchmark-serve: install ## Print the serving benchmark table (needs wrk)
@@ -134,6 +134,12 @@ benchmark-scale: install ## Print the scale-out benchmark (5,000,000 rows: ETL a
 
 benchmark-monitor: install ## Print the monitoring benchmark (1,000,000 logged predictions)
 	$(PY) benchmarks/monitor.py
+
+benchmark-train: install ## Print each model kind's scores on the loan table and its ONNX parity
+	$(PY) benchmarks/train.py
+
+benchmark-page: install ## Render docs/benchmarks.md from what the benchmarks saved (benchmarks/results)
+	$(PY) benchmarks/render.py
 
 clean: ## Remove caches, build output and local data (data/, mlruns/); keeps .venv and the FerretDB build
 	rm -rf data mlruns mlartifacts build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

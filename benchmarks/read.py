@@ -67,4 +67,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.common import record
+
+    record("read", main)

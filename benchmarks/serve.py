@@ -381,4 +381,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(REPO))
+    from benchmarks.common import record
+
+    record("serve", main)

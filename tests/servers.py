@@ -186,8 +186,15 @@ class KafkaBroker:
     def kill(self) -> None:
         pid_file = self.workdir / "pid"
         if pid_file.exists():
-            os.kill(int(pid_file.read_text()), 9)
-            time.sleep(0.5)
+            pid = int(pid_file.read_text())
+            os.kill(pid, 9)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the process is gone
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
             pid_file.unlink()
 
 

@@ -73,7 +73,8 @@ class Engine:
             from mlcycle.etl.pipeline import run_etl
 
             return run_etl(spec, source, store, **options)
-        from mlcycle.etl.distributed import PART_BYTES, run_etl_dask
+        from mlcycle.config import PART_BYTES
+        from mlcycle.etl.distributed import run_etl_dask
 
         return run_etl_dask(
             spec, source, store, self.client, part_bytes=part_bytes or PART_BYTES, **options

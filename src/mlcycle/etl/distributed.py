@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlcycle.config import CHUNK_ROWS, LOCK_LEASE, MAX_REJECTED_SHARE, PART_BYTES
 from mlcycle.errors import MlcycleError, SourceChanged, StructuralError
 from mlcycle.etl.extract import RawChunk, read_file
 from mlcycle.etl.partitions import FilePart, plan_parts
@@ -45,11 +46,8 @@ from mlcycle.etl.steps import (
 from mlcycle.rules.frames import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Document, Store, quarantine_collection
-from mlcycle.store.lease import LEASE_SECONDS
 
 logger = logging.getLogger(__name__)
-
-PART_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -224,12 +222,12 @@ def run_etl_dask(
     client: Any,
     *,
     mongo_db: str | None = None,
-    chunk_rows: int = 100_000,
+    chunk_rows: int = CHUNK_ROWS,
     part_bytes: int = PART_BYTES,
-    max_rejected_share: float = 0.1,
+    max_rejected_share: float = MAX_REJECTED_SHARE,
     progress: ProgressFn | None = None,
     lock_wait: float = 0.0,
-    lock_lease: float = LEASE_SECONDS,
+    lock_lease: float = LOCK_LEASE,
 ) -> EtlSummary:
     """`run_etl` on the Dask cluster of `client` (a `distributed.Client`).
 

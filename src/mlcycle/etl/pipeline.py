@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from mlcycle import __version__
+from mlcycle.config import CHUNK_ROWS, LOCK_LEASE, MAX_REJECTED_SHARE
 from mlcycle.errors import MlcycleError, RejectedShareExceeded, StoreUnavailable
 from mlcycle.etl.sources import FileSource, FileSummary, Origin
 from mlcycle.etl.steps import (
@@ -37,7 +38,7 @@ from mlcycle.etl.steps import (
 from mlcycle.rules.frames import validate_chunk
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import BATCHES, Document, Store, quarantine_collection
-from mlcycle.store.lease import LEASE_SECONDS, Lease
+from mlcycle.store.lease import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +139,12 @@ def run_etl(
     source: Path | FileSource,
     store: Store,
     *,
-    chunk_rows: int = 100_000,
-    max_rejected_share: float = 0.1,
+    chunk_rows: int = CHUNK_ROWS,
+    max_rejected_share: float = MAX_REJECTED_SHARE,
     cache_rows: int = CACHE_ROWS,
     progress: ProgressFn | None = None,
     lock_wait: float = 0.0,
-    lock_lease: float = LEASE_SECONDS,
+    lock_lease: float = LOCK_LEASE,
 ) -> EtlSummary:
     """Extract every supported file at `source` (a path, or a `FileSource`), validate,
     and upsert into `store`.

@@ -18,12 +18,11 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from mlcycle.config import LOCK_LEASE
 from mlcycle.errors import DatasetBusy, MlcycleError
 from mlcycle.store.base import Document, Store
 
 logger = logging.getLogger(__name__)
-
-LEASE_SECONDS = 30.0
 
 
 def describe_holder(holder: Document) -> str:
@@ -74,7 +73,7 @@ class Lease:
         store: Store,
         dataset: str,
         owner: str,
-        lease_seconds: float = LEASE_SECONDS,
+        lease_seconds: float = LOCK_LEASE,
         wait_seconds: float = 0.0,
         on_takeover: Callable[[Document], None] | None = None,
     ) -> None:

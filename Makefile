@@ -85,7 +85,7 @@ test-tools: install ## Everything the tests need beside Python: FerretDB, Kafka 
 	@bash $(ROOT)scripts/kafka.sh fetch
 	@PYTHON=$(PY) bash $(ROOT)scripts/install-lint-tools.sh
 
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 test: test-tools ## All tests, 0 skipped: real FerretDB, mlflow server, Kafka, Dask, uvicorn, Chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 

@@ -90,7 +90,7 @@ test: test-tools ## All tests, 0 skipped: real FerretDB, mlflow server, Kafka, D
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 test-unit: install ## Every test that needs no server (pytest -m "not server"), under a minute
-	$(PY) -m pytest -m "not server" -n $(PYTEST_WORKERS) -q
+	$(PY) -m pytest -m "not server" -n auto -q
 
 lint: install docs ## ruff + mypy + the docs site (mkdocs build --strict)
 	$(PY) -m ruff check src tests benchmarks

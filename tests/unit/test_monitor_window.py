@@ -183,3 +183,28 @@ def test_monitor_on_an_empty_log_says_so_and_exits_0() -> None:
     assert "nothing to monitor" in text.output
     out = runner.invoke(app, ["monitor", "--json"])
     assert out.exit_code == 0 and json.loads(out.stdout)["status"] == "no_predictions"
+
+
+def test_a_page_parsed_in_several_blocks_stays_on_the_arrow_path(
+    spec: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of log documents larger than one block of pyarrow's JSON reader comes back
+    in several chunks: every check of it must hold across them."""
+    from mlcycle.monitor import window
+
+    monkeypatch.setattr(window, "JSON_BLOCK", 4096)  # a few documents a block
+    parsed: list[int] = []
+    add_table = window._Columns.add_table
+
+    def spy(self: Any, table: Any) -> None:
+        parsed.append(table.num_rows)
+        add_table(self, table)
+
+    monkeypatch.setattr(window._Columns, "add_table", spy)
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    store.append(predictions_collection(spec.name), _docs(spec, 300, 3))
+    fast = read_window(store, spec, "m", "1")  # type: ignore[arg-type]
+    slow = read_window(DocsOnly(store), spec, "m", "1")  # type: ignore[arg-type]
+    _same(fast, slow)
+    assert sum(parsed) == 240, "the pages went the slow way"
+    store.close()

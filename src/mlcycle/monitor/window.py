@@ -27,6 +27,8 @@ from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store, as_datetime, predictions_collection
 
 JSON_CHUNK = 100_000
+JSON_BLOCK = 8 << 20
+"""Bytes of JSON text pyarrow parses as one block: a larger page comes back in chunks."""
 DOC_CHUNK = 10_000
 
 
@@ -236,7 +238,7 @@ def _parse(texts: list[bytes], schema: Any) -> Any | None:
     try:
         table = pj.read_json(
             io.BytesIO(b"\n".join(texts)),
-            read_options=pj.ReadOptions(block_size=8 << 20),
+            read_options=pj.ReadOptions(block_size=JSON_BLOCK),
             parse_options=pj.ParseOptions(
                 explicit_schema=schema, unexpected_field_behavior="ignore"
             ),
@@ -245,6 +247,7 @@ def _parse(texts: list[bytes], schema: Any) -> Any | None:
         return None
     if table.num_rows != len(texts):
         return None
+    table = table.combine_chunks()  # one chunk a column: the checks below line up
     # a missing list (a document without a column) would shift the flattened columns
     lists = [table.column(c) for c in ("rows", "ids", "labels", "probabilities", "features")]
     lists += [

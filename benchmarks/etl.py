@@ -185,7 +185,7 @@ def main() -> None:
             f"{raw['seconds']:.1f} | {etl['seconds'] / raw['seconds']:.2f}x | "
             f"{naive_rate:,.0f} ({naive['rows']:,} rows) | {etl_rate / naive_rate:,.0f}x |"
         )
-        print(lines[-1], flush=True)
+        print(lines[-1], file=sys.stderr, flush=True)  # progress; the table follows
     print()
     print("\n".join(lines))
 

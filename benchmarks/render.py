@@ -31,13 +31,13 @@ with the command shown to measure your own.
 
 
 def _doc(name: str) -> str:
-    """The first paragraph of the benchmark script's docstring: what it measures."""
+    """The benchmark script's docstring (its usage lines left out): what it measures."""
     source = HERE / f"{name}.py"
     if not source.exists():
         return ""
     text = ast.get_docstring(ast.parse(source.read_text(encoding="utf-8"))) or ""
     paragraphs = [p for p in text.split("\n\n") if not p.lstrip().startswith("python ")]
-    return " ".join(" ".join(p.split()) for p in paragraphs[1:] or paragraphs)
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 def _table(block: dict[str, Any]) -> str:
@@ -70,7 +70,7 @@ def page() -> str:
         data = json.loads(path.read_text(encoding="utf-8"))
         results[data["benchmark"]] = data
     names = [n for n in ORDER if n in results] + sorted(set(results) - set(ORDER))
-    body = [INTRO] + [section(results[n]) for n in names]
+    body = [INTRO.rstrip()] + [section(results[n]) for n in names]
     if not names:
         body.append("No benchmark has saved results yet: run one of `make benchmark*`.")
     return "\n\n".join(body).rstrip() + "\n"

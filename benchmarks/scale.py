@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,9 +60,10 @@ def cv_child(workers: int, target: str, rows: int) -> dict:
 
     store = EmbeddedStore(Path(target))
     snapshot = load_snapshot(store, SPEC)
-    if rows and rows < len(snapshot.ids):
-        snapshot.X = snapshot.X.iloc[:rows]
-        snapshot.y = snapshot.y[:rows]
+    if rows and rows < len(snapshot.ids):  # the first `rows` (a frozen snapshot: a copy)
+        snapshot = replace(
+            snapshot, X=snapshot.X.iloc[:rows], y=snapshot.y[:rows], ids=snapshot.ids[:rows]
+        )
     cfg = load_train_config(packaged("configs/train.yaml"))
     cfg = cfg.model_copy(update={"cv_folds": 5, "search": None})
     with open_engine("dask" if workers else "local", None, max(workers, 1)) as engine:
@@ -116,7 +118,7 @@ def main() -> None:
         base = base or r["seconds"]
         etl_lines.append(f"| {name} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} | "
                          f"{base / r['seconds']:.2f}x | {_mem(r)} |")  # fmt: skip
-        print(etl_lines[-1], flush=True)
+        print(etl_lines[-1], file=sys.stderr, flush=True)
     cv_lines = ["| engine | rows | 5-fold CV s | vs local | CV ROC AUC | peak RSS |",
                 "|---|---:|---:|---:|---:|---|"]  # fmt: skip
     base = None
@@ -125,7 +127,7 @@ def main() -> None:
         base = base or r["seconds"]
         cv_lines.append(f"| {name} | {r['rows']:,} | {r['seconds']:.1f} | "
                         f"{base / r['seconds']:.2f}x | {r['auc']:.6f} | {_mem(r)} |")  # fmt: skip
-        print(cv_lines[-1], flush=True)
+        print(cv_lines[-1], file=sys.stderr, flush=True)
     print()
     print("\n".join(etl_lines))
     print()

@@ -354,7 +354,7 @@ def main() -> None:
                 f"| {name} | {r16[0]:,.0f} | {r16[1]:.1f} ms | {r16[2]:.1f} ms | {r64[0]:,.0f} | "
                 f"{r64[1]:.1f} ms | {r64[2]:.1f} ms | {b1} | {b10} |"
             )
-            print(lines[-1], flush=True)
+            print(lines[-1], file=sys.stderr, flush=True)  # progress; the table follows
         finally:
             proc.terminate()
             try:

@@ -182,7 +182,7 @@ def main() -> None:
                 f"{statistics.median(drains):.1f} [{min(drains):.1f}–{max(drains):.1f}] | "
                 f"{etl_peak:.0f} MB | {stream_peak:.0f} MB |"
             )
-            print(lines[-1], flush=True)
+            print(lines[-1], file=sys.stderr, flush=True)  # progress; the table follows
         lat = {
             ms: latency(broker.bootstrap, work, args.rate, args.steady_seconds, ms)
             for ms in (500, 100)

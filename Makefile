@@ -89,7 +89,7 @@ PYTEST_WORKERS ?= 3
 test: test-tools ## All tests, 0 skipped: real FerretDB, mlflow server, Kafka, Dask, uvicorn, Chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
-test-unit: install ## Every test that needs no server (pytest -m "not server"), under a minute
+test-unit: install ## Every test that needs no server (pytest -m "not server")
 	$(PY) -m pytest -m "not server" -n auto -q
 
 lint: install docs ## ruff + mypy + the docs site (mkdocs build --strict)

@@ -1,5 +1,6 @@
 """Every error a user can act on, in one place: each class carries its exit code (the CLI,
-`mlcycle.cli.base.stage`) and its HTTP status (the API, `mlcycle.serve.replies.refusal`).
+`mlcycle.cli.base.stage`) and its HTTP status (the API: `mlcycle.serve.core.refusal`, also
+used by the app's one exception handler for an error a route raises).
 
 | error | exit | HTTP |
 | --- | --- | --- |

@@ -237,3 +237,18 @@ def test_what_an_anonymous_caller_may_see(client: TestClient) -> None:
         assert "mlcycle_monitor_probe 1.0" in admin
     finally:
         app.state.metrics.monitoring.unregister(probe)  # type: ignore[attr-defined]
+
+
+def test_an_error_a_route_raises_is_answered_with_its_status(trained: Settings) -> None:
+    from mlcycle.errors import StoreUnavailable
+
+    app = create_app(trained)
+
+    @app.get("/raises")
+    async def raises() -> None:
+        raise StoreUnavailable("the store cannot be reached")
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        answer = test_client.get("/raises")
+    assert answer.status_code == 503
+    assert answer.json() == {"detail": "the store cannot be reached"}

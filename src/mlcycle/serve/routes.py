@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mlcycle.errors import NoModelLoaded, NoReport, StoreUnavailable
+from mlcycle.errors import MlcycleError, NoModelLoaded, NoReport, StoreUnavailable
 from mlcycle.serve.asgi import Metrics
 from mlcycle.serve.core import Reply, refusal
 from mlcycle.serve.model import ModelManager
@@ -27,7 +27,14 @@ def respond(reply: Reply) -> Response:
 def add_routes(
     app: FastAPI, manager: ModelManager, keys: KeyRing, metrics: Metrics, feed: ReportFeed
 ) -> None:
-    """Every route but `POST /predict` (the fast path, `mlcycle.serve.asgi`)."""
+    """Every route but `POST /predict` (the fast path, `mlcycle.serve.asgi`), and the one
+    handler that answers an `MlcycleError` a route raises with its HTTP status."""
+
+    async def refuse(_request: Request, err: Exception) -> Response:
+        assert isinstance(err, MlcycleError)
+        return respond(refusal(err))
+
+    app.add_exception_handler(MlcycleError, refuse)
     add_model_routes(app, manager, keys)
     add_operator_routes(app, manager, keys, metrics, feed)
     add_offline_docs(app)

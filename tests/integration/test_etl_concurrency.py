@@ -53,7 +53,7 @@ def test_a_run_waits_for_the_lease_when_asked(spec: DatasetSpec, tmp_path: Path)
     started = time.monotonic()
     summary = run_etl(spec, path, store, lock_wait=10)
     assert summary.inserted == 50
-    assert 0.5 < time.monotonic() - started < 10
+    assert time.monotonic() - started > 0.5  # it waited (lock_wait bounds it: DatasetBusy)
 
 
 def _etl(env: dict[str, str]) -> subprocess.Popen[str]:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,16 @@ def ferretdb_binary() -> Path | None:
     )
     path = Path(out.stdout.strip())
     return path if out.returncode == 0 and path.is_file() else None
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    """Poll `predicate` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
@@ -182,20 +193,6 @@ class KafkaBroker:
 
     def stop(self) -> None:
         self._script("stop")
-
-    def kill(self) -> None:
-        pid_file = self.workdir / "pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text())
-            os.kill(pid, 9)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # until the process is gone
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            pid_file.unlink()
 
 
 def start_kafka(workdir: Path) -> KafkaBroker:

@@ -84,7 +84,7 @@ def write_bundle(
         (folder / GRAPH_FILE).write_bytes(graph)
     if linear is not None:
         (folder / LINEAR_FILE).write_text(json.dumps(linear))
-    (folder / META_FILE).write_text(meta.model_dump_json(indent=2, exclude_unset=False))
+    (folder / META_FILE).write_text(meta.model_dump_json(indent=2))
     (folder / EXAMPLE_FILE).write_text(json.dumps(example))
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlcycle.config import PART_BYTES
 from mlcycle.errors import MlcycleError
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class Engine:
         source: Path | FileSource,
         store: Store,
         *,
-        part_bytes: int | None = None,
+        part_bytes: int = PART_BYTES,
         **options: Any,
     ) -> EtlSummary:
         """The ETL stage on this engine: `mlcycle.etl.pipeline.run_etl` here, one task a
@@ -73,12 +74,9 @@ class Engine:
             from mlcycle.etl.pipeline import run_etl
 
             return run_etl(spec, source, store, **options)
-        from mlcycle.config import PART_BYTES
         from mlcycle.etl.distributed import run_etl_dask
 
-        return run_etl_dask(
-            spec, source, store, self.client, part_bytes=part_bytes or PART_BYTES, **options
-        )
+        return run_etl_dask(spec, source, store, self.client, part_bytes=part_bytes, **options)
 
     def read_snapshot(
         self, store: Store, dataset: str, columns: list[str], require: str | None

@@ -20,6 +20,7 @@ from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.store.lease import Lease, live_holder
 from mlcycle.train.snapshot import load_snapshot
+from tests.servers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,10 +97,7 @@ def test_a_killed_etl_is_marked_failed_by_the_next_run_which_completes_the_load(
     with pytest.raises(TrainingError, match="being loaded right now"):
         load_snapshot(store, spec)
 
-    deadline = time.monotonic() + 30  # the dead run's lease runs out
-    while live_holder(store, "loan") is not None:
-        assert time.monotonic() < deadline, "the dead run's lease never ran out"
-        time.sleep(0.1)
+    wait_for(lambda: live_holder(store, "loan") is None, 30, "the dead run's lease to run out")
     rerun = _etl(env)
     _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err

@@ -33,7 +33,14 @@ from mlcycle.stream.metrics import StreamMetrics
 from mlcycle.stream.publish import publish
 from tests.data import SPEC_PATH
 from tests.integration.test_etl_pipeline import HEADER
-from tests.servers import FerretDB, KafkaBroker, ferretdb_binary, free_port, mlcycle
+from tests.servers import (
+    FerretDB,
+    KafkaBroker,
+    ferretdb_binary,
+    free_port,
+    mlcycle,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -89,15 +96,6 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     finally:
         probe.close()
     return sum(max(tp.offset, 0) for tp in offsets)
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stream_env(tmp_path: Path, bootstrap: str, mongo_uri: str | None = None) -> dict[str, str]:

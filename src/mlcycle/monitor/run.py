@@ -360,10 +360,13 @@ def build_report(
 
 @dataclass
 class MonitorResult:
-    report: dict[str, Any]
-    """The stored document (`typed.document()`)."""
-    exit_code: int
     typed: MonitorReport
+    exit_code: int
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The stored document."""
+        return self.typed.document()
 
 
 def _stored(store: Store, spec: DatasetSpec, report: dict[str, Any]) -> MonitorReport:
@@ -428,4 +431,4 @@ def run_monitor(
         report["retrain"]["triggered"] = False
     report["seconds"] = round(time.perf_counter() - started, 3)
     typed = _stored(store, spec, report)
-    return MonitorResult(typed.document(), VERDICT_EXIT[typed.verdict], typed)
+    return MonitorResult(typed, VERDICT_EXIT[typed.verdict])

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlcycle.bundle import ServingMeta, write_bundle, write_profile
+from mlcycle.bundle import ServingMeta, write_bundle
 from mlcycle.monitor.profile import reference_profile
 from mlcycle.spec import DatasetSpec
 from mlcycle.train.config import TrainConfig
@@ -61,19 +61,6 @@ def serving_bundle(
     return meta
 
 
-def add_reference(
-    folder: Path,
-    pipeline: Any,
-    snapshot: Snapshot,
-    test_index: pd.Index,
-    spec: DatasetSpec,
-    cfg: TrainConfig,
-    validation: dict[str, float],
-) -> None:
-    """The monitoring reference profile, written into the bundle."""
-    write_profile(folder, reference(pipeline, snapshot, test_index, spec, cfg, validation))
-
-
 def reference(
     pipeline: Any,
     snapshot: Snapshot,
@@ -82,8 +69,8 @@ def reference(
     cfg: TrainConfig,
     validation: dict[str, float],
 ) -> dict[str, Any]:
-    """The monitoring reference: the profile of the training part (hold-out excluded)
-    and the model's scores on it."""
+    """The monitoring reference (`bundle.write_profile` stores it): the profile of the
+    training part (hold-out excluded) and the model's scores on it."""
     assert spec.target is not None
     train_mask = ~snapshot.X.index.isin(test_index)
     X_train = snapshot.X[train_mask]

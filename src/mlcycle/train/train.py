@@ -20,7 +20,7 @@ from typing import Any
 
 from mlcycle import registry
 from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
-from mlcycle.bundle import META_FILE, ServingMeta
+from mlcycle.bundle import META_FILE, ServingMeta, write_profile
 from mlcycle.config import Settings
 from mlcycle.engine import LOCAL, Engine
 from mlcycle.gate import Decision, should_promote
@@ -30,7 +30,7 @@ from mlcycle.train.config import TrainConfig
 from mlcycle.train.evaluation import positive_class, rescore
 from mlcycle.train.fitting import FitResult, fit
 from mlcycle.train.mlflow_model import log_pyfunc, log_training_input, raw_example
-from mlcycle.train.package import add_reference, serving_bundle
+from mlcycle.train.package import reference, serving_bundle
 from mlcycle.train.snapshot import Snapshot, load_snapshot
 from mlcycle.train.tracking import run_params, run_tags, run_url, write_evaluation
 
@@ -169,9 +169,10 @@ def log_run(
         log_training_input(spec, store.name, repr(store), snapshot)
         folder = out / BUNDLE_FOLDER
         meta = serving_bundle(fitted.pipeline, spec, snapshot, folder)
-        add_reference(
-            folder, fitted.pipeline, snapshot, fitted.x_test.index, spec, cfg, fitted.metrics
+        profile = reference(
+            fitted.pipeline, snapshot, fitted.x_test.index, spec, cfg, fitted.metrics
         )
+        write_profile(folder, profile)
         mlflow.log_artifacts(str(folder), artifact_path=BUNDLE_FOLDER)
         diff = meta.onnx_max_abs_diff
         mlflow.log_metric("onnx_max_abs_diff", diff if diff is not None else -1)

@@ -160,10 +160,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture
 def loan_store(spec: DatasetSpec, loan_dir: Path, tmp_path: Path) -> Iterator[Store]:
-    """An embedded store holding the loan table of `loan_dir` (labelled + unlabelled rows)."""
+    """An embedded store holding the loan table of `loan_dir` (labelled + unlabelled rows):
+    the one the settings name, so the CLI's commands see it too."""
     from mlcycle.etl.pipeline import run_etl
 
-    store = EmbeddedStore(tmp_path / "loan.sqlite3")
+    path = get_settings().embedded_store_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = EmbeddedStore(path)
     run_etl(spec, loan_dir, store)
     yield store
     store.close()

@@ -11,6 +11,8 @@ used by the app's one exception handler for an error a route raises).
 | NotAuthenticated / NotAllowed | 2 | 401 / 403 |
 | NoModelLoaded, ServerBusy, StoreUnavailable, TrackingUnavailable | 1 | 503 |
 | ModelNotFound, NoReference, NoReport | 1 | 404 |
+| UnknownVersion (a version the user named) | 2 | 404 |
+| GateRefused | 1 | 500 |
 | DatasetBusy | 1 | 409 |
 """
 
@@ -80,6 +82,16 @@ class ModelNotFound(MlcycleError):
     """No model version matches the request."""
 
     http_status = 404
+
+
+class UnknownVersion(ModelNotFound):
+    """A version number the user named that the registered model does not have: bad input."""
+
+    exit_code = 2
+
+
+class GateRefused(MlcycleError):
+    """`promote` without --force: the gate refuses the version (its evidence is shown)."""
 
 
 class NoReference(ModelNotFound):

@@ -36,12 +36,14 @@ def should_promote(
     gate: GateConfig,
     contract_change: str | None = None,
     runtime_problem: str | None = None,
+    incomparable: str | None = None,
 ) -> Decision:
     """Promote only if the candidate beats the majority-class baseline by more than
     `min_lift` on the gate metric, the serving runtime can serve it (`runtime_problem`
     says why not), its feature contract equals the champion's (`contract_change` says how
     it differs), and it is not worse than the champion by more than `tolerance` (no
-    champion yet: the checks before that decide)."""
+    champion yet: the checks before that decide). `incomparable` says why the champion
+    could not be scored on the candidate's evaluation rows: no automatic promotion then."""
     metric = gate.metric
     cand = candidate.get(metric)
     if cand is None:
@@ -61,6 +63,12 @@ def should_promote(
             f"its feature contract differs from the champion's ({contract_change}): "
             "metrics on different contracts are not comparable; promote it by hand with "
             "--force --reason",
+        )
+    if incomparable:
+        return Decision(
+            False,
+            f"it cannot be compared with the champion on the same rows ({incomparable}); "
+            "promote it by hand with --force --reason",
         )
     if champion is None or champion.get(metric) is None:
         return Decision(True, f"{metric} {cand:.4f} beats the baseline {base:.4f}; no champion yet")

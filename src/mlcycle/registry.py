@@ -19,12 +19,15 @@ from mlcycle.errors import (
     ModelNotFound,
     RegistryAccessDenied,
     TrackingUnavailable,
+    UnknownVersion,
     Unservable,
 )
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+"""Scored in shadow beside the champion by the server; never answers a request."""
 TAG = "mlcycle."
 
 
@@ -109,8 +112,9 @@ def get_version(
     except MlflowException as err:
         if (denied := access_denied(err, f"read registered model {name!r}")) is not None:
             raise denied from err
-        what = f"alias {alias!r}" if alias else f"version {version}"
-        raise ModelNotFound(f"registered model {name!r} has no {what}") from err
+        if alias is not None:
+            raise ModelNotFound(f"registered model {name!r} has no alias {alias!r}") from err
+        raise UnknownVersion(f"registered model {name!r} has no version {version}") from err
     metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
     return VersionInfo(name, str(mv.version), str(mv.run_id), dict(mv.tags or {}), metrics)
 
@@ -119,58 +123,58 @@ def model_exists(client: Any, name: str) -> bool:
     """Whether the registered model exists (and the user may see it). Asked first because
     a tracking server with authentication answers a missing model with 403, like a
     forbidden one."""
-    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
-    found = client.search_registered_models(filter_string=f"name = '{quoted}'", max_results=1)
+    found = client.search_registered_models(filter_string=name_filter(name), max_results=1)
     return any(m.name == name for m in found)
 
 
+def name_filter(name: str) -> str:
+    """An MLflow search filter for exactly this model name."""
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+    return f"name = '{quoted}'"
+
+
 def champion(client: Any, name: str) -> VersionInfo | None:
+    return holder(client, name, CHAMPION)
+
+
+def holder(client: Any, name: str, alias: str) -> VersionInfo | None:
+    """The version `alias` points at, None when the alias (or the model) does not exist."""
     if not model_exists(client, name):
         return None
     try:
-        return get_version(client, name, alias=CHAMPION)
+        return get_version(client, name, alias=alias)
     except ModelNotFound:
         return None
 
 
+def retire_challenger(client: Any, name: str, version: str, by: str) -> None:
+    """Drop the `challenger` alias when its version has just become the champion (a
+    version is never both), recording why."""
+    from mlcycle import decisions
+
+    current = holder(client, name, CHALLENGER)
+    if current is None or current.version != version:
+        return
+    with refused_as_error(f"remove the challenger alias of {name!r}"):
+        client.delete_registered_model_alias(name, CHALLENGER)
+        decisions.record(
+            client,
+            name,
+            decisions.Event(
+                action="drop",
+                alias=CHALLENGER,
+                before=version,
+                after=None,
+                candidate=version,
+                by=by,
+                reason=f"v{version} became the champion",
+            ),
+        )
+    logger.info("%s: alias %s removed (v%s is the champion)", name, CHALLENGER, version)
+
+
 CONTRACT_TAG = TAG + "contract_hash"
 RUNTIME_TAG = TAG + "serving_runtime"
-
-
-def contract_change(candidate: VersionInfo, current: VersionInfo | None) -> str | None:
-    """How the candidate's feature contract (spec, features, labels) differs from the
-    champion's, or None when it is the same (or there is no champion)."""
-    if current is None:
-        return None
-    mine, theirs = candidate.tags.get(CONTRACT_TAG), current.tags.get(CONTRACT_TAG)
-    if mine and mine == theirs:
-        return None
-    if not theirs:
-        return f"champion v{current.version} records no contract"
-    return f"contract {mine and mine[:12]} vs champion v{current.version}'s {theirs[:12]}"
-
-
-def promotion_check(target: VersionInfo, current: VersionInfo | None, gate: Any) -> Any:
-    """The gate on logged metrics, for `mlcycle promote`."""
-    from mlcycle.gate import should_promote
-
-    metric = str(gate.metric)
-    cand = {metric: target.metrics.get(f"test_{metric}", float("nan"))}
-    base = {metric: target.metrics.get(f"baseline_{metric}", float("-inf"))}
-    champ = (
-        {metric: current.metrics[f"test_{metric}"]}
-        if current is not None and f"test_{metric}" in current.metrics
-        else None
-    )
-    runtime = target.tags.get(RUNTIME_TAG)
-    return should_promote(
-        cand,
-        base,
-        champ,
-        gate,
-        contract_change=contract_change(target, current),
-        runtime_problem=None if runtime == "onnx" else f"runtime {runtime or 'unknown'}",
-    )
 
 
 def access_denied(err: Exception, what: str) -> MlcycleError | None:
@@ -257,36 +261,86 @@ def set_champion(
     version: str,
     previous: str | None,
     forced_reason: str | None = None,
+    event: Any = None,
+    alias: str = CHAMPION,
 ) -> None:
-    """Point `champion` at `version`, remembering the previous champion for rollback and,
-    for a promotion that overrode the gate, why. A version the serving runtime cannot
-    load is never made champion, forced or not (so rollback history holds only
-    versions that were served)."""
+    """Point `alias` (the champion unless said) at `version`, remembering the previous
+    champion for rollback and, for a promotion that overrode the gate, why; `event` (a
+    `decisions.Event`) is appended to the decision record. A version the serving runtime
+    cannot load is never made champion or challenger, forced or not (so the history holds
+    only versions that can be served)."""
+    from mlcycle import decisions
+
+    logger.info("checking that %s v%s can be served", name, version)
     if (why := unservable(client, name, version)) is not None:
-        raise Unservable(f"{name} v{version} cannot be made champion: {why}")
+        raise Unservable(f"{name} v{version} cannot be made {alias}: {why}")
     with refused_as_error(f"promote {name} v{version}"):
-        if previous:
+        if previous and alias == CHAMPION:
             client.set_model_version_tag(name, version, TAG + "previous_champion", previous)
         if forced_reason:
             client.set_model_version_tag(name, version, TAG + "forced_reason", forced_reason[:4000])
             client.update_model_version(
                 name, version, description=f"promoted by hand over the gate: {forced_reason}"[:4000]
             )
-        client.set_registered_model_alias(name, CHAMPION, version)
-    logger.info("%s: alias %s -> version %s (was %s)", name, CHAMPION, version, previous)
+        client.set_registered_model_alias(name, alias, version)
+        if event is not None:
+            decisions.record(client, name, event)
+    logger.info("%s: alias %s -> version %s (was %s)", name, alias, version, previous)
 
 
-def rollback(client: Any, name: str) -> tuple[str, str]:
-    """Move `champion` back to the version it replaced; returns (from, to)."""
+def previous_champion(client: Any, name: str, current: VersionInfo) -> str | None:
+    """The champion before `current`: from the decision record (`served_stack`), else
+    (a registry from before the record) the version's own tag."""
+    from mlcycle import decisions
+
+    stack = decisions.served_stack(decisions.history(client, name))
+    if len(stack) > 1 and stack[-1] == current.version:
+        return stack[-2]
+    return current.tags.get(TAG + "previous_champion") or None
+
+
+def rollback(
+    client: Any, name: str, to: str | None = None, reason: str | None = None, by: str = "rollback"
+) -> tuple[str, str]:
+    """Move `champion` back to the version it replaced (or to version `to`, which must be
+    servable), recording the change; returns (from, to)."""
+    from mlcycle import decisions
+
     current = champion(client, name)
     if current is None:
         raise ModelNotFound(f"registered model {name!r} has no champion to roll back")
-    previous = current.tags.get(TAG + "previous_champion") or ""
+    if to is not None:
+        get_version(client, name, version=to)  # ModelNotFound names it
+        if to == current.version:
+            raise ModelNotFound(f"{name} v{to} is already the champion")
+        if (why := unservable(client, name, to)) is not None:
+            raise Unservable(f"{name} v{to} cannot be made champion: {why}")
+        target = to
+    else:
+        target = _servable_predecessor(client, name, current)
+    event = decisions.Event(
+        action="rollback",
+        before=current.version,
+        after=target,
+        by=by,
+        reason=reason or ("rolled back by hand" if to is None else f"rolled back by hand to v{to}"),
+    )
+    with refused_as_error(f"roll {name} back to v{target}"):
+        client.set_registered_model_alias(name, CHAMPION, target)
+        client.set_model_version_tag(name, current.version, TAG + "rolled_back", "true")
+        decisions.record(client, name, event)
+    return current.version, target
+
+
+def _servable_predecessor(client: Any, name: str, current: VersionInfo) -> str:
+    previous = previous_champion(client, name, current)
     if not previous:
         raise ModelNotFound(
-            f"{name} version {current.version} is the first champion: there is nothing to roll back to"
+            f"{name} version {current.version} is the first champion: there is nothing to "
+            "roll back to (name one with --to N)"
         )
     seen = {current.version}
+    logger.info("checking that %s v%s can be served", name, previous)
     while (why := unservable(client, name, previous)) is not None:  # never onto one
         logger.warning("skipping %s v%s on the way back: %s", name, previous, why)
         seen.add(previous)
@@ -294,7 +348,66 @@ def rollback(client: Any, name: str) -> tuple[str, str]:
         if not earlier or earlier in seen:
             raise ModelNotFound(f"{name}: no earlier champion the serving runtime can load ({why})")
         previous = earlier
-    with refused_as_error(f"roll {name} back to v{previous}"):
-        client.set_registered_model_alias(name, CHAMPION, previous)
-        client.set_model_version_tag(name, current.version, TAG + "rolled_back", "true")
-    return current.version, previous
+    return previous
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One line of `mlcycle models`."""
+
+    version: str
+    created: str
+    run_id: str
+    data_hash: str | None
+    rows: int | None
+    metrics: dict[str, float]
+    gate: str | None
+    reason: str | None
+    aliases: list[str]
+    servable: bool | None
+    """From the version's recorded serving runtime (None: not recorded)."""
+    eval_rows: int | None
+    eval_hash: str | None
+
+
+def versions(client: Any, name: str) -> list[VersionRow]:
+    """Every version of `name`, oldest first, with its lineage, metrics and verdict."""
+    from datetime import UTC, datetime
+
+    if not model_exists(client, name):
+        raise ModelNotFound(f"no registered model {name!r}: run `mlcycle train` first")
+    rows = []
+    with refused_as_error(f"list the versions of {name!r}"):
+        found = client.search_model_versions(name_filter(name))
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (client.get_registered_model(name).aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for mv in sorted(found, key=lambda m: int(m.version)):
+            tags = dict(mv.tags or {})
+            metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+            runtime = tags.get(RUNTIME_TAG)
+            count = tags.get(TAG + "row_count")
+            evaluated = tags.get(TAG + "eval_rows")
+            rows.append(
+                VersionRow(
+                    version=str(mv.version),
+                    created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
+                        timespec="seconds"
+                    ),
+                    run_id=str(mv.run_id),
+                    data_hash=tags.get(TAG + "data_hash"),
+                    rows=int(count) if count and count.isdigit() else None,
+                    metrics={
+                        k.removeprefix("test_"): v
+                        for k, v in metrics.items()
+                        if k.startswith("test_")
+                    },
+                    gate=tags.get(TAG + "gate_decision"),
+                    reason=tags.get(TAG + "gate_reason"),
+                    aliases=sorted(aliases.get(str(mv.version), [])),
+                    servable=None if runtime is None else runtime == "onnx",
+                    eval_rows=int(evaluated) if evaluated and evaluated.isdigit() else None,
+                    eval_hash=tags.get(TAG + "eval_hash"),
+                )
+            )
+    return rows

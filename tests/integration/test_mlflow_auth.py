@@ -92,7 +92,7 @@ def test_each_user_can_do_only_what_its_role_needs(
     trained = cli(trainer, tmp_path, "train")
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "champion: v1" in trained.stdout
-    second = cli(trainer, tmp_path, "train")  # same data: v2 passes the gate's tolerance
+    second = cli(trainer, tmp_path, "train", "--again")  # same data: v2 passes the gate's tolerance
     assert second.returncode == 0 and "champion: v2" in second.stdout, second.stdout
 
     reader = _env(auth_server, tmp_path, "mlcycle-read", READ)

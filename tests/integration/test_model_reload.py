@@ -43,7 +43,7 @@ def test_a_version_that_cannot_score_is_never_swapped_in(
     manager.start()
     assert manager.current is not None and manager.current.version == first.version
 
-    second = run_train(settings, spec, cfg, loan_store)
+    second = run_train(settings, spec, cfg, loan_store, again=True)
     assert second.champion_after == "2"
     # v2 loads, but its graph gives other scores than training recorded (a broken export)
     broken = _artifact_bundle(settings, second.run_id)

@@ -398,7 +398,7 @@ def test_promoting_a_new_version_swaps_without_failing_a_request(
                 "data_dir": deployment.root / "train-data",
             }
         )
-        result = run_train(settings, deployment.spec, cfg, store)
+        result = run_train(settings, deployment.spec, cfg, store, again=True)
         store.close()
         assert result.champion_after == "2"
         deadline = time.monotonic() + 20

@@ -117,7 +117,9 @@ def test_retraining_on_unchanged_data_reproduces_the_metrics(
     tracked: Settings, spec: DatasetSpec, cfg: TrainConfig, loan_store: Store
 ) -> None:
     first = run_train(tracked, spec, cfg, loan_store)
-    second = run_train(tracked, spec, cfg, loan_store)
+    skipped = run_train(tracked, spec, cfg, loan_store)  # the same model: nothing registered
+    assert skipped.skipped and skipped.version is None and skipped.champion_after == "1"
+    second = run_train(tracked, spec, cfg, loan_store, again=True)
     assert second.version == "2"
     assert second.metrics == first.metrics
     assert second.cv == first.cv
@@ -150,7 +152,7 @@ def test_promote_and_rollback_move_the_alias(
     tracked: Settings, spec: DatasetSpec, cfg: TrainConfig, loan_store: Store
 ) -> None:
     run_train(tracked, spec, cfg, loan_store)
-    run_train(tracked, spec, cfg, loan_store)  # identical metrics: within tolerance, promoted
+    run_train(tracked, spec, cfg, loan_store, again=True)  # identical metrics: promoted
     client = registry.connect(tracked)
     assert registry.champion(client, spec.registered_model).version == "2"
     assert registry.rollback(client, spec.registered_model) == ("2", "1")

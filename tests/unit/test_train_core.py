@@ -73,7 +73,9 @@ def test_a_feature_missing_from_the_snapshot_is_a_clear_error(spec: DatasetSpec,
 def test_too_few_rows_for_cv_is_a_clear_error(spec: DatasetSpec, tmp_path) -> None:
     store = EmbeddedStore(tmp_path / "s.sqlite3")
     store.write_rows("loan", _docs(30, "Y") + _docs(4, "N"), [])
-    with pytest.raises(TrainingError, match="too few for a hold-out and 5-fold CV"):
+    with pytest.raises(
+        TrainingError, match=r"has too few rows of class .*: need at least \d+ each"
+    ):
         fit(load_snapshot(store, spec), spec, TrainConfig())
 
 
@@ -101,7 +103,23 @@ def test_same_data_config_and_seed_give_identical_metrics_and_parameters(
         first.pipeline.named_steps["model"].coef_, second.pipeline.named_steps["model"].coef_
     )
     third = fit(snap, spec, TrainConfig(seed=7))
-    assert third.metrics != first.metrics
+    assert third.cv != first.cv  # the seed moves the CV folds...
+    assert third.x_test.index.equals(first.x_test.index)  # ...never the hold-out
+
+
+def test_the_hold_out_is_the_rows_whose_id_hashes_below_test_size(
+    spec: DatasetSpec, loan_store: Store
+) -> None:
+    from mlcycle.train.holdout import id_positions
+
+    snap = load_snapshot(loan_store, spec)
+    part = fit(snap, spec, TrainConfig(test_size=0.25)).split
+    held = {snap.ids[i] for i in part.X_test.index}
+    assert held == {i for i in snap.ids if id_positions([i])[0] < 0.25}
+    assert not held & {snap.ids[i] for i in part.X_train.index}
+    # a row's side depends on its id alone: not on the order, not on the other rows
+    assert id_positions(snap.ids[::-1])[::-1].tolist() == snap.positions.tolist()
+    assert id_positions(["LP001002"]).tolist() == id_positions(["LP001002", "x"])[:1].tolist()
 
 
 def test_model_beats_the_majority_baseline(spec: DatasetSpec, loan_store: Store) -> None:
@@ -115,13 +133,9 @@ def test_model_beats_the_majority_baseline(spec: DatasetSpec, loan_store: Store)
 def test_imputation_statistics_come_from_the_training_split_only(
     spec: DatasetSpec, loan_store: Store
 ) -> None:
-    from sklearn.model_selection import train_test_split
-
     snap = load_snapshot(loan_store, spec)
     model = fit(snap, spec, TrainConfig()).pipeline
-    X_train, _, _, _ = train_test_split(
-        snap.X, snap.y, test_size=0.2, stratify=snap.y, random_state=42
-    )
+    X_train = snap.X[snap.positions >= 0.2]
     imputer = model.named_steps["features"].named_transformers_["num"].named_steps["impute"]
     assert list(imputer.statistics_) == list(X_train[spec.numeric_features].median())
 

@@ -7,8 +7,8 @@ themselves on the app when imported, in the pipeline's order (the order of `--he
 # isort: skip_file
 
 from mlcycle.cli.base import app, main
-from mlcycle.cli import project, etl, stream, train, serve, monitor, admin
+from mlcycle.cli import project, etl, stream, train, models, serve, monitor, admin
 from mlcycle.cli.monitor import parse_since
 
 __all__ = ["admin", "app", "etl", "main", "monitor", "parse_since", "project", "serve"]
-__all__ += ["stream", "train"]
+__all__ += ["models", "stream", "train"]

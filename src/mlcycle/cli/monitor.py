@@ -108,7 +108,9 @@ def monitor(
                 since=start,
                 last=last,
                 retrain=retrain,
-                train=lambda: run_train(config, spec, cfg, store),
+                train=lambda: run_train(
+                    config, spec, cfg, store, by="monitor --retrain", new_data_only=True
+                ),
             )
         )
         if html is not None and result is not None:

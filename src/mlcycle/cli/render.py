@@ -12,9 +12,11 @@ from mlcycle.cli.base import console
 from mlcycle.config import redact_text
 
 if TYPE_CHECKING:
+    from mlcycle.decisions import Event
     from mlcycle.doctor import Check
     from mlcycle.etl.pipeline import EtlSummary
     from mlcycle.monitor.report import MonitorReport
+    from mlcycle.registry import VersionRow
     from mlcycle.train.train import TrainResult
 
 
@@ -60,24 +62,20 @@ def data_profile(name: str, report: dict[str, Any]) -> None:
 
 
 def train_result(result: TrainResult) -> None:
-    champ = result.champion_before
-    table = Table(title=f"{result.model_name} v{result.version} on {result.rows:,} rows")
-    for col in (
-        "metric",
-        "candidate",
-        "baseline (majority)",
-        f"champion v{champ['version']}" if champ else "champion",
-    ):
-        table.add_column(col, justify="right")
-    for metric, value in result.metrics.items():
-        other = champ["metrics"].get(metric) if champ else None
-        table.add_row(
-            metric,
-            f"{value:.4f}",
-            f"{result.baseline[metric]:.4f}",
-            "—" if other is None else f"{other:.4f}",
+    if result.skipped:
+        console.print(f"nothing trained: {result.skipped}", highlight=False)
+        console.print(f"champion: v{result.champion_after or ' none'}", highlight=False)
+        return
+    judged = result.evaluation or {}
+    console.print(
+        comparison(
+            f"{result.model_name} v{result.version} on {result.rows:,} rows",
+            "candidate",
+            result.champion_before["version"] if result.champion_before else None,
+            judged,
         )
-    console.print(table)
+    )
+    evaluation_line(judged)
     cv = result.cv
     console.print(
         f"{result.params.get('cv_folds')}-fold CV on the training part: "
@@ -88,6 +86,40 @@ def train_result(result: TrainResult) -> None:
     verdict = "[green]promoted[/]" if result.decision["promote"] else "[yellow]not promoted[/]"
     console.print(f"gate: {verdict}: {result.decision['reason']}")
     console.print(f"champion: v{result.champion_after} · {result.run_url}", highlight=False)
+
+
+def evaluation_line(judged: dict[str, Any]) -> None:
+    """Which rows a comparison rests on, and any caveat."""
+    rows = judged.get("set", {})
+    console.print(
+        f"evaluated on {rows.get('rows', 0):,} hold-out rows (set {str(rows.get('hash'))[:12]}, "
+        f"{rows.get('holdout')}) that neither model learned from",
+        highlight=False,
+    )
+    for note in judged.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
+
+
+def comparison(title: str, label: str, champion: str | None, judged: dict[str, Any]) -> Table:
+    """Both models' metrics on one evaluation set, beside the majority-class baseline."""
+    table = Table(title=title)
+    rival = judged.get("champion") or {}
+    for col in (
+        "metric",
+        label,
+        "baseline (majority)",
+        f"champion v{champion}" if champion else "champion",
+    ):
+        table.add_column(col, justify="right")
+    for metric, value in (judged.get("candidate") or {}).items():
+        other = rival.get(metric)
+        table.add_row(
+            metric,
+            f"{value:.4f}",
+            f"{judged['baseline'][metric]:.4f}",
+            "—" if other is None else f"{other:.4f}",
+        )
+    return table
 
 
 def monitor_report(report: MonitorReport, html: Path | None = None) -> None:
@@ -137,7 +169,13 @@ def _performance(report: MonitorReport) -> None:
 
 def _retrain(report: MonitorReport) -> None:
     retrain = report.retrain or {}
-    if retrain.get("triggered"):
+    if retrain.get("skipped"):
+        console.print(
+            f"retrain policy fires ({retrain['reason']}) but nothing was trained: "
+            f"{retrain['skipped']}",
+            highlight=False,
+        )
+    elif retrain.get("triggered"):
         if retrain.get("error"):
             console.print(f"retraining failed: {retrain['error']}", highlight=False)
         else:
@@ -162,3 +200,50 @@ def doctor_checks(checks: list[Check], secrets: tuple[str, ...]) -> None:
             Text(redact_text(c.fix, secrets)),
         )
     console.print(table)
+
+
+def versions(name: str, rows: list[VersionRow]) -> None:
+    table = Table(title=f"{name}: {len(rows)} version(s)")
+    for col in ("version", "created", "rows", "data", "roc_auc", "accuracy", "gate", "aliases"):
+        table.add_column(col, justify="right" if col in ("rows", "roc_auc", "accuracy") else "left")
+    for r in rows:
+        table.add_row(
+            f"v{r.version}" + ("" if r.servable is not False else " (not servable)"),
+            r.created.replace("+00:00", "Z"),
+            "—" if r.rows is None else f"{r.rows:,}",
+            (r.data_hash or "—")[:12],
+            _number(r.metrics.get("roc_auc")),
+            _number(r.metrics.get("accuracy")),
+            r.gate or "—",
+            ", ".join(r.aliases),
+        )
+    console.print(table)
+    for r in rows:
+        if r.reason:
+            console.print(f"v{r.version}: {r.reason}", highlight=False)
+
+
+def history(name: str, events: list[Event]) -> None:
+    if not events:
+        console.print(f"{name}: no decision recorded yet", highlight=False)
+        return
+    table = Table(title=f"{name}: {len(events)} decision(s), oldest first")
+    for col in ("when", "action", "alias", "from", "to", "by", "evaluation", "reason"):
+        table.add_column(col)
+    for e in events:
+        rows = (e.evaluation or {}).get("set") or {}
+        table.add_row(
+            e.at[:19].replace("T", " "),
+            e.action,
+            e.alias,
+            f"v{e.before}" if e.before else "—",
+            f"v{e.after}" if e.after else "—",
+            f"{e.by} ({e.user})",
+            f"{rows['rows']:,} rows {str(rows.get('hash'))[:8]}" if rows.get("rows") else "—",
+            e.reason,
+        )
+    console.print(table)
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"

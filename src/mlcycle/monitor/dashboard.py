@@ -273,6 +273,8 @@ def _retraining(report: MonitorReport) -> str:
     retrain = report.retrain or {}
     if retrain.get("error"):
         outcome = f" → retraining failed: {_e(retrain['error'])}"
+    elif retrain.get("skipped"):
+        outcome = f" → nothing trained: {_e(retrain['skipped'])}"
     elif retrain.get("triggered"):
         outcome = (
             f" → training run {_e(retrain.get('run_id'))}, version {_e(retrain.get('version'))}, "

@@ -418,17 +418,19 @@ def run_monitor(
         logger.info("retraining: %s", report["retrain"]["reason"])
         try:
             outcome = train()
-            report["retrain"].update(
-                triggered=True,
-                run_id=outcome.run_id,
-                version=outcome.version,
-                promoted=bool(outcome.decision["promote"]),
-                gate=outcome.decision["reason"],
-            )
+            if outcome.skipped:
+                report["retrain"].update(triggered=False, skipped=outcome.skipped)
+            else:
+                report["retrain"].update(
+                    triggered=True,
+                    run_id=outcome.run_id,
+                    version=outcome.version,
+                    promoted=bool(outcome.decision["promote"]),
+                    gate=outcome.decision["reason"],
+                )
         except MlcycleError as err:
             report["retrain"].update(triggered=True, error=str(err))
-    else:
-        report["retrain"]["triggered"] = False
+    report["retrain"].setdefault("triggered", False)
     report["seconds"] = round(time.perf_counter() - started, 3)
     typed = _stored(store, spec, report)
     return MonitorResult(typed, VERDICT_EXIT[typed.verdict])

@@ -1,19 +1,15 @@
-"""How a model is judged: hold-out metrics with the meanings the gate and the reports
-use, the CV scorers with the same meanings, and the champion re-scored on a candidate's
-hold-out so both are judged on the same rows."""
+"""How a model is measured: hold-out metrics with the meanings the gate and the reports
+use, and the CV scorers with the same meanings (`judge` compares two models with them)."""
 
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlcycle import registry
 from mlcycle.spec import DatasetSpec
-from mlcycle.train.mlflow_model import load_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -82,26 +78,3 @@ def cv_scorers(positive: int | None) -> dict[str, Any]:
         "roc_auc": "roc_auc",
         "f1": make_scorer(f1_score, pos_label=positive, zero_division=0),
     }
-
-
-def rescore(
-    current: registry.VersionInfo,
-    X: pd.DataFrame,
-    y: np.ndarray,
-    positive: int | None,
-    classes: list[int],
-) -> dict[str, float]:
-    """The champion's metrics on the candidate's hold-out, so both are judged on the same
-    rows; falls back to its logged metrics if it cannot be loaded."""
-    try:
-        model = load_pipeline(f"models:/{current.name}/{current.version}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            return evaluate(model, X, y, positive, classes)
-    except Exception as err:  # a broken or foreign model must not block training
-        logger.warning(
-            "could not re-score champion v%s (%s); using its logged metrics", current.version, err
-        )
-        return {
-            k.removeprefix("test_"): v for k, v in current.metrics.items() if k.startswith("test_")
-        }

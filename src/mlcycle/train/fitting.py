@@ -56,22 +56,29 @@ class FitResult:
         return self.split.y_test
 
 
-def split(snapshot: Snapshot, cfg: TrainConfig) -> Split:
-    """A stratified hold-out of `cfg.test_size` and `cfg.cv_folds` stratified folds, both
-    seeded: the same snapshot and config give the same rows."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
+def split(snapshot: Snapshot, cfg: TrainConfig, names: dict[int, str] | None = None) -> Split:
+    """The stable hold-out (`mlcycle.train.holdout`: the rows whose id hashes below
+    `cfg.test_size`) and `cfg.cv_folds` stratified, seeded folds over the rest: the same
+    rows give the same split, and a row stays on its side as the data grows."""
+    from sklearn.model_selection import StratifiedKFold
 
-    min_class = int(np.bincount(snapshot.y).min())
-    if min_class < cfg.cv_folds + 1:
-        raise TrainingError(
-            f"the smaller class has {min_class} rows: too few for a hold-out and "
-            f"{cfg.cv_folds}-fold CV (need more than {cfg.cv_folds})"
-        )
-    X_train, X_test, y_train, y_test = train_test_split(
-        snapshot.X, snapshot.y, test_size=cfg.test_size, stratify=snapshot.y, random_state=cfg.seed
-    )
+    held = snapshot.positions < cfg.test_size
+    names = names or {}
+    for part, where in (("hold-out", held), ("training part", ~held)):
+        counts = np.bincount(snapshot.y[where], minlength=int(snapshot.y.max()) + 1)
+        need = 1 if part == "hold-out" else cfg.cv_folds + 1
+        short = [c for c in np.unique(snapshot.y) if counts[c] < need]
+        if short:
+            which = ", ".join(f"{names.get(int(c), int(c))!r} ({counts[c]})" for c in short)
+            raise TrainingError(
+                f"the {part} ({int(where.sum())} of {len(snapshot.y)} rows; the hold-out is "
+                f"the rows whose id hashes below test_size {cfg.test_size:g}) has too few "
+                f"rows of class {which}: need at least {need} each"
+                + (f" for {cfg.cv_folds}-fold CV" if part != "hold-out" else "")
+                + "; load more labelled rows or change test_size"
+            )
     folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-    return Split(X_train, X_test, y_train, y_test, folds)
+    return Split(snapshot.X[~held], snapshot.X[held], snapshot.y[~held], snapshot.y[held], folds)
 
 
 def _search(
@@ -127,7 +134,8 @@ def fit(
     assert spec.target is not None
     positive = positive_class(spec)
     classes = [int(c) for c in np.unique(snapshot.y)]  # the classes the data has
-    part = split(snapshot, cfg)
+    names = {v: k for k, v in spec.target.labels.items()}
+    part = split(snapshot, cfg, names)
     width = encoding_footprint(snapshot.X, spec, cfg.model, available_memory())
     pipeline = build_pipeline(spec, cfg.model, cfg.seed, width)
     best: dict[str, Any] = {}

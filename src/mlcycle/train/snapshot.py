@@ -16,6 +16,7 @@ from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
 from mlcycle.store.base import BATCHES, Store
 from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.features import model_frame
+from mlcycle.train.holdout import EvaluationSet, evaluation_set, id_positions
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class Snapshot:
     data_hash: str
     batch_ids: list[str]
     batch_statuses: dict[str, str] = field(default_factory=dict)
+    row_hashes: list[str] = field(default_factory=list)
+    """Each row's content hash (the ETL's `_hash`), in the order of `ids`."""
+    positions: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """Each id's hold-out position (`mlcycle.train.holdout.id_positions`)."""
+
+    def evaluation_set(self, fraction: float) -> EvaluationSet:
+        """The hold-out rows below `fraction`: the rows a decision is measured on."""
+        return evaluation_set(self.X, self.y, self.ids, self.row_hashes, self.positions, fraction)
 
 
 def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Snapshot:
@@ -84,14 +93,18 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
             f"±{NUMBER_LIMIT:g}): {where}. Fix them at the source and rerun `mlcycle etl`"
         )
     batch_ids = sorted(frame["_batch_id"].dropna().astype(str).unique().tolist())
+    ids = frame[spec.id_column].astype(str).tolist()
+    row_hashes = frame["_hash"].astype(str).tolist()
     digest = hashlib.sha256()
-    for ident, h in zip(frame[spec.id_column].astype(str), frame["_hash"].astype(str), strict=True):
+    for ident, h in zip(ids, row_hashes, strict=True):
         digest.update(f"{ident}\t{h}\n".encode())
     return Snapshot(
         X=X,
         y=y.to_numpy(dtype=np.int64),
-        ids=frame[spec.id_column].astype(str).tolist(),
+        ids=ids,
         data_hash=digest.hexdigest(),
+        row_hashes=row_hashes,
+        positions=id_positions(ids),
         batch_ids=batch_ids,
         batch_statuses={
             str(b["_id"]): str(b.get("status"))

@@ -86,16 +86,18 @@ def write_evaluation(
     spec: DatasetSpec,
     cfg: TrainConfig,
     fitted: FitResult,
-    champion_before: dict[str, Any] | None,
+    judged: dict[str, Any],
 ) -> None:
-    """The run's `evaluation/` artifacts, written into `out`."""
+    """The run's `evaluation/` artifacts, written into `out`: `metrics.json` holds the
+    hold-out, baseline and CV metrics and `judged`, the gate's evidence (the evaluation
+    set and both models' metrics on it)."""
     (out / "metrics.json").write_text(
         json.dumps(
             {
                 "test": fitted.metrics,
                 "baseline": fitted.baseline,
                 "cv": fitted.cv,
-                "champion_before": champion_before,
+                "judged": judged,
             },
             indent=2,
         )

@@ -3,32 +3,37 @@ sequence of steps each in its own module:
 
 1. read (`snapshot`): the newest labelled rows from the store, checked;
 2. split and 3. fit (`fitting`): a stratified hold-out, k-fold CV, the pipeline;
-4. evaluate (`evaluation`): hold-out metrics beside a majority-class baseline and the
-   current champion re-scored on the same hold-out;
-5. export (`package`): the serving bundle (`mlcycle.bundle`) and monitoring reference;
+4. export (`package`): the serving bundle (`mlcycle.bundle`) and monitoring reference;
+5. judge (`judge`): candidate and champion scored on the same evaluation rows, the gate's
+   verdict;
 6. track and register (`tracking`, `mlflow_model`): the MLflow run, the model version;
-7. gate (`mlcycle.gate`): promote to the `champion` alias, or record why not.
+7. decide: promote to the `champion` alias, or record why not (`mlcycle.decisions`).
+
+Before step 2, a model that already exists is not trained again: the same data, spec,
+config and code as a registered version (`training_identity`) is reported, recorded and
+skipped; `monitor --retrain` also skips when the champion learned from the same rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcycle import registry
+from mlcycle import __version__, decisions, registry
 from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
 from mlcycle.bundle import META_FILE, ServingMeta, write_profile
 from mlcycle.config import Settings
 from mlcycle.engine import LOCAL, Engine
-from mlcycle.gate import Decision, should_promote
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
+from mlcycle.train import holdout
 from mlcycle.train.config import TrainConfig
-from mlcycle.train.evaluation import positive_class, rescore
 from mlcycle.train.fitting import FitResult, fit
+from mlcycle.train.judge import HOLDOUT_TAG, Contender, Verdict, judge, registered
 from mlcycle.train.mlflow_model import log_pyfunc, log_training_input, raw_example
 from mlcycle.train.package import reference, serving_bundle
 from mlcycle.train.snapshot import Snapshot, load_snapshot
@@ -37,12 +42,15 @@ from mlcycle.train.tracking import run_params, run_tags, run_url, write_evaluati
 logger = logging.getLogger(__name__)
 
 
+IDENTITY_TAG = registry.TAG + "training_identity"
+
+
 @dataclass
 class TrainResult:
-    run_id: str
-    run_url: str
+    run_id: str | None
+    run_url: str | None
     model_name: str
-    version: str
+    version: str | None
     rows: int
     data_hash: str
     metrics: dict[str, float]
@@ -52,19 +60,14 @@ class TrainResult:
     decision: dict[str, Any]
     champion_after: str | None
     params: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    """The decision's evidence: the evaluation set (rows, hash) and both models' metrics
+    on it (`judge.Verdict.record`)."""
+    skipped: str | None = None
+    """Why nothing was trained (the same model exists; no new labelled rows)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class Compared:
-    """The champion the candidate is compared with: its metrics on the candidate's
-    hold-out, or why they cannot be compared (another input contract)."""
-
-    current: registry.VersionInfo | None
-    before: dict[str, Any] | None = None
-    contract_change: str | None = None
 
 
 @dataclass
@@ -73,31 +76,53 @@ class Logged:
 
     run_id: str
     version: str
-    meta: ServingMeta
     params: dict[str, Any]
 
 
+def training_identity(spec: DatasetSpec, cfg: TrainConfig, data_hash: str) -> str:
+    """What makes two trainings the same model: the rows, the spec, the config's model
+    part (not the gate or the monitor) and the code's version."""
+    part = cfg.model_dump(mode="json", exclude={"gate", "monitor"})
+    text = "\n".join([data_hash, spec.fingerprint, repr(sorted(part.items())), __version__])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def run_train(
-    settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store, engine: Engine = LOCAL
+    settings: Settings,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    store: Store,
+    engine: Engine = LOCAL,
+    by: str = "train",
+    new_data_only: bool = False,
+    again: bool = False,
 ) -> TrainResult:
-    """The training stage; see the module docstring."""
+    """The training stage; see the module docstring. `by` names the command or policy
+    recorded with the decision; `new_data_only` (`monitor --retrain`) skips when the
+    champion learned from the same rows; `again` trains even a model that exists."""
     assert spec.target is not None
     client = registry.connect(settings)  # fail fast if tracking is unreachable
     snapshot = load_snapshot(store, spec, engine)
+    name = spec.registered_model
+    current = registry.champion(client, name)
+    why = None if again else unchanged(client, spec, cfg, snapshot, current, new_data_only)
+    if why is not None:
+        return skipped(client, spec, snapshot, current, why, by)
     logger.info(
         "training on %d labelled rows (data %s)", len(snapshot.ids), snapshot.data_hash[:12]
     )
     fitted = fit(snapshot, spec, cfg, engine)
-    name = spec.registered_model
-    compared = compare_champion(registry.champion(client, name), spec, fitted)
     experiment_id = registry.ensure_experiment(client, spec.experiment_name, settings)
-    logged = log_run(settings, spec, cfg, store, snapshot, fitted, compared, experiment_id)
-    decision = gate(cfg, fitted, compared, logged.meta)
-    record_decision(client, spec, logged, decision, snapshot)
-    if decision.promote:
-        previous = compared.current.version if compared.current else None
-        registry.set_champion(client, name, logged.version, previous)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / BUNDLE_FOLDER
+        meta = serving_bundle(fitted.pipeline, spec, snapshot, folder)
+        verdict = judge_candidate(client, spec, cfg, snapshot, fitted, meta, current)
+        logged = log_run(
+            settings, spec, cfg, store, snapshot, fitted, verdict, experiment_id, folder, meta
+        )
+    record_decision(client, spec, cfg, logged, verdict, snapshot, meta, current, by)
     after = registry.champion(client, name)
+    champ = verdict.champion
     return TrainResult(
         run_id=logged.run_id,
         run_url=run_url(settings, experiment_id, logged.run_id),
@@ -108,34 +133,107 @@ def run_train(
         metrics=fitted.metrics,
         baseline=fitted.baseline,
         cv=fitted.cv,
-        champion_before=compared.before,
+        champion_before=None
+        if current is None
+        else {"version": current.version, "metrics": champ or {}},
         decision={
-            "promote": decision.promote,
-            "reason": decision.reason,
+            "promote": verdict.decision.promote,
+            "reason": verdict.decision.reason,
             "metric": cfg.gate.metric,
         },
         champion_after=after.version if after else None,
         params=logged.params,
+        evaluation=verdict.record(),
     )
 
 
-def compare_champion(
-    current: registry.VersionInfo | None, spec: DatasetSpec, fitted: FitResult
-) -> Compared:
-    """Step 4's second half: the champion re-scored on the candidate's hold-out, when both
-    read the same inputs (the same spec contract)."""
-    if current is None:
-        return Compared(None)
-    theirs = current.tags.get(registry.CONTRACT_TAG)
-    if theirs != spec.contract_hash:
-        change = (
-            f"spec contract {spec.contract_hash[:12]} vs champion v{current.version}'s "
-            f"{(theirs or 'none recorded')[:12]}"
+def unchanged(
+    client: Any,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    snapshot: Snapshot,
+    current: registry.VersionInfo | None,
+    new_data_only: bool,
+) -> str | None:
+    """Why training would add nothing, or None: a registered version is this very model
+    (same rows, spec, config and code), or (`new_data_only`) the champion learned from
+    these rows already."""
+    learned = current.tags.get(registry.TAG + "data_hash") if current else None
+    if new_data_only and current is not None and learned == snapshot.data_hash:
+        return (
+            f"no new labelled data: champion v{current.version} was trained on these "
+            f"{len(snapshot.ids):,} rows (data {snapshot.data_hash[:12]})"
         )
-        return Compared(current, {"version": current.version, "metrics": {}}, change)
-    classes = [int(c) for c in fitted.pipeline.classes_]
-    metrics = rescore(current, fitted.x_test, fitted.y_test, positive_class(spec), classes)
-    return Compared(current, {"version": current.version, "metrics": metrics})
+    identity = training_identity(spec, cfg, snapshot.data_hash)
+    for mv in client.search_model_versions(registry.name_filter(spec.registered_model)):
+        if (mv.tags or {}).get(IDENTITY_TAG) == identity:
+            return (
+                f"v{mv.version} is this model already: trained on the same "
+                f"{len(snapshot.ids):,} rows (data {snapshot.data_hash[:12]}) with the same "
+                "spec, config and code; no new version registered (train --again trains "
+                "and registers it anyway)"
+            )
+    return None
+
+
+def skipped(
+    client: Any,
+    spec: DatasetSpec,
+    snapshot: Snapshot,
+    current: registry.VersionInfo | None,
+    why: str,
+    by: str,
+) -> TrainResult:
+    """Nothing trained: the cause is recorded (when there is a registered model)."""
+    logger.info("nothing to train: %s", why)
+    name = spec.registered_model
+    champ = current.version if current else None
+    if registry.model_exists(client, name):
+        with registry.refused_as_error(f"record a decision on {name}"):
+            decisions.record(
+                client,
+                name,
+                decisions.Event(action="skip", before=champ, after=champ, by=by, reason=why),
+            )
+    return TrainResult(
+        run_id=None,
+        run_url=None,
+        model_name=name,
+        version=None,
+        rows=len(snapshot.ids),
+        data_hash=snapshot.data_hash,
+        metrics={},
+        baseline={},
+        cv={},
+        champion_before=None,
+        decision={"promote": False, "reason": why, "metric": None},
+        champion_after=champ,
+        skipped=why,
+    )
+
+
+def judge_candidate(
+    client: Any,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    snapshot: Snapshot,
+    fitted: FitResult,
+    meta: ServingMeta,
+    current: registry.VersionInfo | None,
+) -> Verdict:
+    """Step 5: the candidate and the champion on the same evaluation rows."""
+    candidate = Contender(
+        "candidate",
+        None,
+        fitted.pipeline,
+        cfg.test_size,
+        spec.contract_hash,
+        None
+        if meta.runtime == "onnx"
+        else f"no ONNX graph matching scikit-learn ({meta.onnx_note})",
+    )
+    rival = registered(client, current) if current is not None else None
+    return judge(snapshot, spec, cfg.gate, candidate, rival)
 
 
 def log_run(
@@ -145,30 +243,31 @@ def log_run(
     store: Store,
     snapshot: Snapshot,
     fitted: FitResult,
-    compared: Compared,
+    verdict: Verdict,
     experiment_id: str,
+    folder: Path,
+    meta: ServingMeta,
 ) -> Logged:
-    """Steps 5 and 6: the MLflow run with its evaluation, the serving bundle and the
-    pyfunc model, registered as a new version."""
+    """Step 6: the MLflow run with its evaluation, the serving bundle (exported into
+    `folder`) and the pyfunc model, registered as a new version."""
     import mlflow
 
     assert spec.target is not None
     params = run_params(spec, cfg, snapshot, fitted)
     tags = run_tags(settings, spec, cfg, snapshot)
-    with (
-        mlflow.start_run(experiment_id=experiment_id, tags=tags) as run,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        out = Path(tmp)
+    tags[HOLDOUT_TAG] = holdout.tag_value(cfg.test_size)
+    tags[IDENTITY_TAG] = training_identity(spec, cfg, snapshot.data_hash)
+    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+        out = folder.parent
         mlflow.log_params(params)
         mlflow.log_metrics({f"test_{k}": v for k, v in fitted.metrics.items()})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in fitted.baseline.items()})
         mlflow.log_metrics(fitted.cv)
-        write_evaluation(out, spec, cfg, fitted, compared.before)
-        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+        evaluation = out / "evaluation"
+        evaluation.mkdir()
+        write_evaluation(evaluation, spec, cfg, fitted, verdict.record())
+        mlflow.log_artifacts(str(evaluation), artifact_path="evaluation")
         log_training_input(spec, store.name, repr(store), snapshot)
-        folder = out / BUNDLE_FOLDER
-        meta = serving_bundle(fitted.pipeline, spec, snapshot, folder)
         profile = reference(
             fitted.pipeline, snapshot, fitted.x_test.index, spec, cfg, fitted.metrics
         )
@@ -186,33 +285,52 @@ def log_run(
             spec.registered_model,
             out,
         )
-        return Logged(run.info.run_id, str(info.registered_model_version), meta, params)
-
-
-def gate(cfg: TrainConfig, fitted: FitResult, compared: Compared, meta: ServingMeta) -> Decision:
-    """Step 7: the quality gate's verdict on the candidate."""
-    metric = str(cfg.gate.metric)
-    return should_promote(
-        {metric: fitted.metrics[metric]},
-        fitted.baseline,
-        compared.before["metrics"] if compared.before else None,
-        cfg.gate,
-        contract_change=compared.contract_change,
-        runtime_problem=None
-        if meta.runtime == "onnx"
-        else f"no ONNX graph matching scikit-learn ({meta.onnx_note})",
-    )
+        return Logged(run.info.run_id, str(info.registered_model_version), params)
 
 
 def record_decision(
-    client: Any, spec: DatasetSpec, logged: Logged, decision: Decision, snapshot: Snapshot
+    client: Any,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    logged: Logged,
+    verdict: Verdict,
+    snapshot: Snapshot,
+    meta: ServingMeta,
+    current: registry.VersionInfo | None,
+    by: str,
 ) -> None:
-    """The gate's verdict and the version's lineage, on the registered version."""
-    name, version = spec.registered_model, logged.version
-    verdict = "promoted" if decision.promote else "rejected"
-    client.set_model_version_tag(name, version, registry.CONTRACT_TAG, spec.contract_hash)
-    client.update_model_version(name, version, description=f"gate: {verdict}: {decision.reason}")
-    client.set_model_version_tag(name, version, registry.TAG + "gate_decision", verdict)
-    client.set_model_version_tag(name, version, registry.TAG + "gate_reason", decision.reason)
-    client.set_model_version_tag(name, version, registry.TAG + "data_hash", snapshot.data_hash)
-    client.set_model_version_tag(name, version, registry.RUNTIME_TAG, logged.meta.runtime)
+    """Step 7: the verdict and the version's lineage on the registered version, the
+    decision in the record, and the alias moved when the gate passed."""
+    name, version, decision = spec.registered_model, logged.version, verdict.decision
+    verdict_word = "promoted" if decision.promote else "rejected"
+    tags = {
+        registry.CONTRACT_TAG: spec.contract_hash,
+        registry.TAG + "gate_decision": verdict_word,
+        registry.TAG + "gate_reason": decision.reason,
+        registry.TAG + "data_hash": snapshot.data_hash,
+        registry.TAG + "row_count": str(len(snapshot.ids)),
+        registry.RUNTIME_TAG: meta.runtime,
+        HOLDOUT_TAG: holdout.tag_value(cfg.test_size),
+        IDENTITY_TAG: training_identity(spec, cfg, snapshot.data_hash),
+        registry.TAG + "eval_rows": str(verdict.evaluation["rows"]),
+        registry.TAG + "eval_hash": verdict.evaluation["hash"],
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(
+        name, version, description=f"gate: {verdict_word}: {decision.reason}"
+    )
+    previous = current.version if current else None
+    event = decisions.Event(
+        action="promote" if decision.promote else "refuse",
+        before=previous,
+        after=version if decision.promote else previous,
+        candidate=version,
+        by=by,
+        reason=decision.reason,
+        evaluation={**verdict.record(), "metric": cfg.gate.metric},
+    )
+    if decision.promote:
+        registry.set_champion(client, name, version, previous, event=event)
+    else:
+        decisions.record(client, name, event)

@@ -1,0 +1,88 @@
+"""The one evaluation protocol: a hold-out that stays put as the data grows.
+
+A row is in the hold-out when the hash of its id falls below the hold-out fraction
+(`test_size`). The hash ignores the seed, the row order and every other row, so a row is
+hold-out forever and a new row falls on either side by its own hash: no model ever
+learns from a row another model (with the same or a larger fraction) is judged on. Two
+models are compared on the rows both held out: those below the smaller of their two
+fractions. That set is named by its row count and a hash of its ids and row hashes, so
+the same two versions on the same evaluation set always get the same verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SCHEME = "id-blake2b/v1"
+"""Names the hash; recorded with every version so a change of scheme is never silent."""
+_PERSON = b"mlcycle-holdout"
+_SCALE = float(2**64)
+
+
+def id_positions(ids: Iterable[str]) -> np.ndarray:
+    """Each id's place in [0, 1): a keyed BLAKE2b hash of the id's text, scaled."""
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, person=_PERSON).digest())
+            / _SCALE
+            for i in ids
+        ),
+        dtype=np.float64,
+    )
+
+
+def tag_value(fraction: float) -> str:
+    """How a version records its hold-out: `<scheme>:<fraction>`."""
+    return f"{SCHEME}:{fraction:g}"
+
+
+def fraction_of(tags: Mapping[str, str], tag: str) -> float | None:
+    """The hold-out fraction a version recorded, or None when it predates this scheme
+    (its hold-out is unknown: it may have learned from any row)."""
+    value = tags.get(tag, "")
+    scheme, _, fraction = value.rpartition(":")
+    if scheme != SCHEME:
+        return None
+    try:
+        return float(fraction)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """The rows a decision rests on, and their name."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    fraction: float
+    rows: int
+    hash: str
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "rows": self.rows,
+            "hash": self.hash,
+            "holdout": tag_value(self.fraction),
+        }
+
+
+def evaluation_set(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    ids: list[str],
+    row_hashes: list[str],
+    positions: np.ndarray,
+    fraction: float,
+) -> EvaluationSet:
+    """The rows whose id position is below `fraction`, with their hash."""
+    mask = positions < fraction
+    digest = hashlib.sha256()
+    for k in np.flatnonzero(mask):
+        digest.update(f"{ids[k]}\t{row_hashes[k]}\n".encode())
+    return EvaluationSet(X[mask], y[mask], fraction, int(mask.sum()), digest.hexdigest())

@@ -1,0 +1,145 @@
+"""`mlcycle promote`: judge a registered version against the champion on the same rows,
+then move an alias (`champion`, or `challenger` for a shadow) with the decision recorded.
+
+A champion is moved only when the gate passes, or with `--force --reason`. A challenger
+is never answered with, so it needs no pass: it is set with the same comparison recorded
+(the evidence its later promotion, or removal, is weighed against).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from mlcycle import decisions, registry
+from mlcycle.errors import BadInput, GateRefused, Unservable
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import Store
+from mlcycle.train.config import TrainConfig
+from mlcycle.train.judge import Verdict, judge, registered
+from mlcycle.train.snapshot import load_snapshot
+
+logger = logging.getLogger(__name__)
+
+ALIASES = (registry.CHAMPION, registry.CHALLENGER)
+
+
+@dataclass
+class Judged:
+    """A version judged against the champion (`verdict` None: it is the champion)."""
+
+    name: str
+    alias: str
+    target: registry.VersionInfo
+    champion: registry.VersionInfo | None
+    holder: registry.VersionInfo | None
+    """Who holds `alias` now (the champion, or the current challenger)."""
+    verdict: Verdict | None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.holder is not None and self.holder.version == self.target.version
+
+
+def judge_version(
+    client: Any, store: Store, spec: DatasetSpec, cfg: TrainConfig, version: str, alias: str
+) -> Judged:
+    """Load `version` and the champion and score both on the store's evaluation rows."""
+    if alias not in ALIASES:
+        raise BadInput(f"--as must be one of {', '.join(ALIASES)}, not {alias!r}")
+    name = spec.registered_model
+    target = registry.get_version(client, name, version=version)
+    champion = registry.champion(client, name)
+    holder = champion if alias == registry.CHAMPION else registry.holder(client, name, alias)
+    judged = Judged(name, alias, target, champion, holder, None)
+    if judged.unchanged:
+        return judged
+    if alias == registry.CHALLENGER and champion and champion.version == target.version:
+        raise BadInput(f"{name} v{version} is the champion: a challenger is another version")
+    logger.info("checking that %s v%s can be served", name, version)
+    if (why := registry.unservable(client, name, target.version)) is not None:
+        raise Unservable(f"{name} v{version} cannot be made {alias}: {why}")
+    logger.info("reading the evaluation rows of %s from the %s store", spec.name, store.name)
+    snapshot = load_snapshot(store, spec)
+    rival = registered(client, champion) if champion is not None else None
+    judged.verdict = judge(
+        snapshot, spec, cfg.gate, registered(client, target), rival, cfg.test_size
+    )
+    return judged
+
+
+def apply(
+    client: Any, judged: Judged, metric: str, force: bool, reason: str | None
+) -> decisions.Event:
+    """Record the decision on `judged` and move the alias (or raise GateRefused)."""
+    verdict = judged.verdict
+    assert verdict is not None
+    reason = reason.strip() if reason else None
+    before = judged.holder.version if judged.holder else None
+    evaluation = {**verdict.record(), "metric": metric}
+    passed = verdict.decision.promote
+    if judged.alias == registry.CHALLENGER:
+        why = f"shadow beside the champion; the gate says: {verdict.decision.reason}"
+        event = _event(
+            "promote", judged, before, "promote --as challenger", reason, why, evaluation
+        )
+    elif not passed and not force:
+        decisions.record(
+            client,
+            judged.name,
+            decisions.Event(
+                action="refuse",
+                before=before,
+                after=before,
+                candidate=judged.target.version,
+                by="promote",
+                reason=verdict.decision.reason,
+                evaluation=evaluation,
+            ),
+        )
+        raise GateRefused(
+            f"the gate refuses v{judged.target.version} ({verdict.decision.reason}); "
+            "use --force --reason '...' to promote it anyway"
+        )
+    elif not passed:
+        why = f"over the gate: {verdict.decision.reason}"
+        event = _event("force", judged, before, "promote --force", reason, why, evaluation)
+    else:
+        event = _event(
+            "promote", judged, before, "promote", reason, verdict.decision.reason, evaluation
+        )
+    registry.set_champion(
+        client,
+        judged.name,
+        judged.target.version,
+        before,
+        forced_reason=reason if event.action == "force" else None,
+        event=event,
+        alias=judged.alias,
+    )
+    if judged.alias == registry.CHAMPION:
+        registry.retire_challenger(client, judged.name, judged.target.version, event.by)
+    return event
+
+
+def _event(
+    action: decisions.Action,
+    judged: Judged,
+    before: str | None,
+    by: str,
+    reason: str | None,
+    why: str,
+    evaluation: dict[str, Any],
+) -> decisions.Event:
+    said = f"{reason} ({why})" if reason else why
+    return decisions.Event(
+        action=action,
+        alias=judged.alias,
+        before=before,
+        after=judged.target.version,
+        candidate=judged.target.version,
+        by=by,
+        reason=said,
+        evaluation=evaluation,
+    )

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     serve_port: int = 8000
     serve_workers: int = 1
     model_alias: str = "champion"
+    shadow_alias: str = "challenger"
+    """The alias the server scores in shadow beside the served one, off the request path,
+    its predictions logged (never answered); empty: no shadow (MLCYCLE_SHADOW_ALIAS)."""
+    shadow_queue: int = Field(default=256, ge=1)
+    """Requests waiting for the shadow at most; past it they are not shadowed (counted)."""
     wait_for_model: bool = False
     """`serve` starts without a model and answers 503 until one is promoted (containers);
     off, it refuses to start and says to run `mlcycle train`."""

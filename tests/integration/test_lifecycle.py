@@ -220,3 +220,32 @@ def test_promote_of_an_unknown_version_is_bad_input(
     run_train(settings, spec, cfg, store)
     code, _, err = cli("promote", "99")
     assert code == 2 and "no version 99" in err
+
+
+def test_a_challenger_is_set_with_evidence_and_retired_when_it_becomes_champion(
+    settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store
+) -> None:
+    run_train(settings, spec, cfg, store)
+    run_train(settings, spec, kind(cfg, FOREST), store, again=True)
+    client = registry.connect(settings)
+    name = spec.registered_model
+    if registry.champion(client, name).version == "2":
+        registry.rollback(client, name)
+    code, _, err = cli("promote", "1", "--as", "challenger")
+    assert code == 2 and "is the champion" in err
+    code, out, err = cli("promote", "2", "--as", "challenger", "--json")
+    assert code == 0, err
+    assert json.loads(out)["challenger"] == "2"
+    assert registry.holder(client, name, registry.CHALLENGER).version == "2"
+    assert registry.champion(client, name).version == "1"  # the champion still answers
+    shadow = decisions.history(client, name)[-1]
+    assert (shadow.alias, shadow.before, shadow.after) == ("challenger", None, "2")
+    assert shadow.evaluation and shadow.evaluation["champion"] and shadow.evaluation["set"]["rows"]
+    code, _, err = cli("promote", "2", "--force", "--reason", "proven in shadow")
+    assert code == 0, err
+    assert registry.champion(client, name).version == "2"
+    assert registry.holder(client, name, registry.CHALLENGER) is None  # never both
+    dropped = decisions.history(client, name)[-1]
+    assert (dropped.action, dropped.alias, dropped.before) == ("drop", "challenger", "2")
+    code, _, err = cli("promote", "2", "--as", "deputy")
+    assert code == 2 and "--as must be one of" in err

@@ -209,9 +209,9 @@ def versions(name: str, rows: list[VersionRow]) -> None:
     for r in rows:
         table.add_row(
             f"v{r.version}" + ("" if r.servable is not False else " (not servable)"),
-            r.created.replace("+00:00", "Z"),
+            r.created[:16].replace("T", " "),
             "—" if r.rows is None else f"{r.rows:,}",
-            (r.data_hash or "—")[:12],
+            (r.data_hash or "—")[:8],
             _number(r.metrics.get("roc_auc")),
             _number(r.metrics.get("accuracy")),
             r.gate or "—",
@@ -224,25 +224,26 @@ def versions(name: str, rows: list[VersionRow]) -> None:
 
 
 def history(name: str, events: list[Event]) -> None:
+    """One line per decision (a table is unreadable in a narrow terminal: reasons are long)."""
     if not events:
         console.print(f"{name}: no decision recorded yet", highlight=False)
         return
-    table = Table(title=f"{name}: {len(events)} decision(s), oldest first")
-    for col in ("when", "action", "alias", "from", "to", "by", "evaluation", "reason"):
-        table.add_column(col)
+    console.print(f"{name}: {len(events)} decision(s), oldest first", highlight=False)
     for e in events:
         rows = (e.evaluation or {}).get("set") or {}
-        table.add_row(
-            e.at[:19].replace("T", " "),
-            e.action,
-            e.alias,
-            f"v{e.before}" if e.before else "—",
-            f"v{e.after}" if e.after else "—",
-            f"{e.by} ({e.user})",
-            f"{rows['rows']:,} rows {str(rows.get('hash'))[:8]}" if rows.get("rows") else "—",
-            e.reason,
+        move = (
+            f"{e.alias} v{e.before or '-'} -> v{e.after or '-'}"
+            if e.moved
+            else f"{e.alias} stays v{e.after or '-'}"
         )
-    console.print(table)
+        about = f" (v{e.candidate})" if e.candidate and e.candidate != e.after else ""
+        on = f" on {rows['rows']:,} rows #{str(rows.get('hash'))[:8]}" if rows.get("rows") else ""
+        console.print(
+            f"{e.at[:19].replace('T', ' ')}  {e.action:<8} {move}{about}  "
+            f"by {e.by} ({e.user}){on}: {e.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _number(value: float | None) -> str:

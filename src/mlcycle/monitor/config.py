@@ -22,6 +22,25 @@ class RetrainPolicy(BaseModel):
     )
 
 
+class ChallengerPolicy(BaseModel):
+    """What the monitor does with the challenger's paired comparison (`monitor.challenger`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_paired: int = Field(
+        default=200, ge=10, description="matured rows scored by both before a verdict"
+    )
+    promote_when_better: bool = Field(
+        default=False,
+        description="with --retrain: promote the challenger (through the gate) when it is "
+        "better with confidence",
+    )
+    drop_when_worse: bool = Field(
+        default=False,
+        description="with --retrain: remove the challenger alias when it is worse with confidence",
+    )
+
+
 class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +59,7 @@ class MonitorConfig(BaseModel):
         default=0.1, gt=0.0, le=1.0, description="watch a missing-share change this large"
     )
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
+    challenger: ChallengerPolicy = Field(default_factory=ChallengerPolicy)
 
     @model_validator(mode="after")
     def _ordered(self) -> MonitorConfig:

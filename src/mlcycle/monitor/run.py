@@ -413,6 +413,18 @@ def run_monitor(
         )
     performance = realized_performance(store, spec, win, ref) if win.rows else None
     report = build_report(spec, ref, win, cfg, performance, since, last, run_id)
+    if settings.shadow_alias.strip() and spec.target is not None:
+        from mlcycle.monitor.challenger import compare
+
+        positive = ref.get("positive", spec.target.positive)
+        report["challenger"] = compare(
+            store,
+            spec,
+            win,
+            None if positive is None else str(positive),
+            alias=settings.shadow_alias.strip(),
+            min_paired=cfg.challenger.min_paired,
+        )
     report["retrain"] = {"requested": retrain, "reason": retrain_reason(report, cfg)}
     if retrain and report["retrain"]["reason"] and train is not None:
         logger.info("retraining: %s", report["retrain"]["reason"])

@@ -177,3 +177,74 @@ def calibration(y: np.ndarray, score: np.ndarray, bins: int = 10) -> dict[str, A
             if count[i]
         ],
     }
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given their mean rank."""
+    from scipy.stats import rankdata
+
+    return np.asarray(rankdata(values, method="average"), dtype=np.float64)
+
+
+def delong(
+    y: np.ndarray, first: np.ndarray, second: np.ndarray, z: float = 1.96
+) -> dict[str, Any]:
+    """DeLong's paired test of two ROC AUCs on the same rows (DeLong, DeLong and
+    Clarke-Pearson 1988, with Sun and Xu's midrank computation): both AUCs, their
+    difference `second - first`, its standard error, 95 % interval and two-sided p-value."""
+    from scipy.stats import norm
+
+    y = np.asarray(y, dtype=bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos < 2 or neg < 2:
+        raise ValueError("DeLong's test needs at least two rows of each class")
+    v10, v01 = [], []
+    for score in (np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)):
+        everyone = _midranks(score)
+        within_pos, within_neg = _midranks(score[y]), _midranks(score[~y])
+        v10.append((everyone[y] - within_pos) / neg)  # per positive: share of negatives below
+        v01.append(1.0 - (everyone[~y] - within_neg) / pos)  # per negative: share above
+    aucs = [float(v.mean()) for v in v10]
+    s10, s01 = np.cov(np.vstack(v10)), np.cov(np.vstack(v01))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / pos + (
+        s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]
+    ) / neg
+    diff = aucs[1] - aucs[0]
+    se = math.sqrt(max(float(var), 0.0))
+    p = 1.0 if se == 0 else float(2 * norm.sf(abs(diff) / se))
+    if se == 0 and diff != 0:
+        p = 0.0
+    return {
+        "first": aucs[0],
+        "second": aucs[1],
+        "difference": diff,
+        "se": se,
+        "ci": [diff - z * se, diff + z * se],
+        "p_value": p,
+    }
+
+
+def mcnemar(first_right: np.ndarray, second_right: np.ndarray, z: float = 1.96) -> dict[str, Any]:
+    """McNemar's exact test of two classifiers' accuracy on the same rows: the rows only
+    one of them got right, the accuracy difference `second - first` with a 95 % interval
+    (paired Wald) and the exact two-sided binomial p-value."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(first_right, dtype=bool), np.asarray(second_right, dtype=bool)
+    n = int(a.size)
+    only_first, only_second = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_first + only_second
+    diff = (only_second - only_first) / n if n else math.nan
+    se = (
+        math.sqrt(max(discordant - (only_second - only_first) ** 2 / n, 0.0)) / n if n else math.nan
+    )
+    p = 1.0 if discordant == 0 else float(binomtest(only_second, discordant, 0.5).pvalue)
+    return {
+        "first": float(a.mean()) if n else math.nan,
+        "second": float(b.mean()) if n else math.nan,
+        "only_first": only_first,
+        "only_second": only_second,
+        "difference": diff,
+        "ci": [diff - z * se, diff + z * se],
+        "p_value": p,
+    }

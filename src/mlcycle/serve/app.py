@@ -38,6 +38,7 @@ from mlcycle.serve.predlog import PredictionLog
 from mlcycle.serve.routes import add_routes, openapi_document
 from mlcycle.serve.security import KeyRing, parse_keys
 from mlcycle.serve.service import PredictService, render
+from mlcycle.serve.shadow import Shadow
 from mlcycle.spec import DatasetSpec, load_spec
 from mlcycle.store.base import Store, predictions_collection
 
@@ -102,12 +103,41 @@ def _metered(manager: ModelManager, metrics: Metrics) -> ModelManager:
     return manager
 
 
+def _shadow(
+    settings: Settings, name: str, metrics: Metrics, resources: _Resources
+) -> Shadow | None:
+    """The challenger scored in shadow (None when MLCYCLE_SHADOW_ALIAS is empty)."""
+    alias = settings.shadow_alias.strip()
+    if not alias or alias == settings.model_alias:
+        return None
+
+    def on_swap(model: LoadedModel) -> None:
+        metrics.shadow_info.clear()
+        metrics.shadow_info.labels(alias, model.name, model.version, model.run_id).set(1)
+
+    def on_scored(model: Servable, outcome: Outcome) -> None:
+        for label, count in zip(model.class_labels, outcome.counts, strict=True):
+            if count:
+                metrics.shadow_predictions.labels(alias, label).inc(count)
+
+    manager = ModelManager(settings, name, alias=alias, shadow=True, on_swap=on_swap)
+    return Shadow(
+        manager,
+        lambda: resources.log,
+        settings.max_batch,
+        settings.shadow_queue,
+        on_scored=on_scored,
+        on_skip=lambda reason: metrics.shadow_skipped.labels(alias, reason).inc(),
+    )
+
+
 def _service(
     settings: Settings,
     keys: KeyRing,
     manager: ModelManager,
     metrics: Metrics,
     resources: _Resources,
+    shadow: Shadow | None = None,
 ) -> PredictService:
     """`POST /predict`'s service: the served model, the limits, the log, the counters."""
 
@@ -123,6 +153,7 @@ def _service(
         settings.max_batch,
         log=lambda: resources.log,
         on_scored=on_scored,
+        shadow=shadow.offer if shadow is not None else None,
     )
 
 
@@ -156,7 +187,8 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         model = manager.current
         return model.spec if model is not None else configured
 
-    service = _service(settings, keys, manager, metrics, resources)
+    shadow = _shadow(settings, manager.name, metrics, resources)
+    service = _service(settings, keys, manager, metrics, resources, shadow)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -173,8 +205,12 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         # Everything made so far (modules, the app, the model) lives as long as the
         # process: out of the collector's sight, a full collection walks only what
         # requests make, a few milliseconds instead of tens while a request waits.
+        if shadow is not None and resources.log is not None:
+            await run_in_threadpool(shadow.start)
         gc.freeze()
         yield
+        if shadow is not None:
+            shadow.stop()
         manager.stop()
         await run_in_threadpool(resources.close)
 
@@ -188,6 +224,7 @@ def create_app(settings: Settings | None = None, manager: ModelManager | None = 
         redoc_url=None,
     )
     app.state.manager = manager
+    app.state.shadow = shadow
     app.state.metrics = metrics
     feed = ReportFeed(resources.store, lambda: (served_spec().name, manager.name))
     metrics.monitoring.register(ReportCollector(feed))

@@ -99,6 +99,24 @@ class Metrics:
             registry=self.registry,
         )
         self.reloads = Counter("mlcycle_model_reloads_total", "Model swaps", registry=self.registry)
+        self.shadow_predictions = Counter(
+            "mlcycle_shadow_predictions_total",
+            "Predictions of the model scored in shadow (never answered), by label",
+            ["alias", "label"],
+            registry=self.registry,
+        )
+        self.shadow_skipped = Counter(
+            "mlcycle_shadow_skipped_total",
+            "Answered requests the shadow did not score (queue_full, refused, error)",
+            ["alias", "reason"],
+            registry=self.registry,
+        )
+        self.shadow_info = Gauge(
+            "mlcycle_shadow_model_info",
+            "The model scored in shadow",
+            ["alias", "name", "version", "run_id"],
+            registry=self.registry,
+        )
 
 
 async def send_reply(reply: Reply, send: Send) -> None:

@@ -254,10 +254,15 @@ class ModelManager:
         alias: str | None = None,
         on_swap: Callable[[LoadedModel], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
+        shadow: bool = False,
     ) -> None:
         self.settings = settings
         self.name = name
         self.alias = alias or settings.model_alias
+        self.shadow = shadow
+        """A shadow follows its alias away too: no alias, no model (a served model is kept
+        when its alias cannot be read, and served from the disk cache at start)."""
+        self._pointer = "last_good.json" if not shadow else f"last_good.{self.alias}.json"
         self.cache = settings.serving_cache / name
         self.current: LoadedModel | None = None
         self.tracking_reachable: bool | None = None
@@ -303,6 +308,9 @@ class ModelManager:
             except Exception as err:  # a missing alias or model, or no right to read it
                 self.tracking_reachable = True
                 self.last_error = f"{self.name}@{self.alias}: {err}"[:300]
+                if self.shadow and self.current is not None:
+                    logger.info("%s@%s is gone: shadow off", self.name, self.alias)
+                    self.current = None
                 return False
             current = self.current
             if (
@@ -384,22 +392,26 @@ class ModelManager:
         )
         self_check(loaded, target)
         current = self.current
-        if current is not None and loaded.spec.contract_hash != current.spec.contract_hash:
+        if (
+            not self.shadow
+            and current is not None
+            and loaded.spec.contract_hash != current.spec.contract_hash
+        ):
             raise ContractChanged(
                 f"its contract (spec {loaded.spec.name}, {loaded.spec.contract_hash[:12]}) "
                 f"differs from the served model's ({current.spec.contract_hash[:12]}): the "
                 "API's validation, documentation and log follow the model, so a new "
                 "contract needs a restart (a new deployment), never a silent swap"
             )
-        pointer = self.cache / f".last_good.{os.getpid()}.json"
+        pointer = self.cache / f".{self._pointer}.{os.getpid()}"
         pointer.write_text(json.dumps({"version": version, "run_id": run_id, "sha256": digest}))
-        pointer.replace(self.cache / "last_good.json")  # atomic for the other workers
+        pointer.replace(self.cache / self._pointer)  # atomic for the other workers
         return loaded
 
     def load_cached(self) -> bool:
         """Serve the last good model from disk (tracking unreachable at start)."""
-        pointer = self.cache / "last_good.json"
-        if not pointer.exists():
+        pointer = self.cache / self._pointer
+        if self.shadow or not pointer.exists():
             return False
         try:
             info = json.loads(pointer.read_text())
@@ -435,7 +447,7 @@ class ModelManager:
     def start(self) -> None:
         if not self.refresh() and self.current is None:
             self.load_cached()
-        if self.current is None:
+        if self.current is None and not self.shadow:
             logger.warning("no model yet (%s); /health/ready answers 503", self.last_error)
         if self.settings.reload_interval > 0:
             self._thread = threading.Thread(target=self._poll, name="model-poll", daemon=True)

@@ -144,7 +144,7 @@ class PredictionLog:
             return [self._items.popleft() for _ in range(n)]
 
     def _run(self) -> None:
-        self.writer_nice = _background_priority()
+        self.writer_nice = background_priority()
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -206,7 +206,7 @@ def _groups(made: list[tuple[Document, int]]) -> Iterator[list[Document]]:
         yield group
 
 
-def _background_priority() -> int | None:
+def background_priority() -> int | None:
     """Lower this thread's CPU priority (Linux: a thread has its own nice value): with
     workers = cores, the writer would otherwise take its scheduler slices from the event
     loops, several milliseconds at a time, which shows in the latency tail."""

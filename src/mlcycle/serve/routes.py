@@ -68,10 +68,13 @@ def add_model_routes(app: FastAPI, manager: ModelManager, keys: KeyRing) -> None
         if model is None:
             detail = (manager.last_error if admin else None) or "no model loaded yet"
             return respond(refusal(NoModelLoaded(detail)))
+        shadow = getattr(request.app.state, "shadow", None)
+        beside, scored = (shadow.manager.current, shadow.scored) if shadow else (None, 0)
         info = {
             **model.describe(),
             "tracking_reachable": manager.tracking_reachable,
             "last_error": manager.last_error if admin else None,
+            "shadow": {**beside.describe(), "scored": scored} if beside else None,
         }
         return respond(Reply(200, info))
 

@@ -36,6 +36,7 @@ class PredictService:
         max_batch: int,
         log: Callable[[], PredictionLog | None] = lambda: None,
         on_scored: Callable[[Servable, Outcome], None] = lambda model, outcome: None,
+        shadow: Callable[[bytes, str], None] | None = None,
     ) -> None:
         self.keys = keys
         self.current = current
@@ -43,6 +44,8 @@ class PredictService:
         self.max_batch = max_batch
         self.log = log
         self.on_scored = on_scored
+        self.shadow = shadow
+        """Hands an answered request's body and id to the shadow (`serve.shadow`)."""
 
     def refuse_early(self, headers: Mapping[str, str]) -> Reply | None:
         """What can be answered from the headers alone, before the body is read: the API
@@ -90,6 +93,8 @@ class PredictService:
                 nbytes=len(body),
                 collection=predictions_collection(model.spec.name),
             )
+        if self.shadow is not None and reply.status == 200:
+            self.shadow(body, request_id)
         return reply
 
 
@@ -97,7 +102,7 @@ class Pending:
     """A prediction log entry as the request leaves it; `document` (the log's writer
     thread) makes the stored entry."""
 
-    __slots__ = ("latency_ms", "model_name", "model_version", "ns", "part", "request_id")
+    __slots__ = ("latency_ms", "model_name", "model_version", "ns", "part", "request_id", "role")
 
     def __init__(
         self,
@@ -107,9 +112,10 @@ class Pending:
         model_version: str,
         latency_ms: float,
         part: LogPart,
+        role: str | None = None,
     ) -> None:
         self.ns, self.request_id, self.latency_ms, self.part = ns, request_id, latency_ms, part
-        self.model_name, self.model_version = model_name, model_version
+        self.model_name, self.model_version, self.role = model_name, model_version, role
 
     def document(self) -> Document:
         return {
@@ -122,6 +128,7 @@ class Pending:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "latency_ms": self.latency_ms,
+            **({"role": self.role} if self.role else {}),
             **self.part.body(),
         }
 

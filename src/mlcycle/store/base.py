@@ -25,6 +25,12 @@ def predictions_collection(dataset: str) -> str:
     return f"{dataset}_predictions"
 
 
+def shadow_collection(dataset: str, alias: str) -> str:
+    """Predictions of the model scored in shadow under `alias` (same request ids as the
+    served model's, in `predictions_collection`; never read by the monitor's window)."""
+    return f"{dataset}_predictions_{alias}"
+
+
 def monitoring_collection(dataset: str) -> str:
     return f"{dataset}_monitoring"
 

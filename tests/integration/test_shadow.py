@@ -1,0 +1,84 @@
+"""A challenger in shadow: scored beside the champion on every answered request, logged
+under the same request id and marked as the challenger's, never answering; it follows
+its alias away (the app's real lifespan, embedded store and tracking)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlcycle import registry
+from mlcycle.serve.app import create_app
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import predictions_collection, shadow_collection
+from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train.config import ModelConfig, load_train_config
+from mlcycle.train.train import run_train
+from tests.data import CONFIG_PATH, LOAN_RECORD, embedded_settings, train_demo
+from tests.servers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_challenger_scores_in_shadow_and_never_answers(
+    spec: DatasetSpec, tmp_path: Path
+) -> None:
+    settings = embedded_settings(tmp_path, reload_interval=0)
+    train_demo(spec, settings, 600)
+    cfg = load_train_config(CONFIG_PATH)
+    forest = cfg.model_copy(update={"model": ModelConfig(kind="random_forest", params={})})
+    store = EmbeddedStore(settings.embedded_store_path)
+    second = run_train(settings, spec, forest, store)
+    client = registry.connect(settings)
+    name = spec.registered_model
+    if registry.champion(client, name).version != "1":  # type: ignore[union-attr]
+        registry.rollback(client, name)
+    registry.set_champion(client, name, str(second.version), None, alias=registry.CHALLENGER)
+
+    records = [
+        {**LOAN_RECORD, "Loan_ID": f"LP{i}", "ApplicantIncome": 1000 * i} for i in range(1, 9)
+    ]
+    with TestClient(create_app(settings)) as api:
+        shadow = api.app.state.shadow
+        assert shadow is not None and shadow.manager.current.version == second.version
+        ids = []
+        for i, record in enumerate(records):
+            reply = api.post("/predict", json=record, headers={"X-Request-ID": f"req-{i}"})
+            assert reply.status_code == 200
+            ids.append(reply.json()["request_id"])
+        shadowed = shadow_collection(spec.name, "challenger")
+        wait_for(lambda: store.count(shadowed) == len(ids), 30, "the shadow's log entries")
+        wait_for(
+            lambda: store.count(predictions_collection(spec.name)) == len(ids),
+            30,
+            "the champion's log entries",
+        )
+        served = {d["request_id"]: d for d in store.find(predictions_collection(spec.name))}
+        beside = {d["request_id"]: d for d in store.find(shadowed)}
+        assert set(served) == set(beside) == set(ids)
+        assert {d["model_version"] for d in served.values()} == {"1"}  # the champion answers
+        assert {d["model_version"] for d in beside.values()} == {second.version}
+        assert {d.get("role") for d in beside.values()} == {"challenger"}
+        assert "role" not in next(iter(served.values()))
+        assert any(served[i]["probabilities"] != beside[i]["probabilities"] for i in ids)
+        info = api.get("/model").json()
+        assert info["version"] == "1" and info["shadow"]["version"] == second.version
+        assert info["shadow"]["alias"] == "challenger" and info["shadow"]["scored"] == len(ids)
+        metrics = api.get("/metrics").text
+        assert 'mlcycle_shadow_model_info{alias="challenger"' in metrics
+        assert "mlcycle_shadow_predictions_total" in metrics
+
+        # the alias goes: the shadow goes with it, the champion keeps answering
+        client.delete_registered_model_alias(name, registry.CHALLENGER)
+        assert shadow.manager.refresh() is False and shadow.manager.current is None
+        assert api.post("/predict", json=records[0]).status_code == 200
+        wait_for(
+            lambda: store.count(predictions_collection(spec.name)) == len(ids) + 1,
+            30,
+            "the champion's entry",
+        )
+        assert shadow.idle() and store.count(shadowed) == len(ids)
+        assert api.get("/model").json()["shadow"] is None
+        store.close()

@@ -150,27 +150,44 @@ def holder(client: Any, name: str, alias: str) -> VersionInfo | None:
 def retire_challenger(client: Any, name: str, version: str, by: str) -> None:
     """Drop the `challenger` alias when its version has just become the champion (a
     version is never both), recording why."""
+    current = holder(client, name, CHALLENGER)
+    if current is not None and current.version == version:
+        drop_alias(client, name, CHALLENGER, by, f"v{version} became the champion")
+
+
+def drop_alias(
+    client: Any,
+    name: str,
+    alias: str,
+    by: str,
+    reason: str,
+    evaluation: dict[str, Any] | None = None,
+) -> None:
+    """Remove `alias` (never the champion) with the decision recorded."""
     from mlcycle import decisions
 
-    current = holder(client, name, CHALLENGER)
-    if current is None or current.version != version:
+    if alias == CHAMPION:
+        raise ValueError("the champion alias is moved, never dropped")
+    current = holder(client, name, alias)
+    if current is None:
         return
-    with refused_as_error(f"remove the challenger alias of {name!r}"):
-        client.delete_registered_model_alias(name, CHALLENGER)
+    with refused_as_error(f"remove the {alias} alias of {name!r}"):
+        client.delete_registered_model_alias(name, alias)
         decisions.record(
             client,
             name,
             decisions.Event(
                 action="drop",
-                alias=CHALLENGER,
-                before=version,
+                alias=alias,
+                before=current.version,
                 after=None,
-                candidate=version,
+                candidate=current.version,
                 by=by,
-                reason=f"v{version} became the champion",
+                reason=reason,
+                evaluation=evaluation,
             ),
         )
-    logger.info("%s: alias %s removed (v%s is the champion)", name, CHALLENGER, version)
+    logger.info("%s: alias %s removed (was v%s): %s", name, alias, current.version, reason)
 
 
 CONTRACT_TAG = TAG + "contract_hash"

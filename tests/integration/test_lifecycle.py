@@ -222,15 +222,23 @@ def test_promote_of_an_unknown_version_is_bad_input(
     assert code == 2 and "no version 99" in err
 
 
-def test_a_challenger_is_set_with_evidence_and_retired_when_it_becomes_champion(
+def two_versions_v1_champion(
     settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store
-) -> None:
+) -> tuple[object, str]:
+    """v1 (logistic) and v2 (forest) registered, v1 the champion whatever the gate said."""
     run_train(settings, spec, cfg, store)
     run_train(settings, spec, kind(cfg, FOREST), store, again=True)
     client = registry.connect(settings)
     name = spec.registered_model
     if registry.champion(client, name).version == "2":
         registry.rollback(client, name)
+    return client, name
+
+
+def test_a_challenger_is_set_with_evidence_and_retired_when_it_becomes_champion(
+    settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store
+) -> None:
+    client, name = two_versions_v1_champion(settings, spec, cfg, store)
     code, _, err = cli("promote", "1", "--as", "challenger")
     assert code == 2 and "is the champion" in err
     code, out, err = cli("promote", "2", "--as", "challenger", "--json")
@@ -249,3 +257,55 @@ def test_a_challenger_is_set_with_evidence_and_retired_when_it_becomes_champion(
     assert (dropped.action, dropped.alias, dropped.before) == ("drop", "challenger", "2")
     code, _, err = cli("promote", "2", "--as", "deputy")
     assert code == 2 and "--as must be one of" in err
+
+
+def test_the_challenger_policy_acts_on_live_evidence_and_records_it(
+    settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store
+) -> None:
+    from mlcycle.gate import GateConfig
+    from mlcycle.monitor.config import ChallengerPolicy
+    from mlcycle.train.promote import POLICY, challenger_policy
+
+    client, name = two_versions_v1_champion(settings, spec, cfg, store)
+    assert cli("promote", "2", "--as", "challenger")[0] == 0
+    live = {"alias": "challenger", "version": "2", "paired": 400, "metric": "roc_auc"}
+    worse = {**live, "verdict": "worse", "reason": "roc_auc 0.61 vs 0.70 on 400 paired rows"}
+    better = {**live, "verdict": "better", "reason": "roc_auc 0.80 vs 0.70 on 400 paired rows"}
+
+    def acting(gate: GateConfig | None = None) -> TrainConfig:
+        policy = ChallengerPolicy(promote_when_better=True, drop_when_worse=True)
+        monitor = cfg.monitor.model_copy(update={"challenger": policy})
+        return cfg.model_copy(update={"monitor": monitor, "gate": gate or cfg.gate})
+
+    before = len(decisions.history(client, name))
+    assert challenger_policy(client, store, spec, cfg, worse) is None  # policy off: nothing
+    assert challenger_policy(client, store, spec, acting(), {**worse, "version": "1"}) is None
+    assert len(decisions.history(client, name)) == before  # stale evidence moves nothing
+    assert challenger_policy(client, store, spec, acting(), worse) == {
+        "action": "drop",
+        "version": "2",
+        "reason": worse["reason"],
+    }
+    assert registry.holder(client, name, registry.CHALLENGER) is None
+    dropped = decisions.history(client, name)[-1]
+    assert (dropped.action, dropped.by, dropped.before) == ("drop", POLICY, "2")
+    assert dropped.evaluation == worse and dropped.reason == worse["reason"]
+
+    assert cli("promote", "2", "--as", "challenger")[0] == 0
+    strict = GateConfig(min_lift=0.99)  # no model beats the baseline by that much
+    refused = challenger_policy(client, store, spec, acting(strict), better)
+    assert refused is not None and refused["action"] == "refused"
+    assert registry.champion(client, name).version == "1"
+    said = decisions.history(client, name)[-1]
+    assert (said.action, said.by, said.candidate) == ("refuse", POLICY, "2")
+    assert said.evaluation and said.evaluation["live"] == better and said.evaluation["set"]
+    lenient = GateConfig(tolerance=1.0)
+    done = challenger_policy(client, store, spec, acting(lenient), better)
+    assert done == {"action": "promote", "version": "2", "reason": better["reason"]}
+    assert registry.champion(client, name).version == "2"
+    assert registry.holder(client, name, registry.CHALLENGER) is None
+    moved = [e for e in decisions.history(client, name) if e.alias == "champion"][-1]
+    assert (moved.action, moved.by, moved.before, moved.after) == ("promote", POLICY, "1", "2")
+    assert moved.reason.startswith(better["reason"]) and moved.evaluation["live"] == better
+    retired = decisions.history(client, name)[-1]
+    assert (retired.action, retired.alias, retired.by) == ("drop", "challenger", POLICY)

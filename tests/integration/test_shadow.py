@@ -10,6 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlcycle import registry
+from mlcycle.monitor.config import ChallengerPolicy
+from mlcycle.monitor.run import run_monitor
 from mlcycle.serve.app import create_app
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import predictions_collection, shadow_collection
@@ -70,15 +72,45 @@ def test_the_challenger_scores_in_shadow_and_never_answers(
         assert 'mlcycle_shadow_model_info{alias="challenger"' in metrics
         assert "mlcycle_shadow_predictions_total" in metrics
 
+        # stored, labelled applicants: the monitor pairs both logs on their matured ids
+        known = store.read_snapshot(spec.name).head(40)
+        for row in known[[spec.id_column, *spec.feature_columns]].to_dict("records"):
+            sent = {k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
+            assert api.post("/predict", json=sent).status_code == 200
+        total = len(ids) + len(known)
+        wait_for(lambda: store.count(shadowed) == total, 30, "the shadow's entries")
+        wait_for(
+            lambda: store.count(predictions_collection(spec.name)) == total,
+            30,
+            "the champion's entries",
+        )
+        calls: list[dict] = []
+        policy = cfg.monitor.model_copy(update={"challenger": ChallengerPolicy(min_paired=10)})
+        for retrain in (False, True):
+            found = run_monitor(
+                settings,
+                spec,
+                policy,
+                store,
+                retrain=retrain,
+                train=lambda: None,
+                challenger_policy=lambda c: calls.append(c) or {"action": "noted"},
+            ).typed.challenger
+            assert found is not None and found["version"] == second.version
+            assert found["paired"] == len(known)  # the 8 unknown applicants have no label
+            assert found["verdict"] in ("better", "worse", "undecided") and found["reason"]
+        decided = found["verdict"] != "undecided"
+        assert len(calls) == decided and (found.get("action") == {"action": "noted"}) is decided
+
         # the alias goes: the shadow goes with it, the champion keeps answering
         client.delete_registered_model_alias(name, registry.CHALLENGER)
         assert shadow.manager.refresh() is False and shadow.manager.current is None
         assert api.post("/predict", json=records[0]).status_code == 200
         wait_for(
-            lambda: store.count(predictions_collection(spec.name)) == len(ids) + 1,
+            lambda: store.count(predictions_collection(spec.name)) == total + 1,
             30,
             "the champion's entry",
         )
-        assert shadow.idle() and store.count(shadowed) == len(ids)
+        assert shadow.idle() and store.count(shadowed) == total
         assert api.get("/model").json()["shadow"] is None
         store.close()

@@ -24,7 +24,10 @@ from mlcycle.cli.base import (
 )
 
 if TYPE_CHECKING:
+    from mlcycle.config import Settings
     from mlcycle.spec import DatasetSpec
+    from mlcycle.store.base import Store
+    from mlcycle.train.config import TrainConfig
 
 
 def parse_since(text: str) -> datetime:
@@ -111,6 +114,9 @@ def monitor(
                 train=lambda: run_train(
                     config, spec, cfg, store, by="monitor --retrain", new_data_only=True
                 ),
+                challenger_policy=lambda comparison: _challenger_policy(
+                    config, store, spec, cfg, comparison
+                ),
             )
         )
         if html is not None and result is not None:
@@ -124,6 +130,16 @@ def monitor(
     else:
         render.monitor_report(result.typed, html)
     raise typer.Exit(result.exit_code)
+
+
+def _challenger_policy(
+    config: Settings, store: Store, spec: DatasetSpec, cfg: TrainConfig, comparison: dict
+) -> dict | None:
+    """`monitor.challenger`'s promote/drop rules on a decided paired comparison."""
+    from mlcycle import registry
+    from mlcycle.train.promote import challenger_policy
+
+    return challenger_policy(registry.connect(config, create=False), store, spec, cfg, comparison)
 
 
 def _no_predictions(spec: DatasetSpec, as_json: bool) -> None:

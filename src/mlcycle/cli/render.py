@@ -145,6 +145,7 @@ def monitor_report(report: MonitorReport, html: Path | None = None) -> None:
     for reason in report.reasons:
         console.print(f"  {reason}", highlight=False)
     _retrain(report)
+    _challenger(report)
     console.print(f"verdict: {report.verdict}", highlight=False)
     if html is not None:
         console.print(f"dashboard: {html}", highlight=False)
@@ -165,6 +166,22 @@ def _performance(report: MonitorReport) -> None:
         f"(validation {val.get('roc_auc') or float('nan'):.3f})",
         highlight=False,
     )
+
+
+def _challenger(report: MonitorReport) -> None:
+    found = report.challenger
+    if not found:
+        return
+    console.print(
+        f"challenger v{found['version']} ({found['alias']}) {found['verdict']}: "
+        f"{found.get('reason', '')}",
+        highlight=False,
+    )
+    action = found.get("action")
+    if action:
+        done = {"promote": "promoted to champion", "drop": "alias removed"}
+        said = done.get(action["action"], f"{action['action']}: {action.get('reason', '')}")
+        console.print(f"  challenger policy: {said}", highlight=False)
 
 
 def _retrain(report: MonitorReport) -> None:

@@ -106,6 +106,8 @@ class MonitorReport(_Part):
     reasons: list[str] = Field(default_factory=list)
     flagged: list[str] = Field(default_factory=list)
     retrain: dict[str, Any] | None = None
+    challenger: dict[str, Any] | None = None
+    """The shadow challenger against the champion on the same requests (paired)."""
     seconds: float | None = None
 
     model_config = ConfigDict(

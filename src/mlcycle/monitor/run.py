@@ -386,9 +386,12 @@ def run_monitor(
     last: int | None = None,
     retrain: bool = False,
     train: Any = None,
+    challenger_policy: Any = None,
 ) -> MonitorResult:
     """The monitoring stage; `train` is called (no arguments) when `retrain` is set and
-    the policy fires; its result is recorded in the report."""
+    the policy fires; its result is recorded in the report. With `retrain` set,
+    `challenger_policy` is called with a decided paired comparison (better or worse) and
+    what it did is recorded as the comparison's `action`."""
     started = time.perf_counter()
     name = spec.registered_model
     last = DEFAULT_LAST if last is None and since is None else (last or 0)
@@ -425,6 +428,14 @@ def run_monitor(
             alias=settings.shadow_alias.strip(),
             min_paired=cfg.challenger.min_paired,
         )
+        decided = report["challenger"] or {}
+        if retrain and challenger_policy is not None and decided.get("verdict") != "undecided":
+            try:
+                action = challenger_policy(decided)
+            except MlcycleError as err:
+                action = {"action": "error", "reason": str(err)}
+            if action is not None:
+                decided["action"] = action
     report["retrain"] = {"requested": retrain, "reason": retrain_reason(report, cfg)}
     if retrain and report["retrain"]["reason"] and train is not None:
         logger.info("retraining: %s", report["retrain"]["reason"])

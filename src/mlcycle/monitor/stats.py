@@ -186,9 +186,7 @@ def _midranks(values: np.ndarray) -> np.ndarray:
     return np.asarray(rankdata(values, method="average"), dtype=np.float64)
 
 
-def delong(
-    y: np.ndarray, first: np.ndarray, second: np.ndarray, z: float = 1.96
-) -> dict[str, Any]:
+def delong(y: np.ndarray, first: np.ndarray, second: np.ndarray, z: float = 1.96) -> dict[str, Any]:
     """DeLong's paired test of two ROC AUCs on the same rows (DeLong, DeLong and
     Clarke-Pearson 1988, with Sun and Xu's midrank computation): both AUCs, their
     difference `second - first`, its standard error, 95 % interval and two-sided p-value."""

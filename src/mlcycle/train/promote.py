@@ -70,14 +70,21 @@ def judge_version(
 
 
 def apply(
-    client: Any, judged: Judged, metric: str, force: bool, reason: str | None
+    client: Any,
+    judged: Judged,
+    metric: str,
+    force: bool,
+    reason: str | None,
+    by: str = "promote",
+    live: dict[str, Any] | None = None,
 ) -> decisions.Event:
-    """Record the decision on `judged` and move the alias (or raise GateRefused)."""
+    """Record the decision on `judged` and move the alias (or raise GateRefused); `by`
+    names the command or policy, `live` the paired comparison on traffic it rests on."""
     verdict = judged.verdict
     assert verdict is not None
     reason = reason.strip() if reason else None
     before = judged.holder.version if judged.holder else None
-    evaluation = {**verdict.record(), "metric": metric}
+    evaluation = {**verdict.record(), "metric": metric, **({"live": live} if live else {})}
     passed = verdict.decision.promote
     if judged.alias == registry.CHALLENGER:
         why = f"shadow beside the champion; the gate says: {verdict.decision.reason}"
@@ -93,7 +100,7 @@ def apply(
                 before=before,
                 after=before,
                 candidate=judged.target.version,
-                by="promote",
+                by=by,
                 reason=verdict.decision.reason,
                 evaluation=evaluation,
             ),
@@ -104,11 +111,9 @@ def apply(
         )
     elif not passed:
         why = f"over the gate: {verdict.decision.reason}"
-        event = _event("force", judged, before, "promote --force", reason, why, evaluation)
+        event = _event("force", judged, before, f"{by} --force", reason, why, evaluation)
     else:
-        event = _event(
-            "promote", judged, before, "promote", reason, verdict.decision.reason, evaluation
-        )
+        event = _event("promote", judged, before, by, reason, verdict.decision.reason, evaluation)
     registry.set_champion(
         client,
         judged.name,
@@ -143,3 +148,40 @@ def _event(
         reason=said,
         evaluation=evaluation,
     )
+
+
+POLICY = "monitor challenger policy"
+
+
+def challenger_policy(
+    client: Any, store: Store, spec: DatasetSpec, cfg: TrainConfig, comparison: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What `monitor.challenger` says to do with a decided paired comparison: promote the
+    challenger through the gate when it is better with confidence, or remove its alias
+    when it is worse; None when the policy says nothing."""
+    policy = cfg.monitor.challenger
+    version, verdict = comparison.get("version"), comparison.get("verdict")
+    name = spec.registered_model
+    holder = registry.holder(client, name, comparison.get("alias", registry.CHALLENGER))
+    if version is None or holder is None or holder.version != version:
+        return None  # the alias moved since these predictions were logged
+    if verdict == "better" and policy.promote_when_better:
+        judged = judge_version(client, store, spec, cfg, version, registry.CHAMPION)
+        if judged.verdict is None:
+            return None
+        try:
+            apply(client, judged, cfg.gate.metric, False, comparison["reason"], POLICY, comparison)
+        except GateRefused as err:
+            return {"action": "refused", "version": version, "reason": str(err)}
+        return {"action": "promote", "version": version, "reason": comparison["reason"]}
+    if verdict == "worse" and policy.drop_when_worse:
+        registry.drop_alias(
+            client,
+            name,
+            comparison.get("alias", registry.CHALLENGER),
+            POLICY,
+            comparison["reason"],
+            comparison,
+        )
+        return {"action": "drop", "version": version, "reason": comparison["reason"]}
+    return None

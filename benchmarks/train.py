@@ -5,7 +5,7 @@ ONNX graph is to scikit-learn.
     python benchmarks/train.py --source data/raw
 
 The table is loaded with the ETL into a temporary embedded store; each model kind is
-fitted with the packaged training config (seeded hold-out, 5-fold CV on the training
+fitted with the packaged training config (hold-out chosen by a hash of each id, 5-fold CV on the training
 part, majority-class baseline) and exported to ONNX, whose largest difference from
 scikit-learn's probabilities over every row is shown. The one-line rule "approve iff
 Credit_History is 1" is scored on the same folds and hold-out, for scale. Prints

@@ -12,6 +12,14 @@ from urllib.parse import unquote
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlcycle.project.discovery import (
+    Chosen,
+    Project,
+    choose_spec,
+    choose_train_config,
+    find_project,
+)
+
 CHUNK_ROWS = 100_000
 """Rows an ETL reads, validates and writes at a time (MLCYCLE_CHUNK_ROWS)."""
 MAX_REJECTED_SHARE = 0.1
@@ -33,9 +41,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     raw_dir: Path | None = None
     spec: Path | None = None
-    """Dataset spec YAML; unset: ./datasets/loan.yaml if present, else the packaged one."""
+    """Dataset spec YAML; unset: the project's (see `mlcycle.project.discovery`)."""
+    dataset: str | None = None
+    """Which of the project's specs (`datasets/<NAME>.yaml`) when it holds several."""
     train_config: Path | None = None
-    """Training config YAML; unset: ./configs/train.yaml if present, else the packaged one."""
+    """Training config YAML; unset: the project's configs/<dataset>.yaml or
+    configs/train.yaml, else the packaged one."""
 
     mongo_uri: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("MONGO_URI", "MLCYCLE_MONGO_URI")
@@ -156,6 +167,30 @@ class Settings(BaseSettings):
     """An unexpected error shows its traceback (MLCYCLE_DEBUG=1)."""
 
     _uri_secrets: list[str] = PrivateAttr(default_factory=list)
+    _project: Project | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _in_project(self) -> Settings:
+        """The project at or above the working folder; relative data folders are its."""
+        self._project = find_project()
+        if self._project is not None:
+            root = self._project.root
+            if not self.data_dir.is_absolute():
+                self.data_dir = root / self.data_dir
+            if self.raw_dir is not None and not self.raw_dir.is_absolute():
+                self.raw_dir = root / self.raw_dir
+        return self
+
+    @property
+    def project(self) -> Project | None:
+        return self._project
+
+    @property
+    def spec_choice(self) -> Chosen:
+        return choose_spec(self.spec, self.dataset, self._project)
+
+    def train_config_choice(self, spec: Path | None = None) -> Chosen:
+        return choose_train_config(self.train_config, spec or self.spec_path, self._project)
 
     @model_validator(mode="after")
     def _tracking_credentials(self) -> Settings:
@@ -213,11 +248,11 @@ class Settings(BaseSettings):
 
     @property
     def spec_path(self) -> Path:
-        return _project_file(self.spec, "datasets/loan.yaml")
+        return self.spec_choice.path
 
     @property
     def train_config_path(self) -> Path:
-        return _project_file(self.train_config, "configs/train.yaml")
+        return self.train_config_choice().path
 
     @property
     def raw_path(self) -> Path:
@@ -241,19 +276,6 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return (self.data_dir / "mlartifacts").resolve()
-
-
-def _project_file(explicit: Path | None, relative: str) -> Path:
-    """An explicit path as given; else the project's own file (made by `mlcycle init`) in
-    the working folder; else the copy shipped in the package."""
-    if explicit is not None:
-        return explicit
-    local = Path(relative)
-    if local.is_file():
-        return local
-    from mlcycle.spec import packaged
-
-    return packaged(relative)
 
 
 _URI_START = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://")
@@ -317,7 +339,21 @@ def fail_fast_mlflow() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+def hand_down(spec: Path | None, dataset: str | None) -> None:
+    """A command's --spec / --dataset as the environment they stand for, for code that
+    reads the settings afresh (uvicorn's app factory, in this process or in each worker)."""
+    if spec is not None:
+        os.environ["MLCYCLE_SPEC"] = str(spec.resolve())
+    if dataset is not None:
+        os.environ["MLCYCLE_DATASET"] = dataset
+    get_settings.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests call `get_settings.cache_clear()` to re-read."""
-    return Settings()
+    """The process-wide settings; tests call `get_settings.cache_clear()` to re-read. The
+    `.env` read is the project's (at or above the working folder), else the working
+    folder's."""
+    project = find_project()
+    env = project.root / ".env" if project is not None else Path(".env")
+    return Settings(_env_file=env)  # type: ignore[call-arg]

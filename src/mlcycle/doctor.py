@@ -21,16 +21,24 @@ class Check:
     fix: str = ""
 
 
+def _check_project(settings: Settings) -> Check:
+    project = settings.project
+    if project is None:
+        return Check("project", True, "none at or above here: the bundled loan example is used")
+    return Check("project", True, f"{project.root} (found by its {project.found_by})")
+
+
 def _check_spec(settings: Settings) -> tuple[Check, DatasetSpec | None]:
     try:
-        spec = load_spec(settings.spec_path)
+        choice = settings.spec_choice
+        spec = load_spec(choice.path)
     except MlcycleError as err:
         return Check("dataset spec", False, str(err), "fix the spec (docs/spec.md)"), None
     return (
         Check(
             "dataset spec",
             True,
-            f"{settings.spec_path}: {spec.name}, {len(spec.columns)} columns, "
+            f"{choice.path} ({choice.why}): {spec.name}, {len(spec.columns)} columns, "
             f"model {spec.registered_model}",
         ),
         spec,
@@ -41,13 +49,14 @@ def _check_train_config(settings: Settings) -> Check:
     from mlcycle.train.config import load_train_config
 
     try:
-        cfg = load_train_config(settings.train_config_path)
+        choice = settings.train_config_choice()
+        cfg = load_train_config(choice.path)
     except MlcycleError as err:
         return Check("training config", False, str(err), "fix the training config")
     except ImportError:  # a serving-only install has no training stage
         return Check("training config", True, "not checked: training is not installed")
     return Check(
-        "training config", True, f"{settings.train_config_path}: {cfg.model.kind}, seed {cfg.seed}"
+        "training config", True, f"{choice.path} ({choice.why}): {cfg.model.kind}, seed {cfg.seed}"
     )
 
 
@@ -173,6 +182,7 @@ def run_checks(settings: Settings) -> list[Check]:
     """Every check, read-only: doctor creates no store, tracking database or folder."""
     spec_check, spec = _check_spec(settings)
     return [
+        _check_project(settings),
         spec_check,
         _check_train_config(settings),
         _check_raw(settings),

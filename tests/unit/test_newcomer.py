@@ -58,7 +58,9 @@ def test_packaged_spec_and_config_are_the_defaults_outside_a_project(
     assert (tmp_path / ".env").is_file()
     assert (tmp_path / "data" / "raw").is_dir()
     get_settings.cache_clear()
-    assert get_settings().spec_path == Path("datasets/loan.yaml")  # the project's own now
+    own = tmp_path.resolve() / "datasets" / "loan.yaml"
+    assert get_settings().spec_path == own  # the project's own now
+    assert (tmp_path / "mlcycle.yaml").is_file()
     again = runner.invoke(app, ["init"])
     assert "kept" in again.stdout and "created" not in again.stdout
 

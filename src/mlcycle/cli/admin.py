@@ -7,7 +7,17 @@ import sys
 import typer
 
 from mlcycle.cli import render
-from mlcycle.cli.base import app, console, settings, stage
+from mlcycle.cli.base import (
+    DatasetOpt,
+    JsonOpt,
+    SpecOpt,
+    app,
+    chosen,
+    console,
+    emit_json,
+    settings,
+    stage,
+)
 from mlcycle.errors import BadInput, MlcycleError
 
 
@@ -58,15 +68,35 @@ def hash_key_cmd() -> None:
 
 
 @app.command()
-def doctor() -> None:
-    """Check settings, spec, store and MLflow; say what is wrong and how to fix it.
+def doctor(spec_path: SpecOpt = None, dataset: DatasetOpt = None, as_json: JsonOpt = False) -> None:
+    """Check the project, settings, spec, store and MLflow; say what is wrong and how to
+    fix it. Exit 0 when every check passes, else 1.
 
     Example: mlcycle doctor
     """
+    from mlcycle.config import redact_text
     from mlcycle.doctor import run_checks
 
-    config = settings()
+    config = chosen(settings(), spec_path, dataset)
     checks = run_checks(config)
-    render.doctor_checks(checks, config.secrets())
-    if not all(c.ok for c in checks):
+    ok = all(c.ok for c in checks)
+    if as_json:
+        secrets = config.secrets()
+        emit_json(
+            {
+                "ok": ok,
+                "checks": [
+                    {
+                        "name": c.name,
+                        "ok": c.ok,
+                        "detail": redact_text(c.detail, secrets),
+                        "fix": redact_text(c.fix, secrets),
+                    }
+                    for c in checks
+                ],
+            }
+        )
+    else:
+        render.doctor_checks(checks, config.secrets())
+    if not ok:
         raise typer.Exit(1)

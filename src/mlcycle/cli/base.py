@@ -50,7 +50,15 @@ SchedulerOpt = Annotated[
     ),
 ]
 SpecOpt = Annotated[
-    Path | None, typer.Option("--spec", help="Dataset spec YAML (default: MLCYCLE_SPEC).")
+    Path | None,
+    typer.Option("--spec", help="Dataset spec YAML (default: MLCYCLE_SPEC, else the project's)."),
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Which of the project's specs, datasets/NAME.yaml (default: MLCYCLE_DATASET).",
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -77,7 +85,7 @@ def print_error(message: str) -> None:
 def known_secrets() -> tuple[str, ...]:
     try:
         return get_settings().secrets()
-    except ValueError:
+    except (ValueError, MlcycleError):
         return ()
 
 
@@ -126,16 +134,36 @@ def engine(
     return open_engine(chosen, scheduler or config.dask_scheduler, config.dask_workers)  # type: ignore[arg-type]
 
 
-def spec_of(config: Settings, path: Path | None) -> DatasetSpec:
+def chosen(config: Settings, spec: Path | None = None, dataset: str | None = None) -> Settings:
+    """The settings with a command's own --spec / --dataset applied."""
+    update = {k: v for k, v in (("spec", spec), ("dataset", dataset)) if v is not None}
+    return config.model_copy(update=update) if update else config
+
+
+def spec_of(config: Settings, path: Path | None, dataset: str | None = None) -> DatasetSpec:
+    """The command's dataset spec, said on its first line: which project, which spec, why."""
     from mlcycle.spec import load_spec
 
-    return load_spec(path or config.spec_path)
+    config = chosen(config, path, dataset)
+    choice = config.spec_choice
+    project = config.project
+    where = f"project {project.root} ({project.found_by})" if project else "no project"
+    logger.info("%s; spec %s (%s)", where, choice.path, choice.why)
+    return load_spec(choice.path)
 
 
-def train_config_of(config: Settings, path: Path | None) -> TrainConfig:
+def train_config_of(
+    config: Settings, path: Path | None, spec: Path | None = None, dataset: str | None = None
+) -> TrainConfig:
+    """The command's training config, said as it is chosen."""
     from mlcycle.train.config import load_train_config
 
-    return load_train_config(path or config.train_config_path)
+    config = chosen(config, spec, dataset)
+    choice = config.model_copy(
+        update={"train_config": path or config.train_config}
+    ).train_config_choice()
+    logger.info("training config %s (%s)", choice.path, choice.why)
+    return load_train_config(choice.path)
 
 
 def emit_json(data: Any) -> None:
@@ -163,6 +191,8 @@ def _main(
     except ValueError as err:  # pydantic: a bad MLCYCLE_ variable or .env line
         print_error(f"invalid settings: {redact_text(str(err))}")
         raise typer.Exit(2) from err
+    except MlcycleError as err:  # an unreadable project file
+        raise fail(err) from err
     configure_logging(config.log_level, config.log_format, config.secrets())
 
 
@@ -184,5 +214,5 @@ def main() -> None:
 def _debug() -> bool:
     try:
         return get_settings().debug
-    except ValueError:
+    except (ValueError, MlcycleError):
         return False

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mlcycle.cli import render
 from mlcycle.cli.base import (
+    DatasetOpt,
     EngineOpt,
     JsonOpt,
     SchedulerOpt,
@@ -51,6 +52,7 @@ def etl(
         Path | None, typer.Option("--source", help="File or folder (default: data/raw).")
     ] = None,
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     max_rejected: Annotated[
         float | None,
         typer.Option("--max-rejected", min=0.0, max=1.0, help="Fail above this rejected share."),
@@ -66,7 +68,7 @@ def etl(
     config = settings()
     progress, on_progress = progress_bar(not as_json and sys.stderr.isatty())
     with stage(as_json), opened_store(config) as store:
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
         with engine(config, engine_kind, scheduler) as runner, progress:
             summary = runner.run_etl(
                 spec,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from mlcycle.cli import render
-from mlcycle.cli.base import JsonOpt, SpecOpt, app, emit_json, settings, spec_of, stage
+from mlcycle.cli.base import DatasetOpt, JsonOpt, SpecOpt, app, emit_json, settings, spec_of, stage
 
 
 @app.command()
-def models(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
+def models(spec_path: SpecOpt = None, dataset: DatasetOpt = None, as_json: JsonOpt = False) -> None:
     """Every version of the dataset's model: run, data, evaluation, verdict, aliases.
 
     Example: mlcycle models --json
@@ -18,7 +18,7 @@ def models(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
     config = settings()
     with stage(as_json):
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
         rows = registry.versions(registry.connect(config, create=False), spec.registered_model)
     if as_json:
         emit_json({"model": spec.registered_model, "versions": [asdict(r) for r in rows]})
@@ -27,7 +27,9 @@ def models(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def history(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
+def history(
+    spec_path: SpecOpt = None, dataset: DatasetOpt = None, as_json: JsonOpt = False
+) -> None:
     """Every decision on the dataset's model, oldest first: alias changes (from, to, when,
     by which command or policy, why, on which evaluation rows), refusals, skipped retrains.
 
@@ -39,7 +41,7 @@ def history(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
     config = settings()
     with stage(as_json):
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
         client = registry.connect(config, create=False)
         if not registry.model_exists(client, spec.registered_model):
             from mlcycle.errors import ModelNotFound

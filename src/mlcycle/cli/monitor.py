@@ -11,6 +11,7 @@ import typer
 from mlcycle.cli import render
 from mlcycle.cli.base import (
     ConfigOpt,
+    DatasetOpt,
     JsonOpt,
     SpecOpt,
     app,
@@ -76,6 +77,7 @@ def monitor(
         typer.Option("--retrain", help="Run `train` when the config's retrain policy fires."),
     ] = False,
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     config_path: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -96,8 +98,8 @@ def monitor(
     config = settings()
     start = parse_since(since) if since else None
     with stage(as_json), opened_store(config) as store:
-        spec = spec_of(config, spec_path)
-        cfg = train_config_of(config, config_path)
+        spec = spec_of(config, spec_path, dataset)
+        cfg = train_config_of(config, config_path, spec_path, dataset)
         logged = version or newest_version(store, spec, spec.registered_model)
         result = (
             None

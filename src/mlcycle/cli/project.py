@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from mlcycle.cli.base import SpecOpt, app, console, settings, spec_of, stage
+from mlcycle.cli.base import DatasetOpt, SpecOpt, app, console, settings, spec_of, stage
 
 
 @app.command()
 def init(
     folder: Annotated[Path, typer.Argument(help="Project folder (default: here).")] = Path(),
 ) -> None:
-    """Scaffold a project: datasets/loan.yaml, configs/train.yaml, .env and data/raw/.
+    """Scaffold a project: mlcycle.yaml, datasets/loan.yaml, configs/train.yaml, .env, data/raw/.
 
     Existing files are kept. Edit the spec for your own table (docs/spec.md lists every
     key), put files in data/raw, then run `mlcycle etl`.
@@ -40,6 +40,7 @@ def demo_data(
         Path | None, typer.Option("--out", help="CSV file or folder (default: raw dir).")
     ] = None,
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     if_empty: Annotated[
         bool,
         typer.Option("--if-empty", help="Only if the raw folder holds no data file at all."),
@@ -61,6 +62,6 @@ def demo_data(
         )
         return
     with stage():
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
     path = write_demo(spec, target, rows, seed)
     console.print(f"wrote {rows} synthetic {spec.name} rows to {path}", highlight=False)

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from mlcycle.cli.base import SpecOpt, app, console, settings, stage
+from mlcycle.cli.base import DatasetOpt, SpecOpt, app, chosen, console, settings, stage
+from mlcycle.config import hand_down
 from mlcycle.errors import BadInput
 
 
@@ -22,6 +23,7 @@ def serve(
         int | None, typer.Option("--workers", min=1, help="Worker processes.")
     ] = None,
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
 ) -> None:
     """Serve the champion model over HTTP: POST /predict, /docs, /metrics.
 
@@ -32,9 +34,8 @@ def serve(
     """
     from mlcycle.serve.runner import run_server, serving_model
 
-    config = settings()
-    if spec_path is not None:
-        config = config.model_copy(update={"spec": spec_path})
+    config = chosen(settings(), spec_path, dataset)
+    hand_down(spec_path, dataset)
     with stage():
         found = serving_model(config)
         if found is None and not config.wait_for_model:

@@ -10,6 +10,7 @@ import typer
 
 from mlcycle.cli import render
 from mlcycle.cli.base import (
+    DatasetOpt,
     JsonOpt,
     SpecOpt,
     app,
@@ -77,6 +78,7 @@ def stream(
         typer.Option("--group", help="Consumer group (default: mlcycle-stream-<dataset>)."),
     ] = None,
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     batch: Annotated[
         int | None, typer.Option("--batch", min=1, help="Messages per micro-batch at most.")
     ] = None,
@@ -118,7 +120,7 @@ def stream(
 
     server = None
     with stage(as_json), opened_store(config) as store:
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
         options = StreamOptions(
             bootstrap=bootstrap or config.kafka_bootstrap,
             topic=topic or config.kafka_topic or default_topic(spec.name),
@@ -152,6 +154,7 @@ def publish(
     topic: TopicOpt = None,
     bootstrap: BootstrapOpt = None,
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     partitions: Annotated[
         int, typer.Option("--partitions", min=1, help="Partitions if the topic is created.")
     ] = 1,
@@ -171,7 +174,7 @@ def publish(
         from mlcycle.stream.kafka import default_topic, security_config
         from mlcycle.stream.publish import publish as send
 
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
         summary = send(
             source,
             topic or config.kafka_topic or default_topic(spec.name),

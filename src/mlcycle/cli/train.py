@@ -10,6 +10,7 @@ import typer
 from mlcycle.cli import render
 from mlcycle.cli.base import (
     ConfigOpt,
+    DatasetOpt,
     EngineOpt,
     JsonOpt,
     SchedulerOpt,
@@ -30,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 @app.command()
-def preprocess(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
+def preprocess(
+    spec_path: SpecOpt = None, dataset: DatasetOpt = None, as_json: JsonOpt = False
+) -> None:
     """Pull the newest labelled snapshot from the store and print its profile.
 
     Example: mlcycle preprocess --json
@@ -39,7 +42,7 @@ def preprocess(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
     config = settings()
     with stage(as_json), opened_store(config) as store:
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
         report = profile(load_snapshot(store, spec), spec)
     if as_json:
         emit_json(report)
@@ -50,6 +53,7 @@ def preprocess(spec_path: SpecOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def train(
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     config_path: ConfigOpt = None,
     engine_kind: EngineOpt = None,
     scheduler: SchedulerOpt = None,
@@ -77,8 +81,8 @@ def train(
 
     config = settings()
     with stage(as_json), opened_store(config) as store:
-        spec = spec_of(config, spec_path)
-        cfg = train_config_of(config, config_path)
+        spec = spec_of(config, spec_path, dataset)
+        cfg = train_config_of(config, config_path, spec_path, dataset)
         busy = nullcontext() if as_json else console.status("training", spinner="dots")
         with engine(config, engine_kind, scheduler) as runner, busy:
             result = run_train(config, spec, cfg, store, runner, again=again)
@@ -105,6 +109,7 @@ def promote(
         ),
     ] = "champion",
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     config_path: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -123,8 +128,8 @@ def promote(
     with stage(as_json), opened_store(config) as store:
         if force and not (reason and reason.strip()):
             raise BadInput("--force needs --reason: it is recorded with the decision")
-        spec = spec_of(config, spec_path)
-        cfg = train_config_of(config, config_path)
+        spec = spec_of(config, spec_path, dataset)
+        cfg = train_config_of(config, config_path, spec_path, dataset)
         client = registry.connect(config)
         judged = judge_version(client, store, spec, cfg, version, alias)
         name, target = judged.name, judged.target.version
@@ -171,6 +176,7 @@ def rollback(
         str | None, typer.Option("--reason", help="Why: recorded with the decision.")
     ] = None,
     spec_path: SpecOpt = None,
+    dataset: DatasetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Point the champion alias back at the previous served champion, or at --to N.
@@ -181,7 +187,7 @@ def rollback(
 
     config = settings()
     with stage(as_json):
-        spec = spec_of(config, spec_path)
+        spec = spec_of(config, spec_path, dataset)
         client = registry.connect(config)
         old, new = registry.rollback(
             client, spec.registered_model, to=to, reason=reason.strip() if reason else None

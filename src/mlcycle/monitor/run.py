@@ -358,6 +358,39 @@ def build_report(
     return report
 
 
+def _challenger(
+    settings: Settings,
+    spec: DatasetSpec,
+    cfg: MonitorConfig,
+    store: Store,
+    win: Window,
+    ref: dict[str, Any],
+    policy: Any,
+) -> dict[str, Any] | None:
+    """The shadow's paired comparison; `policy` (when given) acts on a decided one, and
+    what it did is recorded as the comparison's `action`."""
+    from mlcycle.monitor.challenger import compare
+
+    assert spec.target is not None
+    positive = ref.get("positive", spec.target.positive)
+    found = compare(
+        store,
+        spec,
+        win,
+        None if positive is None else str(positive),
+        alias=settings.shadow_alias.strip(),
+        min_paired=cfg.challenger.min_paired,
+    )
+    if found is not None and policy is not None and found.get("verdict") != "undecided":
+        try:
+            action = policy(found)
+        except MlcycleError as err:
+            action = {"action": "error", "reason": str(err)}
+        if action is not None:
+            found["action"] = action
+    return found
+
+
 @dataclass
 class MonitorResult:
     typed: MonitorReport
@@ -417,25 +450,9 @@ def run_monitor(
     performance = realized_performance(store, spec, win, ref) if win.rows else None
     report = build_report(spec, ref, win, cfg, performance, since, last, run_id)
     if settings.shadow_alias.strip() and spec.target is not None:
-        from mlcycle.monitor.challenger import compare
-
-        positive = ref.get("positive", spec.target.positive)
-        report["challenger"] = compare(
-            store,
-            spec,
-            win,
-            None if positive is None else str(positive),
-            alias=settings.shadow_alias.strip(),
-            min_paired=cfg.challenger.min_paired,
+        report["challenger"] = _challenger(
+            settings, spec, cfg, store, win, ref, challenger_policy if retrain else None
         )
-        decided = report["challenger"] or {}
-        if retrain and challenger_policy is not None and decided.get("verdict") != "undecided":
-            try:
-                action = challenger_policy(decided)
-            except MlcycleError as err:
-                action = {"action": "error", "reason": str(err)}
-            if action is not None:
-                decided["action"] = action
     report["retrain"] = {"requested": retrain, "reason": retrain_reason(report, cfg)}
     if retrain and report["retrain"]["reason"] and train is not None:
         logger.info("retraining: %s", report["retrain"]["reason"])

@@ -10,6 +10,13 @@ from importlib import resources
 from pathlib import Path
 
 TEMPLATE_FILES = ("datasets/loan.yaml", "configs/train.yaml")
+PROJECT_FILE = "mlcycle.yaml"
+PROJECT_TEXT = """\
+# An mlcycle project: every command run in this folder or below it uses this project
+# (its datasets/, configs/, .env and data/). With more than one spec in datasets/,
+# name the one commands use by default (else they ask: --dataset NAME):
+# dataset: loan
+"""
 
 
 def scaffold(folder: Path) -> list[tuple[Path, bool]]:
@@ -24,6 +31,11 @@ def scaffold(folder: Path) -> list[tuple[Path, bool]]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text((root / relative).read_text(encoding="utf-8"), encoding="utf-8")
         done.append((path, made))
+    marker = folder / PROJECT_FILE
+    made = not marker.exists()
+    if made:
+        marker.write_text(PROJECT_TEXT, encoding="utf-8")
+    done.append((marker, made))
     env = folder / ".env"
     made = not env.exists()
     if made:

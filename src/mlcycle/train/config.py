@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlcycle.errors import SpecError
 from mlcycle.gate import GateConfig
@@ -20,6 +20,41 @@ class ModelConfig(BaseModel):
 
     kind: ModelKind = "logistic_regression"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params_fit_the_kind(self) -> ModelConfig:
+        """Each param is one the kind's estimator takes, of a type it accepts: checked when
+        the config loads, not after the data is read."""
+        check_params(self.kind, self.params)
+        return self
+
+
+def kind_params(kind: str) -> list[str]:
+    """The params a model kind accepts (its scikit-learn estimator's; `random_state`
+    comes from the config's `seed`)."""
+    from mlcycle.train.features import estimator
+
+    made = estimator(ModelConfig.model_construct(kind=kind, params={}), 0)
+    return sorted(p for p in made.get_params() if p != "random_state")
+
+
+def check_params(kind: str, params: dict[str, Any], where: str = "params") -> None:
+    """ValueError naming the first param `kind` does not take, or takes in another type."""
+    try:
+        from mlcycle.train.features import estimator
+    except ImportError:  # a serving-only install trains nothing
+        return
+    known = kind_params(kind)
+    for name in params:
+        if name not in known:
+            raise ValueError(
+                f"{where}: {kind} has no param {name!r} (it takes: {', '.join(known)})"
+            )
+    made = estimator(ModelConfig.model_construct(kind=kind, params=dict(params)), 0)
+    try:
+        made._validate_params()  # scikit-learn's own type and range checks, no fitting
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from err
 
 
 class SearchConfig(BaseModel):
@@ -39,6 +74,18 @@ class TrainConfig(BaseModel):
     search: SearchConfig | None = None
     gate: GateConfig = Field(default_factory=GateConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @model_validator(mode="after")
+    def _grid_fits_the_kind(self) -> TrainConfig:
+        if self.search is not None:
+            known = kind_params(self.model.kind)
+            for name in self.search.grid:
+                if name not in known:
+                    raise ValueError(
+                        f"search.grid: {self.model.kind} has no param {name!r} "
+                        f"(it takes: {', '.join(known)})"
+                    )
+        return self
 
 
 def load_train_config(path: Path | str) -> TrainConfig:

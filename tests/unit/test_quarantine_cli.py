@@ -62,3 +62,39 @@ def test_quarantine_lists_filters_counts_and_exports_what_etl_takes_back(project
     again = CliRunner().invoke(app, ["etl", "--source", "fix.csv", "--json"])
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["inserted"] == 3
+
+
+def test_status_says_what_is_stored_quarantined_trained_and_served(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLCYCLE_SERVE_PORT", str(free_port()))  # nothing listens there
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.stderr
+    state = json.loads(result.stdout)
+    assert state["project"] == str(project.resolve()) and state["dataset"] == "loan"
+    store = state["store"]
+    assert (store["rows"], store["labelled_rows"], store["quarantine"]["rows"]) == (37, 37, 3)
+    assert store["batch_statuses"] == {"succeeded": 1} and store["monitoring"] is None
+    assert "run `mlcycle train` first" in state["models"]["error"]
+    assert state["server"]["reachable"] is False
+    text = CliRunner().invoke(app, ["status"])
+    assert "37 rows, 37 labelled" in text.stdout and "not reachable" in text.stdout
+
+
+def test_status_in_an_empty_folder_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("MLCYCLE_SPEC", "MLCYCLE_TRAIN_CONFIG", "MLCYCLE_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["status", "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["store"]["rows"] == 0
+    assert list(tmp_path.iterdir()) == []

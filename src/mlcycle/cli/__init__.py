@@ -8,8 +8,8 @@ themselves on the app when imported, in the pipeline's order (the order of `--he
 
 from mlcycle.cli.base import app, main
 from mlcycle.cli import project, etl, quarantine, stream, train, models, serve, monitor
-from mlcycle.cli import admin
+from mlcycle.cli import admin, status
 from mlcycle.cli.monitor import parse_since
 
 __all__ = ["admin", "app", "etl", "main", "monitor", "parse_since", "project", "serve"]
-__all__ += ["models", "quarantine", "stream", "train"]
+__all__ += ["models", "quarantine", "status", "stream", "train"]

@@ -41,6 +41,7 @@ def _project(root: Path, *specs: str, marker: str | None = "") -> Path:
 def cli(monkeypatch: pytest.MonkeyPatch):
     for var in ("MLCYCLE_SPEC", "MLCYCLE_TRAIN_CONFIG", "MLCYCLE_DATA_DIR", "MLCYCLE_DATASET"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLCYCLE_LOG_LEVEL", "DEBUG")  # the choice is a debug line off a terminal
 
     def run(cwd: Path, *args: str, env: dict[str, str] | None = None):
         monkeypatch.chdir(cwd)

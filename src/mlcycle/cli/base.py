@@ -140,6 +140,13 @@ def chosen(config: Settings, spec: Path | None = None, dataset: str | None = Non
     return config.model_copy(update=update) if update else config
 
 
+def _say(message: str, *args: object) -> None:
+    """Which project, spec and config: said on a terminal's first lines; in scripts (stderr
+    not a terminal) logged at debug level, so an error stays one line there."""
+    level = logging.INFO if sys.stderr.isatty() else logging.DEBUG
+    logger.log(level, message, *args)
+
+
 def spec_of(config: Settings, path: Path | None, dataset: str | None = None) -> DatasetSpec:
     """The command's dataset spec, said on its first line: which project, which spec, why."""
     from mlcycle.spec import load_spec
@@ -148,7 +155,7 @@ def spec_of(config: Settings, path: Path | None, dataset: str | None = None) -> 
     choice = config.spec_choice
     project = config.project
     where = f"project {project.root} ({project.found_by})" if project else "no project"
-    logger.info("%s; spec %s (%s)", where, choice.path, choice.why)
+    _say("%s; spec %s (%s)", where, choice.path, choice.why)
     return load_spec(choice.path)
 
 
@@ -162,7 +169,7 @@ def train_config_of(
     choice = config.model_copy(
         update={"train_config": path or config.train_config}
     ).train_config_choice()
-    logger.info("training config %s (%s)", choice.path, choice.why)
+    _say("training config %s (%s)", choice.path, choice.why)
     return load_train_config(choice.path)
 
 

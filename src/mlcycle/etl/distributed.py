@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,15 +158,12 @@ def load_part(
     passed: bool,
     mongo_db: str | None,
     reads: list[bytes] | None = None,
-    after: list[Any] | None = None,
 ) -> PartLoad:
     """Pass 2 on a worker: read and validate again, add the duplicate verdicts, then
     write (MongoDB, `mongo_db` set) or hand back (embedded store).
 
-    `reads`: pass 1's digests of the part's reading (the bytes must be the same);
-    `after`: the parts that hold rows of the same ids (Dask runs this task after them,
-    so rows that complete one another are applied in the local engine's order)."""
-    del after
+    `reads`: pass 1's digests of the part's reading (the bytes must be the same). The
+    client submits a part after the parts holding rows of the same ids were applied."""
     store = worker_store(mongo_db) if mongo_db else None
     out = PartLoad()
     check = part.check()
@@ -260,11 +257,11 @@ def run_etl_dask(
         passed = checked(summary, spec, store, max_rejected_share)
 
         # Pass 2: quarantine always; rows only when the run passed. A part holding ids of
-        # an earlier part (rows that complete one another) waits for it.
-        loads: list[Any] = []
-        finished: list[Any] = []
-        for part in parts:
-            future = client.submit(
+        # an earlier part (rows that complete one another) is submitted once that part is
+        # applied: the order lives on the client, so a worker lost mid-run only makes the
+        # scheduler run its unfinished parts again (upserts: nothing doubles).
+        def submit(part: FilePart) -> Any:
+            return client.submit(
                 load_part,
                 part,
                 spec,
@@ -275,18 +272,17 @@ def run_etl_dask(
                 passed,
                 mongo_db,
                 checks[part.index].reads,
-                [finished[j] for j in after[part.index]],
                 pure=False,
             )
-            loads.append(future)
-            finished.append(client.submit(_done, future, pure=False))
-        _take_loads(loads, after, checks, spec, store, summary, report)
+
+        _take_loads(parts, submit, after, checks, spec, store, summary, report)
         refuse_if_failed(summary, spec, passed, max_rejected_share)
     return summary
 
 
 def _take_loads(
-    loads: list[Any],
+    parts: list[FilePart],
+    submit: Callable[[FilePart], Any],
     after: dict[int, list[int]],
     checks: list[PartCheck],
     spec: DatasetSpec,
@@ -294,13 +290,24 @@ def _take_loads(
     summary: EtlSummary,
     report: ProgressFn,
 ) -> None:
-    """Pass 2 on the client: each part's counts, and for the embedded store its rows and
-    quarantine written here (the one writer of its file), in dependency order."""
+    """Pass 2 on the client: each part submitted once the parts it waits for (`after`)
+    are applied, and its counts (for the embedded store its rows and quarantine, written
+    here, the one writer of its file) taken as it completes, so parts that share ids are
+    applied in the local engine's order."""
     from distributed import as_completed
 
+    applied: set[int] = set()
+    waiting = [part for part in parts if after[part.index]]
+    index: dict[Any, int] = {}
+    completed = as_completed()
+    for part in parts:
+        if not after[part.index]:
+            future = submit(part)
+            index[future.key] = part.index
+            completed.add(future)
     done = 0
-    index = {f.key: i for i, f in enumerate(loads)}
-    for future in _in_dependency_order(as_completed(loads), index, after):
+    for future in completed:
+        i = index.pop(future.key)
         loaded: PartLoad = future.result()
         future.release()
         if loaded.quarantine:
@@ -314,32 +321,17 @@ def _take_loads(
         summary.inserted += loaded.inserted
         summary.updated += loaded.updated
         summary.unchanged += loaded.unchanged
-        done += checks[index[future.key]].rows
+        done += checks[i].rows
         report("load", done, summary.rows_read)
-
-
-def _done(_loaded: PartLoad) -> bool:
-    """A small future that stands for a finished part (its result stays where it is)."""
-    return True
-
-
-def _in_dependency_order(
-    completed: Iterable[Any], index: dict[Any, int], after: dict[int, list[int]]
-) -> Iterator[Any]:
-    """Futures as they complete, except that a part is given only after the parts it
-    waits for (`after`) were given: the client applies them in the local order."""
-    given: set[int] = set()
-    held: dict[int, Any] = {}
-    for future in completed:
-        held[index[future.key]] = future
-        progress = True
-        while progress:
-            progress = False
-            for i in sorted(held):
-                if all(j in given for j in after[i]):
-                    given.add(i)
-                    yield held.pop(i)
-                    progress = True
+        applied.add(i)
+        ready = [part for part in waiting if applied.issuperset(after[part.index])]
+        for part in ready:
+            waiting.remove(part)
+            future = submit(part)
+            index[future.key] = part.index
+            completed.add(future)
+    if waiting:  # cannot happen: `after` names earlier parts only
+        raise MlcycleError(f"{len(waiting)} part(s) were never loaded: their order is circular")
 
 
 def _duplicate_rule(

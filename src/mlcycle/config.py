@@ -339,6 +339,14 @@ def fail_fast_mlflow() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+def quiet_mlflow(level: str) -> None:
+    """MLflow's own INFO lines ("Validating input example ...") are not a command's
+    output: its loggers at WARNING unless mlcycle logs at DEBUG or the environment sets
+    MLFLOW_LOGGING_LEVEL (read when MLflow is first imported)."""
+    if level.upper() != "DEBUG":
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
 def hand_down(spec: Path | None, dataset: str | None) -> None:
     """A command's --spec / --dataset as the environment they stand for, for code that
     reads the settings afresh (uvicorn's app factory, in this process or in each worker)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -75,3 +76,19 @@ def configure_logging(
     root.setLevel(level.upper())
     for noisy in ("pymongo", "urllib3", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries' warnings (MLflow's "add type hints", sklearn's, ...) are the log's, at
+    # debug level (MLCYCLE_LOG_LEVEL=DEBUG shows them), never lines of a command's output
+    logging.captureWarnings(True)
+    warned = logging.getLogger("py.warnings")
+    warned.filters[:] = [_demoted]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _demoted(record: logging.LogRecord) -> bool:
+    """A captured library warning as a debug record, without terminal colour codes."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    record.msg = _ANSI.sub("", record.getMessage())
+    record.args = None
+    return logging.getLogger().isEnabledFor(logging.DEBUG)

@@ -210,6 +210,14 @@ def _check_models_serve(trained: Trained, tmp_path: Path) -> None:
         resp = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
         assert resp.status_code == 200, resp.text
         served = pd.DataFrame(resp.json()["predictions"])
+        as_csv = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            content=raw.to_csv(index=False).encode(),
+            headers={"Content-Type": "text/csv"},
+            timeout=60,
+        )
+        assert as_csv.status_code == 200, as_csv.text
+        assert pd.DataFrame(as_csv.json()["predictions"]).equals(served)
     finally:
         _terminate(proc)
     mlflow.set_tracking_uri(trained.tracking)
@@ -217,3 +225,62 @@ def _check_models_serve(trained: Trained, tmp_path: Path) -> None:
     assert served["label"].tolist() == local["label"].tolist()
     cols = [c for c in local.columns if c.startswith("probability")]
     assert np.max(np.abs(served[cols].to_numpy() - local[cols].to_numpy())) <= 1e-6
+
+
+_PLAIN_PREDICT = """
+import importlib.util
+import sys
+
+import mlflow
+import pandas as pd
+
+assert importlib.util.find_spec("mlcycle") is None, "mlcycle is installed in the plain venv"
+model = mlflow.pyfunc.load_model(sys.argv[1])
+model.predict(pd.read_csv(sys.argv[2])).to_csv(sys.argv[3], index=False)
+"""
+
+
+def test_the_logged_model_predicts_in_a_virtualenv_made_from_its_requirements_alone(
+    tiers_boosting: Trained, tmp_path: Path
+) -> None:
+    """MLflow's plain clients: a fresh virtualenv with only what the model's own
+    requirements.txt lists (no mlcycle, no msgspec, no onnxruntime) loads the logged
+    model and gives the same answer as this environment."""
+    spec = tiers_boosting.spec
+    mlflow.set_tracking_uri(tiers_boosting.tracking)
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{spec.registered_model}@champion", dst_path=str(tmp_path / "model")
+        )
+    )
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert any(r.startswith("mlflow==") for r in requirements), requirements
+    venv = tmp_path / "plain"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run(
+        [*pip, "--disable-pip-version-check", "-r", str(model_dir / "requirements.txt")],
+        check=True,
+        env=clean,
+        timeout=1200,
+    )
+    raw = tmp_path / "raw.csv"
+    pd.read_csv(tiers_boosting.raw).head(300).to_csv(raw, index=False)
+    out = tmp_path / "out.csv"
+    script = tmp_path / "plain_predict.py"
+    script.write_text(_PLAIN_PREDICT)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), str(script), str(model_dir), str(raw), str(out)],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain = pd.read_csv(out)
+    local = mlflow.pyfunc.load_model(str(model_dir)).predict(pd.read_csv(raw))
+    assert plain["label"].astype(str).tolist() == local["label"].astype(str).tolist()
+    cols = [c for c in local.columns if c.startswith("probability")]
+    assert np.max(np.abs(plain[cols].to_numpy() - local[cols].to_numpy())) <= 1e-9

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperOption
 
 from mlcycle import __version__
-from mlcycle.config import Settings, get_settings, redact_text
+from mlcycle.config import Settings, get_settings, quiet_mlflow, redact_text
 from mlcycle.errors import BadInput, MlcycleError
 from mlcycle.logging_setup import configure_logging
 
@@ -26,11 +27,22 @@ if TYPE_CHECKING:
     from mlcycle.store.base import Store
     from mlcycle.train.config import TrainConfig
 
+
+def _flag_type(option: TyperOption, ctx: Any) -> str | None:
+    """A flag's help row shows no value type (Typer 0.29 prints `<bool>` for each)."""
+    if option.is_flag and option.metavar is None:
+        return None
+    return _OPTION_TYPE(option, ctx)
+
+
+_OPTION_TYPE = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign,assignment]
+
 app = typer.Typer(
     name="mlcycle",
     help="Files -> validated warehouse -> tracked training -> served model.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 console = Console(soft_wrap=True)
@@ -201,6 +213,7 @@ def _main(
     except MlcycleError as err:  # an unreadable project file
         raise fail(err) from err
     configure_logging(config.log_level, config.log_format, config.secrets())
+    quiet_mlflow(config.log_level)
 
 
 def main() -> None:

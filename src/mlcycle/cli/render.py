@@ -85,7 +85,9 @@ def train_result(result: TrainResult) -> None:
     )
     verdict = "[green]promoted[/]" if result.decision["promote"] else "[yellow]not promoted[/]"
     console.print(f"gate: {verdict}: {result.decision['reason']}")
-    console.print(f"champion: v{result.champion_after} · {result.run_url}", highlight=False)
+    where = result.run_url or f"run {result.run_id} (view with: {result.run_view})"
+    console.print(f"candidate v{result.version}: {where}", highlight=False)
+    console.print(f"champion: v{result.champion_after or ' none'}", highlight=False)
 
 
 def evaluation_line(judged: dict[str, Any]) -> None:

@@ -36,15 +36,16 @@ def serve(
 
     config = chosen(settings(), spec_path, dataset)
     hand_down(spec_path, dataset)
+    bind_host = host or config.serve_host
+    bind_port = port or config.serve_port
     with stage():
+        port_free(bind_host, bind_port)
         found = serving_model(config)
         if found is None and not config.wait_for_model:
             raise BadInput(
                 "no model to serve yet: run `mlcycle train` first (or set "
                 "MLCYCLE_WAIT_FOR_MODEL=true to start and wait for one)"
             )
-    bind_host = host or config.serve_host
-    bind_port = port or config.serve_port
 
     def announce() -> None:
         console.print(
@@ -55,3 +56,20 @@ def serve(
     code = run_server(bind_host, bind_port, workers or config.serve_workers, announce)
     if code:
         raise typer.Exit(code)
+
+
+def port_free(host: str, port: int) -> None:
+    """Refuse, in one line, an address another process listens on (uvicorn would log
+    `[Errno 98]` and exit 3). Bound the way uvicorn binds (SO_REUSEADDR), then released."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise BadInput(
+                f"cannot listen on {host}:{port}: {err.strerror or err} "
+                "(another server runs there?): choose another with --port or MLCYCLE_SERVE_PORT"
+            ) from err

@@ -3,13 +3,17 @@ of raw-file types, and the training data as a run input (`mlflow.log_input`)."""
 
 from __future__ import annotations
 
+import io
+import logging
 import re
+from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
 from mlcycle.spec import DatasetSpec, value_text
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+logger = logging.getLogger(__name__)
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -61,20 +65,41 @@ def log_pyfunc(
 ) -> Any:
     """Log the pipeline as the pyfunc model `model` and register it."""
     import cloudpickle
+
+    pickled = work / "pipeline.pkl"  # (mlflow.sklearn.save_model would infer its
+    with pickled.open("wb") as handle:  # requirements in a subprocess: ~2 s a run)
+        cloudpickle.dump(pipeline, handle)
+    said = io.StringIO()  # MLflow prints "Created version ..." itself: the log's, not ours
+    with redirect_stderr(said):
+        logged = _log_model(spec, serving_json, example, labels, registered_name, pickled)
+    for line in said.getvalue().splitlines():
+        if line.strip():
+            logger.debug("mlflow: %s", line.strip())
+    return logged
+
+
+def _log_model(
+    spec: DatasetSpec,
+    serving_json: Path,
+    example: Any,
+    labels: list[str],
+    registered_name: str,
+    pickled: Path,
+) -> Any:
     import mlflow
     from mlflow.models import ModelSignature
 
     import mlcycle
 
-    pickled = work / "pipeline.pkl"  # (mlflow.sklearn.save_model would infer its
-    with pickled.open("wb") as handle:  # requirements in a subprocess: ~2 s a run)
-        cloudpickle.dump(pipeline, handle)
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
         artifacts={"pipeline": str(pickled), "serving": str(serving_json)},
         code_paths=[str(Path(mlcycle.__file__).parent)],
-        signature=ModelSignature(input_signature(spec), output_signature(labels)),
+        # outputs only: an input schema with `Any` number columns makes MLflow's scoring
+        # server refuse CSV bodies, and `double` ones refuse pandas' int64 columns; the
+        # model checks its input by the spec's own rules
+        signature=ModelSignature(outputs=output_signature(labels)),
         input_example=example,
         registered_model_name=registered_name,
         pip_requirements=_requirements(),

@@ -154,8 +154,17 @@ def importances(model: Any) -> pd.DataFrame | None:
     return None
 
 
-def run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
+def run_url(settings: Settings, experiment_id: str, run_id: str) -> str | None:
+    """The run's page on the tracking server; None for a local store (no server)."""
     uri = settings.tracking_uri
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"run {run_id} (view with: mlflow ui --backend-store-uri {uri})"
+    return None
+
+
+def run_view(settings: Settings) -> str | None:
+    """How to look at a local store's runs (no server to link to)."""
+    uri = settings.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return None
+    return f"mlflow ui --backend-store-uri {uri}"

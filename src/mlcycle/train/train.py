@@ -37,7 +37,7 @@ from mlcycle.train.judge import HOLDOUT_TAG, Contender, Verdict, judge, register
 from mlcycle.train.mlflow_model import log_pyfunc, log_training_input, raw_example
 from mlcycle.train.package import reference, serving_bundle
 from mlcycle.train.snapshot import Snapshot, load_snapshot
-from mlcycle.train.tracking import run_params, run_tags, run_url, write_evaluation
+from mlcycle.train.tracking import run_params, run_tags, run_url, run_view, write_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ IDENTITY_TAG = registry.TAG + "training_identity"
 class TrainResult:
     run_id: str | None
     run_url: str | None
+    """The run's page on the tracking server (None for a local store: see `run_view`)."""
     model_name: str
     version: str | None
     rows: int
@@ -63,6 +64,8 @@ class TrainResult:
     evaluation: dict[str, Any] | None = None
     """The decision's evidence: the evaluation set (rows, hash) and both models' metrics
     on it (`judge.Verdict.record`)."""
+    run_view: str | None = None
+    """For a local store: the command that shows its runs."""
     skipped: str | None = None
     """Why nothing was trained (the same model exists; no new labelled rows)."""
 
@@ -126,6 +129,7 @@ def run_train(
     return TrainResult(
         run_id=logged.run_id,
         run_url=run_url(settings, experiment_id, logged.run_id),
+        run_view=run_view(settings),
         model_name=name,
         version=logged.version,
         rows=len(snapshot.ids),

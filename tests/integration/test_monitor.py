@@ -193,7 +193,8 @@ def test_monitoring_closes_the_loop(
         assert 'data-feature="Married" data-status="drift"' in page.text
         dom = render(html.as_uri(), f"monitor-dashboard-{backend}.png")
         assert dom.count('class="chart dist"') == len(mspec.feature_columns) + 1
-        assert 'class="chart timeline"' in dom  # realized metrics over time
+        # realized metrics over time: one report had matured labels (step 2), a sentence
+        assert 'class="note timeline-one"' in dom and 'class="chart timeline"' not in dom
         assert '<span class="badge" id="verdict"' in dom
     finally:
         server.stop()

@@ -179,3 +179,38 @@ def test_dashboard_draws_every_feature_and_escapes_data(
     assert page.count('class="bar" data-feature=') == len(spec.feature_columns) + 1
     assert 'data-feature="Property_Area" data-status="drift"' in page
     assert "http://" not in page and "https://" not in page  # nothing loaded from anywhere
+
+
+def test_dashboard_reads_right(spec: DatasetSpec, trained: Trained) -> None:
+    """Range labels whole, the drift threshold called drift, an empty unseen bin left
+    out, and one report a sentence rather than a chart whose start is its end."""
+    import re
+    from datetime import UTC, datetime
+
+    from mlcycle.monitor.dashboard import distribution_chart, render, timeline_chart
+    from mlcycle.monitor.report import MonitorReport, Performance
+    from mlcycle.monitor.stats import UNSEEN_BIN
+
+    built = report(spec, trained, trained.X.sample(300, random_state=4).reset_index(drop=True))
+    page = render(built, [built])
+    r = MonitorReport.model_validate(built).model_copy(update={"ts": datetime.now(UTC)})
+    assert ">drift 0.25<" in page and ">act " not in page and "act 0.25" not in page
+    score = distribution_chart("(score)", r.score)
+    ranges = [b for b in r.score.bins if " – " in b]
+    assert ranges
+    for label in ranges:
+        low, high = label.split(" – ")
+        assert f">{low} –</tspan>" in score and f">{high}</tspan>" in score
+    assert "…" not in score
+    area = r.features["Property_Area"]
+    assert UNSEEN_BIN in area.bins
+    drawn = distribution_chart("Property_Area", area)
+    assert (UNSEEN_BIN in drawn) == (area.current[area.bins.index(UNSEEN_BIN)] > 0)
+    perf = Performance(matured=50, accuracy=0.8, accuracy_ci=[0.7, 0.9], roc_auc=0.75)
+    one = r.model_copy(update={"performance": perf})
+    text = timeline_chart([one])
+    assert "<svg" not in text and "One report" in text and "0.750" in text
+    later = one.model_copy(update={"ts": one.ts.replace(year=one.ts.year + 1)})
+    two = timeline_chart([later, one])
+    xs = [float(x) for x in re.findall(r'class="point roc_auc" cx="([0-9.]+)"', two)]
+    assert len(xs) == 2 and xs[0] < xs[1]

@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from mlcycle.monitor.report import Drift, MonitorReport, Performance
+from mlcycle.monitor.stats import UNSEEN_BIN
 from mlcycle.store.base import as_datetime
 
 COLOURS = {"ok": "#2e7d32", "watch": "#ef8f00", "drift": "#c62828"}
@@ -67,7 +68,7 @@ def psi_chart(report: MonitorReport) -> str:
             f"{' ▶' if v.psi > top else ''}</text>"
         )
     bottom = 20 + len(parts) * (bar + gap)
-    for key, label in (("psi_watch", "watch"), ("psi_act", "act")):
+    for key, label in (("psi_watch", "watch"), ("psi_act", "drift")):
         tx = x(th[key])
         out.append(
             f'<line class="threshold" x1="{tx:.1f}" x2="{tx:.1f}" y1="12" y2="{bottom}" '
@@ -79,14 +80,40 @@ def psi_chart(report: MonitorReport) -> str:
     return "".join(out)
 
 
+def _drawn_bins(feat: Drift) -> list[tuple[str, float, float]]:
+    """(bin, reference share, current share) to draw: an "(unseen)" bin only when some
+    row fell in it (training has none by definition)."""
+    return [
+        (str(label), ref, cur)
+        for label, ref, cur in zip(feat.bins, feat.reference, feat.current, strict=False)
+        if not (label == UNSEEN_BIN and ref == 0 and cur == 0)
+    ]
+
+
+def _tick(label: str, x: float, y: float) -> str:
+    """A bin's label under its bars: a numeric range on two lines ("a –", "b"), whole;
+    a long category cut with its full text in the tooltip."""
+    if " – " in label:
+        low, high = label.split(" – ", 1)
+        return (
+            f'<text class="tick" x="{x:.1f}" y="{y}" transform="rotate(35 {x:.1f} {y})">'
+            f'<title>{_e(label)}</title><tspan x="{x:.1f}">{_e(low)} –</tspan>'
+            f'<tspan x="{x:.1f}" dy="11">{_e(high)}</tspan></text>'
+        )
+    short = label if len(label) <= 14 else label[:13] + "…"
+    return (
+        f'<text class="tick" x="{x:.1f}" y="{y}" transform="rotate(35 {x:.1f} {y})">'
+        f"<title>{_e(label)}</title>{_e(short)}</text>"
+    )
+
+
 def distribution_chart(name: str, feat: Drift) -> str:
     """Reference and current shares per bin, side by side."""
-    bins = feat.bins
-    ref, cur = feat.reference, feat.current
-    width, height, pad_b, pad_l = 420, 200, 58, 34
+    drawn = _drawn_bins(feat)
+    width, height, pad_b, pad_l = 420, 210, 68, 34
     plot_w, plot_h = width - pad_l - 40, height - pad_b - 14
-    top = max([*ref, *cur, 0.01])
-    slot = plot_w / max(len(bins), 1)
+    top = max([*(r for _, r, _ in drawn), *(c for _, _, c in drawn), 0.01])
+    slot = plot_w / max(len(drawn), 1)
     bw = max(slot * 0.38, 1.0)
     out = [
         f'<svg class="chart dist" data-feature="{_e(name)}" role="img" '
@@ -94,23 +121,16 @@ def distribution_chart(name: str, feat: Drift) -> str:
         f'viewBox="0 0 {width} {height}">'
         f'<text x="{pad_l}" y="10" class="val">share (max {top:.0%})</text>'
     ]
-    for i, label in enumerate(bins):
+    for i, (label, ref, cur) in enumerate(drawn):
         x0 = pad_l + i * slot + slot * 0.1
-        for j, (value, colour, kind) in enumerate(
-            ((ref[i], REF, "reference"), (cur[i], CUR, "current"))
-        ):
+        for j, (value, colour, kind) in enumerate(((ref, REF, "reference"), (cur, CUR, "current"))):
             h = plot_h * value / top
             out.append(
                 f'<rect class="bar {kind}" x="{x0 + j * bw:.1f}" y="{14 + plot_h - h:.1f}" '
                 f'width="{bw:.1f}" height="{max(h, 0.5):.1f}" fill="{colour}">'
                 f"<title>{_e(label)}: {kind} {value:.1%}</title></rect>"
             )
-        short = str(label) if len(str(label)) <= 14 else str(label)[:13] + "…"
-        lx = x0 + bw
-        out.append(
-            f'<text class="tick" x="{lx:.1f}" y="{height - pad_b + 14}" '
-            f'transform="rotate(35 {lx:.1f} {height - pad_b + 14})">{_e(short)}</text>'
-        )
+        out.append(_tick(label, x0 + bw, height - pad_b + 14))
     out.append(
         f'<line x1="{pad_l}" x2="{width - 8}" y1="{14 + plot_h}" y2="{14 + plot_h}" stroke="#999"/>'
         "</svg>"
@@ -130,13 +150,20 @@ def timeline_chart(history: list[MonitorReport]) -> str:
             '<p class="note">No matured predictions yet: realized performance appears once '
             "labelled rows for predicted ids are loaded by `mlcycle etl`.</p>"
         )
+    if len(points) == 1:
+        when, perf = points[0]
+        return (
+            f'<p class="note timeline-one">One report with matured labels so far '
+            f"({_when(when)}): accuracy {_num(perf.accuracy)}, ROC AUC {_num(perf.roc_auc)}. "
+            "The chart over time starts with the second.</p>"
+        )
     width, height, pad = 640, 220, 40
     t0 = points[0][0].timestamp()
     span = max(points[-1][0].timestamp() - t0, 1.0)
 
     def xy(t: datetime, v: float) -> tuple[float, float]:
         return (
-            pad + (width - 2 * pad) * ((t.timestamp() - t0) / span if len(points) > 1 else 0.5),
+            pad + (width - 2 * pad) * (t.timestamp() - t0) / span,
             height - pad - (height - 2 * pad) * v,
         )
 
@@ -314,7 +341,7 @@ def render(
 <p class="note">{reasons or "no feature drifted"}</p>
 <h2>Lineage</h2><table>{_lineage(report)}</table>
 <h2>Drift per feature (PSI)</h2>
-<p class="legend">thresholds: watch {th["psi_watch"]:g}, act {th["psi_act"]:g};
+<p class="legend">thresholds: watch {th["psi_watch"]:g}, drift {th["psi_act"]:g};
 a flag also needs p &lt; {th["alpha"]:g}
 <span style="background:{COLOURS["ok"]}"></span>ok<span style="background:{COLOURS["watch"]}"></span>watch<span style="background:{COLOURS["drift"]}"></span>drift</p>
 {psi_chart(report)}

@@ -214,3 +214,49 @@ def test_dashboard_reads_right(spec: DatasetSpec, trained: Trained) -> None:
     two = timeline_chart([later, one])
     xs = [float(x) for x in re.findall(r'class="point roc_auc" cx="([0-9.]+)"', two)]
     assert len(xs) == 2 and xs[0] < xs[1]
+
+
+def test_a_drop_in_the_newest_period_fires_the_policy_the_whole_window_hides() -> None:
+    """Eleven good months and a bad last one: the year's AUC stays within the policy,
+    the newest period's does not, and the reason says which period."""
+    import pandas as pd
+
+    from mlcycle.monitor.run import _auc_drop, _periods
+
+    rng = np.random.default_rng(5)
+    day, frames = 86_400.0, []
+    for month in range(12):
+        n = 400
+        y = rng.random(n) < 0.5
+        noise = 0.35 if month < 11 else 1.6  # the world changes in the last month
+        score = 1 / (1 + np.exp(-(np.where(y, 1.0, -1.0) + rng.normal(0, 1, n) * noise * 2)))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "t": 1.7e9 + (month * 30 + rng.random(n) * 29.9) * day,
+                    "score": score,
+                    "label": np.where(score > 0.5, "Y", "N"),
+                    "truth": np.where(y, "Y", "N"),
+                }
+            )
+        )
+    joined = pd.concat(frames, ignore_index=True)
+    cfg = MonitorConfig()
+    got = _periods(joined, "Y", cfg)
+    assert len(got["periods"]) == 12 and sum(p["matured"] for p in got["periods"]) == len(joined)
+    aucs = [p["roc_auc"] for p in got["periods"]]
+    assert aucs[-1] < min(aucs[:-1]) - 0.1
+    assert got["trend"]["metric"] == "roc_auc" and got["trend"]["per_period"] < 0
+    valid = float(np.mean(aucs[:-1]))
+    whole = {
+        "matured": len(joined),
+        "roc_auc": valid - 0.03,  # the year's average: inside the 0.05 policy
+        "validation": {"roc_auc": valid},
+        **got,
+    }
+    reason = _auc_drop(whole, cfg)
+    assert reason is not None and "newest period" in reason and "the whole window" in reason
+    assert _auc_drop({**whole, "periods": got["periods"][:-1]}, cfg) is None
+    off = MonitorConfig(period_days=None)
+    assert _periods(joined, "Y", off) == {}
+    assert _auc_drop({k: v for k, v in whole.items() if k not in got}, off) is None

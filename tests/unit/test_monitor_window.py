@@ -75,6 +75,7 @@ def _same(a: Window, b: Window) -> None:
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.predicted == b.predicted
     assert a.ids.tolist() == b.ids.tolist() and a.labels.tolist() == b.labels.tolist()
+    np.testing.assert_array_equal(a.stamps, b.stamps)
 
 
 @pytest.mark.parametrize("numeric_ids", [False, True])
@@ -90,6 +91,10 @@ def test_arrow_and_document_paths_agree(
     assert fast.first_ts == T0 + timedelta(seconds=1) and fast.last_ts == T0 + timedelta(
         seconds=299
     )
+    # each row carries its request's time: 3 rows a request, newest first
+    assert fast.stamps.size == fast.ids.size
+    assert fast.stamps[0] == fast.stamps[2] == (T0 + timedelta(seconds=299)).timestamp()
+    assert fast.stamps[-1] == (T0 + timedelta(seconds=1)).timestamp()
     name = spec.numeric_features[0]
     assert (
         np.isnan(fast.numeric[name]).any()

@@ -10,6 +10,7 @@ from rich.text import Text
 
 from mlcycle.cli.base import console
 from mlcycle.config import redact_text
+from mlcycle.store.base import as_datetime
 
 if TYPE_CHECKING:
     from mlcycle.decisions import Event
@@ -168,6 +169,26 @@ def _performance(report: MonitorReport) -> None:
         f"(validation {val.get('roc_auc') or float('nan'):.3f})",
         highlight=False,
     )
+    if perf.periods and len(perf.periods) > 1:
+        days = report.thresholds.get("period_days")
+        table = Table(title=f"realized per {days:g}-day period, oldest first")
+        for col in ("from", "to", "matured", "accuracy", "ROC AUC"):
+            table.add_column(col, justify="right")
+        for p in perf.periods:
+            table.add_row(
+                str(as_datetime(p["start"]).date()),
+                str(as_datetime(p["end"]).date()),
+                f"{p['matured']:,}",
+                f"{p['accuracy']:.3f}",
+                "—" if p["roc_auc"] is None else f"{p['roc_auc']:.3f}",
+            )
+        console.print(table)
+        if perf.trend:
+            console.print(
+                f"trend: {perf.trend['metric']} {perf.trend['per_period']:+.4f} a period "
+                f"over {perf.trend['periods']} periods with enough matured rows",
+                highlight=False,
+            )
 
 
 def _challenger(report: MonitorReport) -> None:

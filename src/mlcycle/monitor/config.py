@@ -58,6 +58,14 @@ class MonitorConfig(BaseModel):
     missing_change: float = Field(
         default=0.1, gt=0.0, le=1.0, description="watch a missing-share change this large"
     )
+    period_days: float | None = Field(
+        default=30.0,
+        gt=0.0,
+        description="realized performance also per period of this many days, counted back "
+        "from the newest prediction: a drop in the newest period fires the retrain policy "
+        "even when the whole window's average hides it (null: the whole window only)",
+    )
+    periods: int = Field(default=12, ge=1, le=120, description="how many periods back")
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     challenger: ChallengerPolicy = Field(default_factory=ChallengerPolicy)
 

@@ -82,6 +82,10 @@ class Performance(_Part):
     roc_auc_ci: list[float] | None = None
     calibration: dict[str, Any] | None = None
     validation: dict[str, float | None] = Field(default_factory=dict)
+    periods: list[dict[str, Any]] | None = None
+    """Per period of `period_days`, oldest first: start, end, matured, accuracy, ROC AUC."""
+    trend: dict[str, Any] | None = None
+    """The metric's least-squares change per period over the periods with enough rows."""
 
 
 class MonitorReport(_Part):

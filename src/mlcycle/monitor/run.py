@@ -47,7 +47,7 @@ from mlcycle.monitor.stats import (
 )
 from mlcycle.monitor.window import Window, read_window
 from mlcycle.spec import DatasetSpec, value_text
-from mlcycle.store.base import Store, monitoring_collection, predictions_collection
+from mlcycle.store.base import Store, as_datetime, monitoring_collection, predictions_collection
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,11 @@ def _common(
 
 
 def realized_performance(
-    store: Store, spec: DatasetSpec, win: Window, ref: dict[str, Any]
+    store: Store,
+    spec: DatasetSpec,
+    win: Window,
+    ref: dict[str, Any],
+    cfg: MonitorConfig | None = None,
 ) -> dict[str, Any] | None:
     """Predictions whose ids now have a label in the store (matured), scored against the
     labels: accuracy (Wilson interval), F1 (bootstrap), ROC AUC (Hanley-McNeil),
@@ -194,6 +198,8 @@ def realized_performance(
         {"id": _id_text(truth[spec.id_column]), "truth": truth[target].map(value_text)}
     )
     preds = pd.DataFrame({"id": win.ids, "score": win.scores, "label": win.labels})
+    if win.stamps.size == win.ids.size:
+        preds["t"] = win.stamps
     preds = preds[preds["id"].notna()]
     preds["id"] = _id_text(preds["id"])
     preds = preds[preds["id"].isin(truth["id"])]  # matured only: a hash lookup per id
@@ -204,10 +210,11 @@ def realized_performance(
     score = joined["score"].to_numpy(dtype=np.float64)
     validation = ref.get("validation", {})
     positive = ref.get("positive", spec.target.positive)
+    periods = _periods(joined, positive, cfg)
     if positive is None:  # multiclass: the top label right or wrong, its score's calibration
         hit = (joined["truth"] == joined["label"]).to_numpy()
         n, correct = int(hit.size), int(hit.sum())
-        return {
+        return periods | {
             "matured": n,
             "positives": None,
             "accuracy": correct / n,
@@ -228,7 +235,7 @@ def realized_performance(
     f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0
     auc = roc_auc(y, score)
     n_pos = int(y.sum())
-    result = {
+    result = periods | {
         "matured": n,
         "positives": n_pos,
         "accuracy": correct / n,
@@ -241,6 +248,46 @@ def realized_performance(
         "validation": {k: validation.get(k) for k in ("accuracy", "f1", "roc_auc")},
     }
     return result
+
+
+def _periods(joined: Any, positive: Any, cfg: MonitorConfig | None) -> dict[str, Any]:
+    """Realized accuracy and ROC AUC per period of `cfg.period_days`, counted back from
+    the newest matured prediction (oldest first), and the trend over the periods that
+    hold `min_matured` rows: `{}` when periods are off or the window has no times."""
+    if cfg is None or cfg.period_days is None or "t" not in joined:
+        return {}
+    span = cfg.period_days * 86_400.0
+    end = float(joined["t"].max())
+    back = np.floor((end - joined["t"].to_numpy(dtype=np.float64)) / span).astype(np.int64)
+    out: list[dict[str, Any]] = []
+    for k in range(min(int(back.max()), cfg.periods - 1), -1, -1):
+        part = joined[back == k]
+        if part.empty:
+            continue
+        if positive is None:
+            y = part["truth"].to_numpy()
+            pred, auc = part["label"].to_numpy(), float("nan")
+        else:
+            y = (part["truth"] == str(positive)).to_numpy()
+            pred = (part["label"] == str(positive)).to_numpy()
+            auc = roc_auc(y, part["score"].to_numpy(dtype=np.float64))
+        out.append(
+            {
+                "start": datetime.fromtimestamp(end - (k + 1) * span, UTC),
+                "end": datetime.fromtimestamp(end - k * span, UTC),
+                "matured": len(part),
+                "accuracy": float((y == pred).mean()),
+                "roc_auc": None if math.isnan(auc) else auc,
+            }
+        )
+    metric = "accuracy" if positive is None else "roc_auc"
+    enough = [p for p in out if p["matured"] >= cfg.retrain.min_matured and p[metric] is not None]
+    trend = None
+    if len(enough) >= 2:
+        x = np.arange(len(enough), dtype=np.float64)
+        slope = float(np.polyfit(x, [p[metric] for p in enough], 1)[0])
+        trend = {"metric": metric, "per_period": slope, "periods": len(enough)}
+    return {"periods": out, "trend": trend}
 
 
 def _id_text(ids: Any) -> Any:
@@ -285,7 +332,21 @@ def _auc_drop(perf: dict[str, Any] | None, cfg: MonitorConfig) -> str | None:
             f"realized ROC AUC {realized:.3f} on {perf['matured']} matured predictions is "
             f"{valid - realized:.3f} below validation {valid:.3f} (policy: {policy.auc_drop:g})"
         )
+    newest = (perf.get("periods") or [None])[-1]
+    if newest is None or newest["matured"] < policy.min_matured or newest["roc_auc"] is None:
+        return None
+    if valid - newest["roc_auc"] > policy.auc_drop:
+        return (
+            f"realized ROC AUC {newest['roc_auc']:.3f} on the newest period's "
+            f"{newest['matured']} matured predictions ({_day(newest['start'])} to "
+            f"{_day(newest['end'])}) is {valid - newest['roc_auc']:.3f} below validation "
+            f"{valid:.3f} (policy: {policy.auc_drop:g}; the whole window: {realized:.3f})"
+        )
     return None
+
+
+def _day(value: Any) -> str:
+    return str(as_datetime(value).date()) if value is not None else "?"
 
 
 def retrain_reason(report: dict[str, Any], cfg: MonitorConfig) -> str | None:
@@ -447,7 +508,7 @@ def run_monitor(
             f"{name} v{version}'s reference profile lacks {', '.join(missing)}: the spec "
             "changed since it was trained; monitor with the spec it was trained on"
         )
-    performance = realized_performance(store, spec, win, ref) if win.rows else None
+    performance = realized_performance(store, spec, win, ref, cfg) if win.rows else None
     report = build_report(spec, ref, win, cfg, performance, since, last, run_id)
     if settings.shadow_alias.strip() and spec.target is not None:
         report["challenger"] = _challenger(

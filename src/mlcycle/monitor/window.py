@@ -50,6 +50,8 @@ class Window:
     labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     malformed: int = 0
     """Log documents skipped because they are not prediction log entries (counted)."""
+    stamps: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """Each row's request time, seconds since the epoch (aligned with `ids`)."""
 
 
 def well_formed(doc: Any, spec: DatasetSpec) -> bool:
@@ -99,6 +101,7 @@ class _Columns:
         self.scores: list[np.ndarray] = []
         self.ids: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
+        self.stamps: list[np.ndarray] = []
         self.newest: Any = None
         self.oldest: Any = None
 
@@ -141,6 +144,7 @@ class _Columns:
         self.labels.append(np.array(labels, dtype=object))
         self.ids.append(_objects(list(flat(map(itemgetter("ids"), docs)))))
         stamps = list(map(itemgetter("ts"), docs))
+        self.stamps.append(np.repeat(_epoch(stamps), rows))
         self._stamps(max(stamps), min(stamps), len(docs), int(rows.sum()))
 
     def add_table(self, table: Any) -> None:
@@ -164,6 +168,9 @@ class _Columns:
         self.win.predicted.update(_value_counts(labels))
         self.labels.append(labels.to_numpy(zero_copy_only=False).astype(object))
         self.ids.append(table.column("ids").chunk(0).flatten().to_numpy(zero_copy_only=False))
+        self.stamps.append(
+            np.repeat(_epoch(table.column("ts").to_numpy(zero_copy_only=False)), rows)
+        )
         span = pc.min_max(table.column("ts"))
         self._stamps(span["max"].as_py(), span["min"].as_py(), table.num_rows, int(rows.sum()))
 
@@ -176,9 +183,22 @@ class _Columns:
         win.scores = np.concatenate(self.scores) if self.scores else np.empty(0)
         win.ids = np.concatenate(self.ids) if self.ids else np.empty(0, dtype=object)
         win.labels = np.concatenate(self.labels) if self.labels else np.empty(0, dtype=object)
+        win.stamps = np.concatenate(self.stamps) if self.stamps else np.empty(0)
         win.first_ts = as_datetime(self.oldest) if self.oldest is not None else None
         win.last_ts = as_datetime(self.newest) if self.newest is not None else None
         return win
+
+
+def _epoch(stamps: Any) -> np.ndarray:
+    """Log times (datetimes, or ISO texts with an offset) as seconds since the epoch, in
+    one vectorised parse a chunk."""
+    import pandas as pd
+
+    parsed = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601")
+    return np.asarray(parsed.astype("int64"), dtype=np.float64) / _TICKS[parsed.dtype.unit]
+
+
+_TICKS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
 def _value_counts(values: Any) -> dict[Any, int]:

@@ -317,7 +317,12 @@ def previous_champion(client: Any, name: str, current: VersionInfo) -> str | Non
 
 
 def rollback(
-    client: Any, name: str, to: str | None = None, reason: str | None = None, by: str = "rollback"
+    client: Any,
+    name: str,
+    to: str | None = None,
+    reason: str | None = None,
+    by: str = "rollback",
+    evaluation: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """Move `champion` back to the version it replaced (or to version `to`, which must be
     servable), recording the change; returns (from, to)."""
@@ -334,13 +339,14 @@ def rollback(
             raise Unservable(f"{name} v{to} cannot be made champion: {why}")
         target = to
     else:
-        target = _servable_predecessor(client, name, current)
+        target = servable_predecessor(client, name, current)
     event = decisions.Event(
         action="rollback",
         before=current.version,
         after=target,
         by=by,
         reason=reason or ("rolled back by hand" if to is None else f"rolled back by hand to v{to}"),
+        evaluation=evaluation,
     )
     with refused_as_error(f"roll {name} back to v{target}"):
         client.set_registered_model_alias(name, CHAMPION, target)
@@ -349,7 +355,7 @@ def rollback(
     return current.version, target
 
 
-def _servable_predecessor(client: Any, name: str, current: VersionInfo) -> str:
+def servable_predecessor(client: Any, name: str, current: VersionInfo) -> str:
     previous = previous_champion(client, name, current)
     if not previous:
         raise ModelNotFound(

@@ -309,3 +309,50 @@ def test_the_challenger_policy_acts_on_live_evidence_and_records_it(
     assert moved.reason.startswith(better["reason"]) and moved.evaluation["live"] == better
     retired = decisions.history(client, name)[-1]
     assert (retired.action, retired.alias, retired.by) == ("drop", "challenger", POLICY)
+
+
+def test_the_rollback_policy_weighs_both_champions_on_the_same_matured_rows(
+    settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store
+) -> None:
+    from mlcycle.monitor.config import RollbackPolicy
+    from mlcycle.train.promote import ROLLBACK_POLICY, rollback_policy
+
+    client, name = two_versions_v1_champion(settings, spec, cfg, store)
+    assert cli("promote", "2", "--force", "--reason", "try the forest")[0] == 0
+    ids = load_snapshot(store, spec).ids
+    matured = set(ids)
+
+    def acting(margin: float) -> TrainConfig:
+        policy = RollbackPolicy(enabled=True, min_matured=10, margin=margin)
+        return cfg.model_copy(
+            update={"monitor": cfg.monitor.model_copy(update={"rollback": policy})}
+        )
+
+    why = "realized ROC AUC 0.61 is 0.12 below validation 0.73"
+    assert rollback_policy(client, store, spec, cfg, matured, why) is None  # off by default
+    few = rollback_policy(client, store, spec, acting(0.0), set(ids[:5]), why)
+    assert few is not None and few["action"] == "none" and "at least 10" in few["reason"]
+    before = len(decisions.history(client, name))
+    kept = rollback_policy(client, store, spec, acting(1.0), matured, why)
+    assert kept is not None and kept["action"] == "kept", kept
+    assert registry.champion(client, name).version == "2"
+    assert len(decisions.history(client, name)) == before
+    again = rollback_policy(client, store, spec, acting(1.0), matured, why)
+    assert again is not None and (again["champion"], again["previous"]) == (
+        kept["champion"],
+        kept["previous"],
+    )  # the same two models on the same rows: the same numbers
+    done = rollback_policy(client, store, spec, acting(-1.0), matured, why)
+    assert done is not None and (done["action"], done["from"], done["to"]) == ("rollback", "2", "1")
+    assert done["set"] == kept["set"] and 10 <= done["set"]["rows"] < len(ids)
+    assert registry.champion(client, name).version == "1"
+    event = decisions.history(client, name)[-1]
+    assert (event.action, event.by, event.before, event.after) == (
+        "rollback",
+        ROLLBACK_POLICY,
+        "2",
+        "1",
+    )
+    assert why in event.reason and event.evaluation is not None
+    assert event.evaluation["set"]["hash"] == kept["set"]["hash"]
+    assert event.evaluation["champion"] == kept["champion"]

@@ -119,6 +119,9 @@ def monitor(
                 challenger_policy=lambda comparison: _challenger_policy(
                     config, store, spec, cfg, comparison
                 ),
+                rollback_policy=lambda matured, why: _rollback_policy(
+                    config, store, spec, cfg, matured, why
+                ),
             )
         )
         if html is not None and result is not None:
@@ -142,6 +145,17 @@ def _challenger_policy(
     from mlcycle.train.promote import challenger_policy
 
     return challenger_policy(registry.connect(config, create=False), store, spec, cfg, comparison)
+
+
+def _rollback_policy(
+    config: Settings, store: Store, spec: DatasetSpec, cfg: TrainConfig, matured: set, why: str
+) -> dict | None:
+    """`monitor.rollback`: back to the previous champion when it is better on the rows."""
+    from mlcycle import registry
+    from mlcycle.train.promote import rollback_policy
+
+    client = registry.connect(config, create=False)
+    return rollback_policy(client, store, spec, cfg, matured, why)
 
 
 def _no_predictions(spec: DatasetSpec, as_json: bool) -> None:

@@ -148,6 +148,11 @@ def monitor_report(report: MonitorReport, html: Path | None = None) -> None:
     for reason in report.reasons:
         console.print(f"  {reason}", highlight=False)
     _retrain(report)
+    if report.rollback:
+        console.print(
+            f"rollback policy: {report.rollback['action']}: {report.rollback['reason']}",
+            highlight=False,
+        )
     _challenger(report)
     console.print(f"verdict: {report.verdict}", highlight=False)
     if html is not None:

@@ -41,6 +41,25 @@ class ChallengerPolicy(BaseModel):
     )
 
 
+class RollbackPolicy(BaseModel):
+    """What `monitor --retrain` does when the champion's realized performance falls below
+    the retrain policy (`monitor.rollback`): off unless enabled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=False,
+        description="roll back to the previous servable champion when it is better on the "
+        "same matured rows",
+    )
+    min_matured: int = Field(
+        default=200, ge=10, description="matured rows neither model learned from, at least"
+    )
+    margin: float = Field(
+        default=0.0, description="the previous champion must be better by more than this"
+    )
+
+
 class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +87,7 @@ class MonitorConfig(BaseModel):
     periods: int = Field(default=12, ge=1, le=120, description="how many periods back")
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     challenger: ChallengerPolicy = Field(default_factory=ChallengerPolicy)
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
 
     @model_validator(mode="after")
     def _ordered(self) -> MonitorConfig:

@@ -112,6 +112,8 @@ class MonitorReport(_Part):
     retrain: dict[str, Any] | None = None
     challenger: dict[str, Any] | None = None
     """The shadow challenger against the champion on the same requests (paired)."""
+    rollback: dict[str, Any] | None = None
+    """What the rollback policy did (`monitor.rollback`), with the comparison."""
     seconds: float | None = None
 
     model_config = ConfigDict(

@@ -481,11 +481,14 @@ def run_monitor(
     retrain: bool = False,
     train: Any = None,
     challenger_policy: Any = None,
+    rollback_policy: Any = None,
 ) -> MonitorResult:
     """The monitoring stage; `train` is called (no arguments) when `retrain` is set and
     the policy fires; its result is recorded in the report. With `retrain` set,
     `challenger_policy` is called with a decided paired comparison (better or worse) and
-    what it did is recorded as the comparison's `action`."""
+    what it did is recorded as the comparison's `action`. With `retrain` set and realized
+    performance below the policy, `rollback_policy` is called with the window's ids and
+    the reason; what it did is the report's `rollback`."""
     started = time.perf_counter()
     name = spec.registered_model
     last = DEFAULT_LAST if last is None and since is None else (last or 0)
@@ -515,6 +518,15 @@ def run_monitor(
             settings, spec, cfg, store, win, ref, challenger_policy if retrain else None
         )
     report["retrain"] = {"requested": retrain, "reason": retrain_reason(report, cfg)}
+    degraded = _auc_drop(performance, cfg)
+    if retrain and degraded and rollback_policy is not None:
+        import pandas as pd
+
+        ids = set(_id_text(pd.Series(win.ids[pd.notna(win.ids)], dtype=object)))
+        try:
+            report["rollback"] = rollback_policy(ids, degraded)
+        except MlcycleError as err:
+            report["rollback"] = {"action": "error", "reason": str(err)}
     if retrain and report["retrain"]["reason"] and train is not None:
         logger.info("retraining: %s", report["retrain"]["reason"])
         try:

@@ -72,6 +72,16 @@ class EvaluationSet:
         }
 
 
+def rows_set(
+    X: pd.DataFrame, y: np.ndarray, ids: list[str], row_hashes: list[str], mask: np.ndarray
+) -> EvaluationSet:
+    """The rows `mask` selects, named by the hash of their ids and contents."""
+    digest = hashlib.sha256()
+    for k in np.flatnonzero(mask):
+        digest.update(f"{ids[k]}\t{row_hashes[k]}\n".encode())
+    return EvaluationSet(X[mask], y[mask], 0.0, int(mask.sum()), digest.hexdigest())
+
+
 def evaluation_set(
     X: pd.DataFrame,
     y: np.ndarray,

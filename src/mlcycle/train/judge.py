@@ -99,7 +99,7 @@ def _contract_change(candidate: Contender, champion: Contender) -> str | None:
     )
 
 
-def _scores(
+def scores(
     who: Contender, es: holdout.EvaluationSet, spec: DatasetSpec, classes: list[int]
 ) -> dict[str, float]:
     """`who`'s metrics on the evaluation set; a model that cannot read the spec's rows
@@ -156,17 +156,17 @@ def judge(
         )
     outside = snapshot.positions >= own
     dummy = DummyClassifier(strategy="most_frequent").fit(snapshot.X[outside], snapshot.y[outside])
-    baseline = _scores(Contender("baseline", None, dummy, own, None), es, spec, classes)
+    baseline = scores(Contender("baseline", None, dummy, own, None), es, spec, classes)
     if candidate.model is None:
         raise TrainingError(f"{candidate.label} cannot be scored: {candidate.load_error}")
-    mine = _scores(candidate, es, spec, classes)
+    mine = scores(candidate, es, spec, classes)
     theirs, change, incomparable = None, None, None
     if champion is not None:
         change = _contract_change(candidate, champion)
         if change is None and champion.model is None:
             incomparable = f"champion {champion.label} cannot be loaded: {champion.load_error}"
         elif change is None:
-            theirs = _scores(champion, es, spec, classes)
+            theirs = scores(champion, es, spec, classes)
     decision = should_promote(
         mine,
         baseline,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlcycle import decisions, registry
-from mlcycle.errors import BadInput, GateRefused, Unservable
+from mlcycle.errors import BadInput, GateRefused, MlcycleError, Unservable
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train.config import TrainConfig
@@ -185,3 +185,80 @@ def challenger_policy(
         )
         return {"action": "drop", "version": version, "reason": comparison["reason"]}
     return None
+
+
+ROLLBACK_POLICY = "monitor rollback policy"
+
+
+def rollback_policy(
+    client: Any,
+    store: Store,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    matured: set[str],
+    why: str,
+) -> dict[str, Any] | None:
+    """`monitor.rollback`: the champion's realized performance fell below the policy
+    (`why`); roll back to the previous servable champion when it is better on the same
+    matured rows, the ones neither model learned from (both hold-outs), by more than the
+    margin. None when the policy is off; else what it did, with the comparison."""
+    import numpy as np
+
+    from mlcycle.train import holdout
+    from mlcycle.train.judge import scores
+
+    policy = cfg.monitor.rollback
+    if not policy.enabled:
+        return None
+    name = spec.registered_model
+    current = registry.champion(client, name)
+    if current is None:
+        return None
+    try:
+        previous = registry.servable_predecessor(client, name, current)
+    except MlcycleError as err:
+        return {"action": "none", "reason": f"nothing to roll back to: {err}"}
+    snapshot = load_snapshot(store, spec)
+    sides = [
+        registered(client, current),
+        registered(client, registry.get_version(client, name, version=previous)),
+    ]
+    for side in sides:
+        if side.model is None:
+            return {"action": "none", "reason": f"{side.label} cannot be loaded: {side.load_error}"}
+    fraction = min(side.fraction or cfg.test_size for side in sides)
+    live = np.fromiter((i in matured for i in snapshot.ids), dtype=bool, count=len(snapshot.ids))
+    mask = live & (snapshot.positions < fraction)
+    rows = holdout.rows_set(snapshot.X, snapshot.y, snapshot.ids, snapshot.row_hashes, mask)
+    if rows.rows < policy.min_matured or len(np.unique(rows.y)) < 2:
+        return {
+            "action": "none",
+            "reason": f"{rows.rows} matured rows that neither v{current.version} nor "
+            f"v{previous} learned from (policy: at least {policy.min_matured}, both classes)",
+        }
+    classes = [int(c) for c in np.unique(snapshot.y)]
+    now, before = (scores(side, rows, spec, classes) for side in sides)
+    metric = cfg.gate.metric
+    evaluation = {
+        "set": {**rows.describe(), "holdout": None, "matured": True},
+        "metric": metric,
+        "champion": now,
+        "previous": before,
+        "trigger": why,
+    }
+    gain = before[metric] - now[metric]
+    said = (
+        f"{metric} {before[metric]:.4f} for v{previous} against {now[metric]:.4f} for "
+        f"v{current.version} on {rows.rows} matured rows neither learned from"
+    )
+    if gain <= policy.margin:
+        return {"action": "kept", "reason": f"{said} (margin {policy.margin:g})", **evaluation}
+    old, new = registry.rollback(
+        client,
+        name,
+        to=previous,
+        reason=f"{why}; {said}",
+        by=ROLLBACK_POLICY,
+        evaluation=evaluation,
+    )
+    return {"action": "rollback", "from": old, "to": new, "reason": said, **evaluation}

@@ -21,6 +21,9 @@ class GateConfig(BaseModel):
     metric: GateMetric = "roc_auc"
     tolerance: float = Field(default=0.01, ge=0.0)
     min_lift: float = Field(default=0.0, ge=0.0)
+    on_pass: Literal["champion", "challenger"] = "champion"
+    """Where a trained candidate that passes goes when a champion exists: `champion`, or
+    `challenger` (scored in shadow beside the champion until proven on live traffic)."""
 
 
 @dataclass(frozen=True)

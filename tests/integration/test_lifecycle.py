@@ -356,3 +356,24 @@ def test_the_rollback_policy_weighs_both_champions_on_the_same_matured_rows(
     assert why in event.reason and event.evaluation is not None
     assert event.evaluation["set"]["hash"] == kept["set"]["hash"]
     assert event.evaluation["champion"] == kept["champion"]
+
+
+def test_the_gate_can_send_a_passing_candidate_to_the_shadow_first(
+    settings: Settings, spec: DatasetSpec, cfg: TrainConfig, store: Store
+) -> None:
+    from mlcycle.gate import GateConfig
+
+    first = run_train(settings, spec, cfg, store)
+    assert first.decision["alias"] == "champion"
+    shadow_first = kind(cfg, FOREST).model_copy(
+        update={"gate": GateConfig(tolerance=1.0, on_pass="challenger")}
+    )
+    second = run_train(settings, spec, shadow_first, store, again=True)
+    assert second.decision["promote"] and second.decision["alias"] == "challenger"
+    client = registry.connect(settings)
+    name = spec.registered_model
+    assert registry.champion(client, name).version == first.version == second.champion_after
+    assert registry.holder(client, name, registry.CHALLENGER).version == second.version
+    event = decisions.history(client, name)[-1]
+    assert (event.alias, event.after, event.by) == ("challenger", second.version, "train")
+    assert "gate.on_pass: challenger" in event.reason and event.evaluation["set"]["rows"]

@@ -93,7 +93,6 @@ def monitor(
     from mlcycle.monitor.dashboard import render as dashboard
     from mlcycle.monitor.reports import latest_reports
     from mlcycle.monitor.run import newest_version, run_monitor
-    from mlcycle.train.train import run_train
 
     config = settings()
     start = parse_since(since) if since else None
@@ -113,15 +112,7 @@ def monitor(
                 since=start,
                 last=last,
                 retrain=retrain,
-                train=lambda: run_train(
-                    config, spec, cfg, store, by="monitor --retrain", new_data_only=True
-                ),
-                challenger_policy=lambda comparison: _challenger_policy(
-                    config, store, spec, cfg, comparison
-                ),
-                rollback_policy=lambda matured, why: _rollback_policy(
-                    config, store, spec, cfg, matured, why
-                ),
+                **_policies(config, store, spec, cfg),
             )
         )
         if html is not None and result is not None:
@@ -135,6 +126,23 @@ def monitor(
     else:
         render.monitor_report(result.typed, html)
     raise typer.Exit(result.exit_code)
+
+
+def _policies(config: Settings, store: Store, spec: DatasetSpec, cfg: TrainConfig) -> dict:
+    """What `monitor --retrain` may do: train, act on the challenger, roll back."""
+    from mlcycle.train.train import run_train
+
+    return {
+        "train": lambda: run_train(
+            config, spec, cfg, store, by="monitor --retrain", new_data_only=True
+        ),
+        "challenger_policy": lambda comparison: _challenger_policy(
+            config, store, spec, cfg, comparison
+        ),
+        "rollback_policy": lambda matured, why: _rollback_policy(
+            config, store, spec, cfg, matured, why
+        ),
+    }
 
 
 def _challenger_policy(

@@ -85,6 +85,8 @@ def train_result(result: TrainResult) -> None:
         highlight=False,
     )
     verdict = "[green]promoted[/]" if result.decision["promote"] else "[yellow]not promoted[/]"
+    if result.decision.get("alias") == "challenger":
+        verdict = "[green]passed[/], set as [bold]challenger[/] (scored in shadow)"
     console.print(f"gate: {verdict}: {result.decision['reason']}")
     where = result.run_url or f"run {result.run_id} (view with: {result.run_view})"
     console.print(f"candidate v{result.version}: {where}", highlight=False)

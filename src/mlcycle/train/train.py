@@ -144,6 +144,7 @@ def run_train(
             "promote": verdict.decision.promote,
             "reason": verdict.decision.reason,
             "metric": cfg.gate.metric,
+            "alias": _alias_moved(cfg, verdict, current),
         },
         champion_after=after.version if after else None,
         params=logged.params,
@@ -292,6 +293,45 @@ def log_run(
         return Logged(run.info.run_id, str(info.registered_model_version), params)
 
 
+def _alias_moved(
+    cfg: TrainConfig, verdict: Verdict, current: registry.VersionInfo | None
+) -> str | None:
+    """The alias a trained candidate took: champion, challenger, or none (refused)."""
+    if not verdict.decision.promote:
+        return None
+    if current is not None and cfg.gate.on_pass == registry.CHALLENGER:
+        return registry.CHALLENGER
+    return registry.CHAMPION
+
+
+def _to_challenger(
+    client: Any,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    version: str,
+    verdict: Verdict,
+    current: registry.VersionInfo,
+    by: str,
+) -> None:
+    """`gate.on_pass: challenger`: a candidate that passed shadows the champion first."""
+    name = spec.registered_model
+    holder = registry.holder(client, name, registry.CHALLENGER)
+    event = decisions.Event(
+        action="promote",
+        alias=registry.CHALLENGER,
+        before=holder.version if holder else None,
+        after=version,
+        candidate=version,
+        by=by,
+        reason=f"passed the gate ({verdict.decision.reason}); scored in shadow beside "
+        f"champion v{current.version} until proven on live traffic (gate.on_pass: challenger)",
+        evaluation={**verdict.record(), "metric": cfg.gate.metric},
+    )
+    registry.set_champion(
+        client, name, version, event.before, event=event, alias=registry.CHALLENGER
+    )
+
+
 def record_decision(
     client: Any,
     spec: DatasetSpec,
@@ -325,6 +365,9 @@ def record_decision(
         name, version, description=f"gate: {verdict_word}: {decision.reason}"
     )
     previous = current.version if current else None
+    if decision.promote and current is not None and cfg.gate.on_pass == registry.CHALLENGER:
+        _to_challenger(client, spec, cfg, version, verdict, current, by)
+        return
     event = decisions.Event(
         action="promote" if decision.promote else "refuse",
         before=previous,

@@ -294,16 +294,23 @@ def _scores(root: Path, result: dict[str, Any], versions: list[Any]) -> list[flo
     import mlflow
     from sklearn.metrics import roc_auc_score
 
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'data' / 'mlflow.db'}")
+    uri = f"sqlite:///{root / 'data' / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)  # the project's registry too: `models:/` URIs resolve there
+    mlflow.set_registry_uri(uri)
     last = result["last"]
     truth = (last[result["target"]].astype(str) == "Y").to_numpy()
     out = []
-    for version in versions:
-        with warnings.catch_warnings():  # MLflow's advice on type hints, once a load
-            warnings.simplefilter("ignore", UserWarning)
-            model = mlflow.pyfunc.load_model(f"models:/loan-approval/{version}")
-        probability = model.predict(last.drop(columns=[result["target"]]))["probability"]
-        out.append(float(roc_auc_score(truth, np.asarray(probability))))
+    try:
+        for version in versions:
+            with warnings.catch_warnings():  # MLflow's advice on type hints, once a load
+                warnings.simplefilter("ignore", UserWarning)
+                model = mlflow.pyfunc.load_model(f"models:/loan-approval/{version}")
+            probability = model.predict(last.drop(columns=[result["target"]]))["probability"]
+            out.append(float(roc_auc_score(truth, np.asarray(probability))))
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     return out
 
 

@@ -59,9 +59,8 @@ def world(base: dict[str, Any], month: int, months: int) -> dict[str, Any]:
 class Project:
     """A scratch mlcycle project driven through its command line."""
 
-    def __init__(self, root: Path, say: Callable[[str], None]) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.say = say
         outside = ("MLCYCLE_", "MONGO_URI", "MLFLOW_TRACKING_URI")  # the project's own only
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(outside)},
@@ -136,7 +135,7 @@ def simulate(
     from mlcycle.store.base import predictions_collection
     from mlcycle.store.embedded import EmbeddedStore
 
-    project = Project(root, say)
+    project = Project(root)
     project.cli("init")
     config = root / "configs" / "train.yaml"
     cfg = yaml.safe_load(config.read_text())

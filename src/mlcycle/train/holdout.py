@@ -73,13 +73,18 @@ class EvaluationSet:
 
 
 def rows_set(
-    X: pd.DataFrame, y: np.ndarray, ids: list[str], row_hashes: list[str], mask: np.ndarray
+    X: pd.DataFrame,
+    y: np.ndarray,
+    ids: list[str],
+    row_hashes: list[str],
+    mask: np.ndarray,
+    fraction: float = 0.0,
 ) -> EvaluationSet:
     """The rows `mask` selects, named by the hash of their ids and contents."""
     digest = hashlib.sha256()
     for k in np.flatnonzero(mask):
         digest.update(f"{ids[k]}\t{row_hashes[k]}\n".encode())
-    return EvaluationSet(X[mask], y[mask], 0.0, int(mask.sum()), digest.hexdigest())
+    return EvaluationSet(X[mask], y[mask], fraction, int(mask.sum()), digest.hexdigest())
 
 
 def evaluation_set(
@@ -91,8 +96,4 @@ def evaluation_set(
     fraction: float,
 ) -> EvaluationSet:
     """The rows whose id position is below `fraction`, with their hash."""
-    mask = positions < fraction
-    digest = hashlib.sha256()
-    for k in np.flatnonzero(mask):
-        digest.update(f"{ids[k]}\t{row_hashes[k]}\n".encode())
-    return EvaluationSet(X[mask], y[mask], fraction, int(mask.sum()), digest.hexdigest())
+    return rows_set(X, y, ids, row_hashes, positions < fraction, fraction)

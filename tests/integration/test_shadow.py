@@ -51,20 +51,34 @@ def test_the_challenger_scores_in_shadow_and_never_answers(
             assert reply.status_code == 200
             ids.append(reply.json()["request_id"])
         shadowed = shadow_collection(spec.name, "challenger")
-        wait_for(lambda: store.count(shadowed) == len(ids), 30, "the shadow's log entries")
+
+        def shadow_rows() -> dict[str, tuple[dict, int]]:
+            """request id -> (its shadow document, the row's place in it)"""
+            return {
+                rid: (d, k) for d in store.find(shadowed) for k, rid in enumerate(d["request_ids"])
+            }
+
+        wait_for(lambda: len(shadow_rows()) == len(ids), 30, "the shadow's log entries")
         wait_for(
             lambda: store.count(predictions_collection(spec.name)) == len(ids),
             30,
             "the champion's log entries",
         )
         served = {d["request_id"]: d for d in store.find(predictions_collection(spec.name))}
-        beside = {d["request_id"]: d for d in store.find(shadowed)}
+        beside = shadow_rows()
         assert set(served) == set(beside) == set(ids)
         assert {d["model_version"] for d in served.values()} == {"1"}  # the champion answers
-        assert {d["model_version"] for d in beside.values()} == {second.version}
-        assert {d.get("role") for d in beside.values()} == {"challenger"}
+        assert {d["model_version"] for d, _ in beside.values()} == {second.version}
+        assert {d.get("role") for d, _ in beside.values()} == {"challenger"}
         assert "role" not in next(iter(served.values()))
-        assert any(served[i]["probabilities"] != beside[i]["probabilities"] for i in ids)
+        # the same rows under the same request ids; the inputs are stored once, in the
+        # champion's entry
+        assert all(served[i]["ids"] == [beside[i][0]["ids"][beside[i][1]]] for i in ids)
+        assert all("features" in d for d in served.values())
+        assert not any("features" in d for d, _ in beside.values())
+        assert any(
+            served[i]["probabilities"][0] != d["probabilities"][k] for i, (d, k) in beside.items()
+        )
         info = api.get("/model").json()
         assert info["version"] == "1" and info["shadow"]["version"] == second.version
         assert info["shadow"]["alias"] == "challenger" and info["shadow"]["scored"] == len(ids)
@@ -78,7 +92,7 @@ def test_the_challenger_scores_in_shadow_and_never_answers(
             sent = {k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
             assert api.post("/predict", json=sent).status_code == 200
         total = len(ids) + len(known)
-        wait_for(lambda: store.count(shadowed) == total, 30, "the shadow's entries")
+        wait_for(lambda: len(shadow_rows()) == total, 30, "the shadow's entries")
         wait_for(
             lambda: store.count(predictions_collection(spec.name)) == total,
             30,
@@ -111,6 +125,6 @@ def test_the_challenger_scores_in_shadow_and_never_answers(
             30,
             "the champion's entry",
         )
-        assert shadow.idle() and store.count(shadowed) == total
+        assert shadow.idle() and len(shadow_rows()) == total
         assert api.get("/model").json()["shadow"] is None
         store.close()

@@ -71,20 +71,25 @@ def _labelled(spec: DatasetSpec, ids: list[str], labels: list[str]) -> list[dict
 
 
 def _shadow_entries(prefix: str, version: str, ids: list[str], scores: np.ndarray) -> list[dict]:
-    """Shadow log entries as the server writes them: one applicant each, `Y`'s score."""
-    return [
-        {
-            "_id": f"{prefix}{k}",
-            "request_id": f"{prefix}-r{k}",
-            "model_version": version,
-            "role": "challenger",
-            "ids": [i],
-            "labels": ["Y" if p >= 0.5 else "N"],
-            "probabilities": [max(p, 1 - p)],
-            "class_probabilities": {"N": [1 - p], "Y": [p]},
-        }
-        for k, (i, p) in enumerate(zip(ids, scores, strict=True))
-    ]
+    """Shadow log entries as the server writes them (`mlcycle.serve.shadow.entry`): the
+    requests scored together in one document, a request id and `Y`'s score a row."""
+    docs = []
+    for start in range(0, len(ids), 37):
+        part, p = ids[start : start + 37], scores[start : start + 37]
+        docs.append(
+            {
+                "_id": f"{prefix}{start:05d}",
+                "model_version": version,
+                "role": "challenger",
+                "rows": len(part),
+                "request_ids": [f"{prefix}-r{start + k}" for k in range(len(part))],
+                "ids": part,
+                "labels": ["Y" if x >= 0.5 else "N" for x in p],
+                "probabilities": np.maximum(p, 1 - p).tolist(),
+                "class_probabilities": {"N": (1 - p).tolist(), "Y": p.tolist()},
+            }
+        )
+    return docs
 
 
 def test_the_monitor_pairs_the_shadow_with_the_champion_on_matured_ids(
@@ -130,3 +135,8 @@ def test_the_monitor_pairs_the_shadow_with_the_champion_on_matured_ids(
     few = compare(store, spec, win, "Y", min_paired=matured + 1)
     assert few["verdict"] == "undecided" and "fewer than" in few["reason"]  # type: ignore[index]
     assert compare(EmbeddedStore(tmp_path / "empty.sqlite3"), spec, win, "Y") is None
+    # the shadow's newest version is now the champion (promoted): no challenger to report
+    store.append(
+        shadow_collection(spec.name, "challenger"), _shadow_entries("u", "1", ids, champion)
+    )
+    assert compare(store, spec, win, "Y") is None

@@ -482,3 +482,31 @@ def test_the_service_has_the_log_step_aside_while_a_large_batch_is_scored(
     assert service.handle(large, headers).status == 200
     assert log.scored_busy == [False, True]
     assert log.rows == [40, n] and log.depth == 0
+
+
+def test_the_shadow_scores_queued_singles_in_one_call_and_answers_each_as_score_does(
+    model: FakeModel,
+) -> None:
+    from mlcycle.serve.shadow import score_many
+
+    bodies = [
+        orjson.dumps({"id": "s1", "size": 0.2, "colour": "red"}),
+        orjson.dumps({"records": [{"id": "b1", "size": 1.5, "colour": "blue"}]}),
+        b"{not json",
+        orjson.dumps({"id": "s2", "size": -4, "colour": "red"}),  # below min: 422
+        orjson.dumps({"id": "s3", "size": None, "colour": "blue"}),
+        orjson.dumps({"id": "s4", "size": 2.4, "colour": "red"}),
+    ]
+    alone = [score(b, model, 100) for b in bodies]
+    model.scorer.calls.clear()
+    together = score_many(bodies, model, 100)
+    # the three plain singles share one call; the batch body is scored on its own
+    assert sorted(len(next(iter(c.values()))) for c in model.scorer.calls) == [1, 3]
+    assert [o.reply.status for o in together] == [o.reply.status for o in alone]
+    assert [o.reply.status for o in together] == [200, 200, 422, 422, 200, 200]
+    for a, t in zip(alone, together, strict=True):
+        assert t.reply.body == a.reply.body
+        assert t.counts == a.counts
+        assert (t.log is None) == (a.log is None)
+        if a.log is not None and t.log is not None:
+            assert t.log.body() == a.log.body()

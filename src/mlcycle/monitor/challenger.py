@@ -59,11 +59,12 @@ def compare(
     limit: int = 100_000,
 ) -> dict[str, Any] | None:
     """The paired comparison of the shadow under `alias` with the champion's window on
-    matured labels; None when there is no shadow log."""
+    matured labels; None when there is no shadow log or its newest version is the
+    window's own (a challenger since promoted)."""
     assert spec.target is not None
     version, shadow = _shadow_rows(store, spec, alias, positive, limit)
-    if version is None:
-        return None
+    if version is None or version == win.version:
+        return None  # no shadow log, or its newest version is the champion now (promoted)
     out: dict[str, Any] = {"alias": alias, "version": version, "paired": 0, "verdict": "undecided"}
     champion: dict[str, tuple[float, str]] = {}
     for i, score, label in zip(win.ids, win.scores, win.labels, strict=False):

@@ -115,8 +115,8 @@ def _shadow(
         metrics.shadow_info.clear()
         metrics.shadow_info.labels(alias, model.name, model.version, model.run_id).set(1)
 
-    def on_scored(model: Servable, outcome: Outcome) -> None:
-        for label, count in zip(model.class_labels, outcome.counts, strict=True):
+    def on_scored(model: Servable, counts: list[int]) -> None:
+        for label, count in zip(model.class_labels, counts, strict=True):
             if count:
                 metrics.shadow_predictions.labels(alias, label).inc(count)
 

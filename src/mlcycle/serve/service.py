@@ -102,7 +102,7 @@ class Pending:
     """A prediction log entry as the request leaves it; `document` (the log's writer
     thread) makes the stored entry."""
 
-    __slots__ = ("latency_ms", "model_name", "model_version", "ns", "part", "request_id", "role")
+    __slots__ = ("latency_ms", "model_name", "model_version", "ns", "part", "request_id")
 
     def __init__(
         self,
@@ -112,10 +112,9 @@ class Pending:
         model_version: str,
         latency_ms: float,
         part: LogPart,
-        role: str | None = None,
     ) -> None:
         self.ns, self.request_id, self.latency_ms, self.part = ns, request_id, latency_ms, part
-        self.model_name, self.model_version, self.role = model_name, model_version, role
+        self.model_name, self.model_version = model_name, model_version
 
     def document(self) -> Document:
         return {
@@ -128,7 +127,6 @@ class Pending:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "latency_ms": self.latency_ms,
-            **({"role": self.role} if self.role else {}),
             **self.part.body(),
         }
 

@@ -246,6 +246,12 @@ def rollback_policy(
         "previous": before,
         "trigger": why,
     }
+    unknown = [f"v{side.version}" for side in sides if side.fraction is None]
+    if unknown:  # trained before the stable hold-out: which rows it held out is unknown
+        evaluation["note"] = (
+            f"{' and '.join(unknown)} predate the stable hold-out: the rows below the "
+            f"configured test_size {cfg.test_size:g} were used, which they may have seen"
+        )
     gain = before[metric] - now[metric]
     said = (
         f"{metric} {before[metric]:.4f} for v{previous} against {now[metric]:.4f} for "

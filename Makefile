@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 .DEFAULT_GOAL := help
 .PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor stream publish kafka-start kafka-stop \
         test test-unit test-tools lint docs lint-tools lint-deploy image image-smoke up down check-env \
-        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream benchmark-scale benchmark-train benchmark-page simulate-year clean
+        demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream benchmark-scale benchmark-train benchmark-install benchmark-page simulate-year clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -137,6 +137,9 @@ benchmark-monitor: install ## Print the monitoring benchmark (1,000,000 logged p
 
 benchmark-train: install ## Print each model kind's scores on the loan table and its ONNX parity
 	$(PY) benchmarks/train.py
+
+benchmark-install: install ## Time `make install` from empty package caches, with uv and with pip alone
+	$(PY) benchmarks/install.py
 
 simulate-year: install ## Play a drifting year through the real commands; prints the timeline, draws docs/img/year.png
 	$(PY) benchmarks/year.py

@@ -28,15 +28,38 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     fi
   fi
 fi
-echo "install: upgrading pip in $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
-echo "install: mlcycle[$EXTRAS] and its dependencies, pinned by constraints.txt (a few minutes the first time)"
+# uv (a fast resolver and installer, from PyPI) installs when it can be bootstrapped;
+# MLCYCLE_INSTALLER=pip uses pip alone. Either way the same pins (constraints.txt).
 start=$SECONDS
-"$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on \
-  -c constraints.txt -e ".[$EXTRAS]" \
-  | awk '/^Collecting/ {print "  collecting " $2; fflush()}
-         /^Installing collected/ {print "  installing " NF - 3 " packages (a minute or two)"; fflush()}
-         /^Successfully installed/ {print "  installed " NF - 2 " packages"; fflush()}
-         /^ERROR/ {print; fflush()}' || true
+installer="${MLCYCLE_INSTALLER:-uv}"
+if [[ "$installer" == uv ]]; then
+  echo "install: bootstrapping uv into $VENV (MLCYCLE_INSTALLER=pip to use pip alone)"
+  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv>=0.5,<1"; then
+    echo "install: uv could not be installed; installing with pip instead (slower)"
+    installer=pip
+  fi
+fi
+if [[ "$installer" == uv ]]; then
+  # the index, extra links and certificates pip is configured with, for uv too
+  [[ -n "${PIP_INDEX_URL:-}" && -z "${UV_DEFAULT_INDEX:-}" ]] && export UV_DEFAULT_INDEX="$PIP_INDEX_URL"
+  [[ -n "${PIP_EXTRA_INDEX_URL:-}" && -z "${UV_INDEX:-}" ]] && export UV_INDEX="$PIP_EXTRA_INDEX_URL"
+  [[ -n "${PIP_FIND_LINKS:-}" && -z "${UV_FIND_LINKS:-}" ]] && export UV_FIND_LINKS="$PIP_FIND_LINKS"
+  [[ -n "${PIP_CERT:-}" && -z "${SSL_CERT_FILE:-}" ]] && export SSL_CERT_FILE="$PIP_CERT"
+  echo "install: mlcycle[$EXTRAS] and its dependencies with uv, pinned by constraints.txt"
+  if ! "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" \
+      -c constraints.txt -e ".[$EXTRAS]"; then
+    echo "install: uv failed (above); installing with pip instead (slower)"
+    installer=pip
+  fi
+fi
+if [[ "$installer" == pip ]]; then
+  echo "install: upgrading pip in $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
+  echo "install: mlcycle[$EXTRAS] and its dependencies with pip, pinned by constraints.txt (a few minutes the first time)"
+  # every line pip prints, downloads included, so a long download is never silent
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+    -c constraints.txt -e ".[$EXTRAS]" \
+    | awk '/^(Collecting|Downloading|  Downloading|Installing collected|Successfully installed|ERROR|Building)/ {print "  " $0; fflush()}' || true
+fi
 "$VENV/bin/python" -c 'import mlcycle' || { echo "install: failed (rerun without the filter: $VENV/bin/pip install -e .)" >&2; exit 1; }
-echo "install: done in $((SECONDS - start)) s ($VENV)"
+echo "install: done in $((SECONDS - start)) s with $installer ($VENV)"

@@ -114,6 +114,11 @@ def test_reload_needs_the_admin_role(client: TestClient) -> None:
 def test_docs_and_openapi_follow_the_loaded_model(client: TestClient) -> None:
     assert "/docs-assets/swagger-ui-bundle.js" in client.get("/docs").text
     schema = client.get("/openapi.json").json()
+    # the page names what it serves: the registered model, its dataset and its target
+    assert schema["info"]["title"].endswith(": loan-approval")
+    described = schema["info"]["description"]
+    assert "`loan-approval`" in described and "dataset `loan`" in described
+    assert "`Loan_Status` (`N`, `Y`)" in described
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     titles = [part.get("title") for part in body["schema"]["anyOf"]]
     assert titles == ["LoanRecord", "Batch"]

@@ -260,3 +260,58 @@ def test_a_drop_in_the_newest_period_fires_the_policy_the_whole_window_hides() -
     off = MonitorConfig(period_days=None)
     assert _periods(joined, "Y", off) == {}
     assert _auc_drop({k: v for k, v in whole.items() if k not in got}, off) is None
+
+
+def test_the_confusion_matrix_and_per_class_metrics_match_scikit_learn() -> None:
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from mlcycle.monitor.dashboard import _classes
+    from mlcycle.monitor.report import Performance
+    from mlcycle.monitor.run import _confusion
+
+    rng = np.random.default_rng(5)
+    truth = rng.choice(["a", "b", "c"], 400, p=[0.5, 0.3, 0.2])
+    label = np.where(rng.random(400) < 0.7, truth, rng.choice(["a", "b", "c"], 400))
+    label[:3] = "b"  # no row predicts "c" correctly among these; every label still seen
+    joined = pd.DataFrame({"truth": truth, "label": label})
+    out = _confusion(joined, ["a", "b", "c"])
+    expected = confusion_matrix(truth, label, labels=["a", "b", "c"])
+    assert out["confusion"]["labels"] == ["a", "b", "c"]
+    assert out["confusion"]["matrix"] == expected.tolist()
+    p, r, f, support = precision_recall_fscore_support(truth, label, labels=["a", "b", "c"])
+    for i, name in enumerate(["a", "b", "c"]):
+        got = out["per_class"][name]
+        assert got["precision"] == pytest.approx(p[i]) and got["recall"] == pytest.approx(r[i])
+        assert got["f1"] == pytest.approx(f[i]) and got["support"] == support[i]
+    perf = Performance(matured=400, accuracy=0.7, accuracy_ci=[0.6, 0.8], **out)
+    html = _classes(perf)
+    assert "<th>true c</th>" in html and "<th>predicted a</th>" in html
+    assert f'<td class="num">{expected[0, 0]:,}</td>' in html
+
+
+def test_each_feature_carries_summary_statistics_training_against_the_window(
+    spec: DatasetSpec, trained: Trained
+) -> None:
+    from mlcycle.monitor.dashboard import render
+
+    rows = trained.X.sample(300, random_state=9).reset_index(drop=True)
+    built = report(spec, trained, rows)
+    income = built["features"]["ApplicantIncome"]["summary"]
+    present = rows["ApplicantIncome"].dropna()
+    assert income["current"]["rows"] == len(rows)
+    assert income["current"]["median"] == pytest.approx(float(present.median()))
+    assert income["current"]["max"] == pytest.approx(float(present.max()))
+    assert income["current"]["std"] == pytest.approx(float(present.std(ddof=0)))
+    learned = trained.X.loc[trained.positions >= 0.2, "ApplicantIncome"]  # outside the hold-out
+    assert income["reference"]["rows"] == len(learned)
+    assert income["reference"]["mean"] == pytest.approx(float(learned.mean()))
+    assert income["reference"]["missing"] == pytest.approx(float(learned.isna().mean()))
+    area = built["features"]["Property_Area"]["summary"]
+    top = rows["Property_Area"].value_counts()
+    assert area["current"]["top"] == top.index[0]
+    assert area["current"]["top_share"] == pytest.approx(top.iloc[0] / top.sum())
+    assert area["current"]["distinct"] == rows["Property_Area"].nunique()
+    page = render(built, [built])
+    assert page.count('<table class="summary">') == len(built["features"]) + 1  # + the score
+    assert "<th>training</th><th>window</th>" in page

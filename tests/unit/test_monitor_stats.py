@@ -116,3 +116,18 @@ def test_since_takes_durations_and_iso_times() -> None:
     assert parse_since("2026-01-02T03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with pytest.raises(typer.BadParameter, match="duration"):
         parse_since("yesterday")
+
+
+def test_a_status_says_why_a_psi_at_its_threshold_is_ok_or_not() -> None:
+    from mlcycle.monitor.run import _status
+
+    cfg = MonitorConfig()
+    status, why = _status(cfg.psi_watch, 0.4, cfg)  # at the threshold, but chance
+    assert status == "ok"
+    assert f"PSI {cfg.psi_watch:.3f} >= watch" in why and "p 0.4 >= alpha" in why
+    status, why = _status(cfg.psi_watch, cfg.alpha / 10, cfg)
+    assert status == "watch" and "< alpha" in why
+    status, why = _status(cfg.psi_act + 0.2, 1e-9, cfg)
+    assert status == "drift" and f">= drift {cfg.psi_act:g}" in why
+    status, why = _status(cfg.psi_watch / 2, 1e-9, cfg)
+    assert status == "ok" and f"< watch {cfg.psi_watch:g}" in why

@@ -18,7 +18,7 @@ from mlcycle.cli.base import (
     settings,
     stage,
 )
-from mlcycle.errors import BadInput, MlcycleError
+from mlcycle.errors import BadInput
 
 
 @app.command("mlflow-users")
@@ -63,7 +63,9 @@ def hash_key_cmd() -> None:
     key = sys.stdin.read().strip()
     with stage():
         if not key:
-            raise MlcycleError("no key on standard input")
+            raise BadInput(
+                "no key on standard input: pipe the key in (echo -n KEY | mlcycle hash-key)"
+            )
     print(hash_key(key))
 
 

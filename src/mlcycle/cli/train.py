@@ -128,9 +128,13 @@ def promote(
     with stage(as_json), opened_store(config) as store:
         if force and not (reason and reason.strip()):
             raise BadInput("--force needs --reason: it is recorded with the decision")
+        if not version.isdigit():
+            raise BadInput(
+                f"VERSION is a version number (`mlcycle models` lists them), not {version!r}"
+            )
         spec = spec_of(config, spec_path, dataset)
         cfg = train_config_of(config, config_path, spec_path, dataset)
-        client = registry.connect(config)
+        client = registry.connect(config, create=False)
         judged = judge_version(client, store, spec, cfg, version, alias)
         name, target = judged.name, judged.target.version
         if judged.verdict is None:
@@ -188,7 +192,7 @@ def rollback(
     config = settings()
     with stage(as_json):
         spec = spec_of(config, spec_path, dataset)
-        client = registry.connect(config)
+        client = registry.connect(config, create=False)
         old, new = registry.rollback(
             client, spec.registered_model, to=to, reason=reason.strip() if reason else None
         )

@@ -244,21 +244,55 @@ def _drift_table(report: MonitorReport) -> str:
             extra = "unseen: " + ", ".join(f"{_e(k)} ({v})" for k, v in f.unseen.values.items())
         statistic = "—" if f.test.statistic is None else f"{f.test.statistic:.4f}"
         rows.append(
-            f'<tr><td>{_e(name)}</td><td><span class="badge" style="background:{COLOURS[f.status]}">'
-            f'{f.status}</span></td><td class="num">{f.psi:.4f}</td>'
+            f'<tr><td>{_e(name)}</td><td><span class="badge" style="background:{COLOURS[f.status]}"'
+            f' title="{_e(f.why or "")}">{f.status}</span></td><td class="num">{f.psi:.4f}</td>'
             f'<td>{f.test.name}</td><td class="num">{statistic}</td>'
             f'<td class="num">{f.test.p_value:.3g}</td>'
             f'<td class="num">{f.missing.reference:.1%} → {f.missing.current:.1%}</td>'
-            f"<td>{extra}</td></tr>"
+            f'<td>{extra}</td><td class="why">{_e(f.why or "")}</td></tr>'
         )
     return "".join(rows)
+
+
+SUMMARY_KEYS = {
+    "numeric": ("rows", "missing", "mean", "std", "min", "p25", "median", "p75", "max"),
+    "categorical": ("rows", "distinct", "top", "top_share"),
+}
+
+
+def summary_table(f: Drift) -> str:
+    """A feature's summary statistics, training against the window, side by side."""
+    if not f.summary:
+        return ""
+    ref, cur = f.summary.get("reference", {}), f.summary.get("current", {})
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return "—"
+        if key in ("missing", "top_share"):
+            return f"{value:.1%}"
+        if isinstance(value, str):
+            return _e(value)
+        if key in ("rows", "distinct"):
+            return f"{int(value):,}"
+        return f"{value:.4g}"
+
+    keys = SUMMARY_KEYS.get(f.kind or "numeric", SUMMARY_KEYS["numeric"])
+    rows = "".join(
+        f'<tr><td>{k.replace("_", " ")}</td><td class="num">{cell(k, ref.get(k))}</td>'
+        f'<td class="num">{cell(k, cur.get(k))}</td></tr>'
+        for k in keys
+    )
+    return (
+        f'<table class="summary"><tr><th></th><th>training</th><th>window</th></tr>{rows}</table>'
+    )
 
 
 def _cards(report: MonitorReport) -> str:
     return "".join(
         f'<div class="card"><h3>{_e(name)} <span class="badge" '
         f'style="background:{COLOURS[f.status]}">PSI {f.psi:.3f}</span></h3>'
-        f"{distribution_chart(name, f)}</div>"
+        f"{distribution_chart(name, f)}{summary_table(f)}</div>"
         for name, f in report.drift_rows()
     )
 
@@ -292,7 +326,37 @@ def _performance(perf: Performance | None) -> str:
         )
         + f'<tr><td>calibration error (ECE)</td><td class="num">{_num(calibration.get("ece"))}</td>'
         f'<td></td><td></td></tr><tr><td>Brier score</td><td class="num">'
-        f"{_num(calibration.get('brier'))}</td><td></td><td></td></tr></table>"
+        f"{_num(calibration.get('brier'))}</td><td></td><td></td></tr></table>" + _classes(perf)
+    )
+
+
+def _classes(perf: Performance) -> str:
+    """The confusion matrix (true label by predicted label) and each label's precision,
+    recall, F1 and support."""
+    if not perf.confusion or not perf.per_class:
+        return ""
+    labels = [str(x) for x in perf.confusion["labels"]]
+    head = "".join(f"<th>predicted {_e(x)}</th>" for x in labels)
+    matrix = "".join(
+        f"<tr><th>true {_e(t)}</th>"
+        + "".join(f'<td class="num">{int(c):,}</td>' for c in row)
+        + "</tr>"
+        for t, row in zip(labels, perf.confusion["matrix"], strict=True)
+    )
+    per_class = "".join(
+        f"<tr><td>{_e(x)}</td>"
+        + "".join(
+            f'<td class="num">{_num(perf.per_class[x].get(k))}</td>'
+            for k in ("precision", "recall", "f1")
+        )
+        + f'<td class="num">{perf.per_class[x].get("support", 0):,}</td></tr>'
+        for x in labels
+        if x in perf.per_class
+    )
+    return (
+        f'<table class="confusion"><tr><th></th>{head}</tr>{matrix}</table>'
+        '<table class="per-class"><tr><th>label</th><th>precision</th><th>recall</th>'
+        f"<th>F1</th><th>support</th></tr>{per_class}</table>"
     )
 
 
@@ -345,7 +409,7 @@ def render(
 a flag also needs p &lt; {th["alpha"]:g}
 <span style="background:{COLOURS["ok"]}"></span>ok<span style="background:{COLOURS["watch"]}"></span>watch<span style="background:{COLOURS["drift"]}"></span>drift</p>
 {psi_chart(report)}
-<table><tr><th>feature</th><th>status</th><th>PSI</th><th>test</th><th>statistic</th><th>p-value</th><th>missing</th><th></th></tr>
+<table><tr><th>feature</th><th>status</th><th>PSI</th><th>test</th><th>statistic</th><th>p-value</th><th>missing</th><th></th><th>why</th></tr>
 {_drift_table(report)}</table>
 <h2>Distributions <span class="legend"><span style="background:{REF}"></span>reference (training)<span style="background:{CUR}"></span>current window</span></h2>
 <div class="grid">{_cards(report)}</div>

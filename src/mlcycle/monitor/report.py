@@ -46,6 +46,8 @@ class Drift(_Part):
     psi: float
     status: str
     """ok, watch or drift."""
+    why: str | None = None
+    """The status in words: the PSI against its threshold and the test's p against alpha."""
     missing: Shares
     reference: list[float] = Field(default_factory=list)
     current: list[float] = Field(default_factory=list)
@@ -57,6 +59,10 @@ class Drift(_Part):
     mean: Means | None = None
     unseen: Unseen | None = None
     """Categorical features: values training never saw."""
+    summary: dict[str, dict[str, Any]] | None = None
+    """`reference` and `current` summary statistics: rows, missing share, mean, std,
+    min, quartiles, max (numeric); rows, distinct values, the top value and its share
+    (categorical)."""
 
 
 class ReportWindow(_Part):
@@ -86,6 +92,10 @@ class Performance(_Part):
     """Per period of `period_days`, oldest first: start, end, matured, accuracy, ROC AUC."""
     trend: dict[str, Any] | None = None
     """The metric's least-squares change per period over the periods with enough rows."""
+    confusion: dict[str, Any] | None = None
+    """`labels` and `matrix`: a row a true label, a column a predicted one."""
+    per_class: dict[str, dict[str, Any]] | None = None
+    """Per label: precision, recall, F1, support (true rows) and predicted rows."""
 
 
 class MonitorReport(_Part):

@@ -101,12 +101,20 @@ def load_reference(settings: Settings, model_name: str, version: str) -> tuple[d
             ) from err
 
 
-def _status(value: float, p_value: float, cfg: MonitorConfig) -> str:
-    if value >= cfg.psi_act and p_value < cfg.alpha:
-        return "drift"
-    if value >= cfg.psi_watch and p_value < cfg.alpha:
-        return "watch"
-    return "ok"
+def _status(value: float, p_value: float, cfg: MonitorConfig) -> tuple[str, str]:
+    """(ok | watch | drift, why): a PSI at or over a threshold counts only when the
+    test says the change is not chance (p < alpha)."""
+    level = "drift" if value >= cfg.psi_act else "watch" if value >= cfg.psi_watch else None
+    shown = f"PSI {value:.3f}"
+    if level is None:
+        return "ok", f"{shown} < watch {cfg.psi_watch:g}"
+    limit = cfg.psi_act if level == "drift" else cfg.psi_watch
+    if p_value < cfg.alpha:
+        return level, f"{shown} >= {level} {limit:g} and p {p_value:.3g} < alpha {cfg.alpha:g}"
+    return "ok", (
+        f"{shown} >= {level} {limit:g} but p {p_value:.3g} >= alpha {cfg.alpha:g}: "
+        "within what chance gives on this many rows"
+    )
 
 
 def _numeric_bins(edges: list[float]) -> list[str]:
@@ -133,8 +141,62 @@ def numeric_drift(ref: dict[str, Any], values: np.ndarray, cfg: MonitorConfig) -
             "reference": ref.get("mean"),
             "current": float(present.mean()) if present.size else None,
         },
+        summary={
+            "reference": _reference_summary(ref),
+            "current": _numeric_summary(values),
+        },
     )
     return out
+
+
+def _numeric_summary(values: np.ndarray) -> dict[str, float | int | None]:
+    """Rows, missing share and the present values' mean, std, min, quartiles and max (the
+    reference's from the training profile's sample)."""
+    values = np.asarray(values, dtype=np.float64)
+    present = values[~np.isnan(values)]
+    out: dict[str, float | int | None] = {
+        "rows": int(values.size),
+        "missing": float(1 - present.size / values.size) if values.size else None,
+    }
+    if not present.size:
+        return out | dict.fromkeys(("mean", "std", "min", "p25", "median", "p75", "max"))
+    q = np.quantile(present, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return out | {
+        "mean": float(present.mean()),
+        "std": float(present.std()),
+        "min": float(q[0]),
+        "p25": float(q[1]),
+        "median": float(q[2]),
+        "p75": float(q[3]),
+        "max": float(q[4]),
+    }
+
+
+def _reference_summary(ref: dict[str, Any]) -> dict[str, float | int | None]:
+    """`_numeric_summary` of the training profile: its rows, missing share, mean and std;
+    the quartiles, min and max from its sample of present values."""
+    out = _numeric_summary(np.asarray(ref["sample"], dtype=np.float64))
+    rows = ref.get("rows")
+    if rows:
+        out["rows"] = int(rows)
+        out["missing"] = float(ref.get("missing", 0)) / rows
+    for key in ("mean", "std"):
+        if ref.get(key) is not None:
+            out[key] = float(ref[key])
+    return out
+
+
+def _categorical_summary(counts: dict[Any, int]) -> dict[str, Any]:
+    """Rows, distinct values and the most common value with its share."""
+    present = {k: int(v) for k, v in counts.items() if k is not None}
+    total = sum(present.values())
+    top = max(present.items(), key=lambda kv: (kv[1], str(kv[0])), default=(None, 0))
+    return {
+        "rows": total,
+        "distinct": len([v for v in present.values() if v]),
+        "top": None if top[0] is None else str(top[0]),
+        "top_share": top[1] / total if total else None,
+    }
 
 
 def categorical_drift(
@@ -153,6 +215,10 @@ def categorical_drift(
         test={"name": "chi2", "statistic": stat, "p_value": p},
         bins=names,
         unseen={"share": float(current[-2] / max(current.sum(), 1)), "values": dict(unseen[:10])},
+        summary={
+            "reference": _categorical_summary(ref["counts"]),
+            "current": _categorical_summary(dict(counts)),
+        },
     )
     return out
 
@@ -160,14 +226,19 @@ def categorical_drift(
 def _common(
     value: float, p: float, reference: np.ndarray, current: np.ndarray, cfg: MonitorConfig
 ) -> dict[str, Any]:
-    status = _status(value, p, cfg)
+    status, why = _status(value, p, cfg)
     missing_ref = float(reference[-1] / max(reference.sum(), 1))
     missing_cur = float(current[-1] / max(current.sum(), 1))
     if status == "ok" and abs(missing_cur - missing_ref) >= cfg.missing_change and p < cfg.alpha:
         status = "watch"
+        why = (
+            f"missing share {missing_ref:.1%} -> {missing_cur:.1%} (change >= "
+            f"{cfg.missing_change:g}) and p {p:.3g} < alpha {cfg.alpha:g}"
+        )
     return {
         "psi": value,
         "status": status,
+        "why": why,
         "missing": {"reference": missing_ref, "current": missing_cur},
         "reference": [float(s) for s in shares(reference)],
         "current": [float(s) for s in shares(current)],
@@ -210,7 +281,7 @@ def realized_performance(
     score = joined["score"].to_numpy(dtype=np.float64)
     validation = ref.get("validation", {})
     positive = ref.get("positive", spec.target.positive)
-    periods = _periods(joined, positive, cfg)
+    periods = _periods(joined, positive, cfg) | _confusion(joined, spec.target.label_order)
     if positive is None:  # multiclass: the top label right or wrong, its score's calibration
         hit = (joined["truth"] == joined["label"]).to_numpy()
         n, correct = int(hit.size), int(hit.sum())
@@ -248,6 +319,34 @@ def realized_performance(
         "validation": {k: validation.get(k) for k in ("accuracy", "f1", "roc_auc")},
     }
     return result
+
+
+def _confusion(joined: Any, order: list[str]) -> dict[str, Any]:
+    """The confusion matrix of the matured rows (a row a true label, a column a
+    predicted one, the spec's label order) and each label's precision, recall, F1 and
+    support: what is right and wrong, class by class."""
+    known = [*order, *sorted((set(joined["truth"]) | set(joined["label"])) - set(order))]
+    index = {label: i for i, label in enumerate(known)}
+    matrix = np.zeros((len(known), len(known)), dtype=np.int64)
+    np.add.at(
+        matrix,
+        (joined["truth"].map(index).to_numpy(), joined["label"].map(index).to_numpy()),
+        1,
+    )
+    per_class = {}
+    for i, label in enumerate(known):
+        tp, support, predicted = int(matrix[i, i]), int(matrix[i].sum()), int(matrix[:, i].sum())
+        precision = tp / predicted if predicted else None
+        recall = tp / support if support else None
+        f1 = 2 * tp / (support + predicted) if support + predicted else None
+        per_class[label] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+            "predicted": predicted,
+        }
+    return {"confusion": {"labels": known, "matrix": matrix.tolist()}, "per_class": per_class}
 
 
 def _periods(joined: Any, positive: Any, cfg: MonitorConfig | None) -> dict[str, Any]:

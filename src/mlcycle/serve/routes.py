@@ -186,8 +186,18 @@ def openapi_document(app: FastAPI, spec: DatasetSpec, max_batch: int) -> dict[st
     columnar batch as its own schema, see `request_schemas`)."""
     from fastapi.openapi.utils import get_openapi
 
+    served = (
+        f"Serves the MLflow registered model `{spec.registered_model}` (the version behind "
+        f"its serving alias: `GET /model` says which), trained on the dataset `{spec.name}`"
+    )
+    if spec.target is not None:
+        labels = ", ".join(f"`{label}`" for label in spec.target.label_order)
+        served += f", predicting `{spec.target.column}` ({labels})"
     doc = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+        title=f"{app.title}: {spec.registered_model}",
+        version=app.version,
+        description=f"{served}.\n\n{app.description}",
+        routes=app.routes,
     )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     response = PredictResponse.model_json_schema(ref_template="#/components/schemas/{model}")

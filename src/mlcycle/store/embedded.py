@@ -110,6 +110,7 @@ class EmbeddedStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
+        self._file = False  # `_conn` is the file's (not the empty in-memory stand-in)
         self._lock = threading.RLock()
         self._tables: set[str] = set()
         self._scan_indexes: set[tuple[str, tuple[str, ...]]] = set()
@@ -119,7 +120,19 @@ class EmbeddedStore:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The file's connection; before the file exists, reads get an empty database
+        in memory instead, so a command that only reads (or fails first) never leaves a
+        store file behind. The first write (`_for_writing`) opens (and makes) the file."""
+        if not self._file:
+            if not self.path.exists():
+                if self._conn is None:
+                    self._conn = sqlite3.connect(
+                        ":memory:", check_same_thread=False, isolation_level=None
+                    )
+                return self._conn
+            self._for_writing()  # another process made the file since: read it
         if self._conn is None:
+            self._file = True
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -132,6 +145,16 @@ class EmbeddedStore:
                 ) from err
             self._conn = conn
         return self._conn
+
+    def _for_writing(self) -> None:
+        """Before a write: the file's connection in place of the in-memory stand-in."""
+        with self._lock:
+            if not self._file and self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                self._tables.clear()
+                self._scan_indexes.clear()
+            self._file = True
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -214,6 +237,7 @@ class EmbeddedStore:
     def _upsert(self, collection: str, docs: Sequence[Document]) -> None:
         if not docs:
             return
+        self._for_writing()
         table = self._ensure(collection)
         with self._tx() as conn:
             conn.executemany(
@@ -248,6 +272,7 @@ class EmbeddedStore:
     def append(self, collection: str, docs: Sequence[Document]) -> None:
         if not docs:
             return
+        self._for_writing()
         if not all("_id" in doc for doc in docs):
             raise KeyError("every appended document needs an _id")
         table = self._ensure(collection)
@@ -360,6 +385,7 @@ class EmbeddedStore:
     def try_lock(
         self, name: str, owner: str, lease_seconds: float, info: Mapping[str, Any]
     ) -> tuple[bool, Document | None]:
+        self._for_writing()
         table = self._ensure(LOCKS)
         now = time.time()
         with self._tx() as conn:  # BEGIN IMMEDIATE: one writer decides at a time
@@ -377,6 +403,7 @@ class EmbeddedStore:
 
     @_sqlite_errors
     def renew_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+        self._for_writing()
         table = self._ensure(LOCKS)
         with self._tx() as conn:
             row = conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (name,)).fetchone()
@@ -389,6 +416,7 @@ class EmbeddedStore:
 
     @_sqlite_errors
     def release_lock(self, name: str, owner: str) -> None:
+        self._for_writing()
         table = self._ensure(LOCKS)
         with self._tx() as conn:
             conn.execute(
@@ -402,6 +430,7 @@ class EmbeddedStore:
 
     @_sqlite_errors
     def drop(self, collection: str) -> None:
+        self._for_writing()
         with self._lock:
             self.conn.execute(f"DROP TABLE IF EXISTS {_table(collection)}")
         self._tables.discard(collection)
@@ -412,5 +441,6 @@ class EmbeddedStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._file = False
         self._tables.clear()
         self._scan_indexes.clear()

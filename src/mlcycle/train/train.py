@@ -104,8 +104,12 @@ def run_train(
     recorded with the decision; `new_data_only` (`monitor --retrain`) skips when the
     champion learned from the same rows; `again` trains even a model that exists."""
     assert spec.target is not None
-    client = registry.connect(settings)  # fail fast if tracking is unreachable
+    remote = settings.tracking_uri.startswith(("http://", "https://"))
+    # a tracking server is probed first (fail fast); an embedded tracking store is made
+    # only once there are rows to train on, so a run that fails leaves no files behind
+    client = registry.connect(settings) if remote else None
     snapshot = load_snapshot(store, spec, engine)
+    client = client or registry.connect(settings)
     name = spec.registered_model
     current = registry.champion(client, name)
     why = None if again else unchanged(client, spec, cfg, snapshot, current, new_data_only)

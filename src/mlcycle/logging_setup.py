@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,3 +95,17 @@ def _demoted(record: logging.LogRecord) -> bool:
     record.msg = _ANSI.sub("", record.getMessage())
     record.args = None
     return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+@contextmanager
+def step(logger: logging.Logger, what: str) -> Iterator[None]:
+    """A long step as two log lines: what it is doing when it starts, and its duration
+    when it ends (or that it failed, after how long). `--quiet` hides both."""
+    logger.info("%s ...", what)
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        logger.info("%s: stopped after %.1f s", what, time.perf_counter() - started)
+        raise
+    logger.info("%s: done in %.1f s", what, time.perf_counter() - started)

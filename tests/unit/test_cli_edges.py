@@ -4,6 +4,7 @@ completion, library warnings, and where a training run's page is."""
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import warnings
 from pathlib import Path
@@ -97,3 +98,38 @@ def test_a_rejected_candidate_names_its_own_run_apart_from_the_champion(
     candidate = next(line for line in lines if line.startswith("candidate v2:"))
     assert (url or "run abc123 (view with: mlflow ui") in candidate
     assert not any(line.startswith("champion:") and "abc123" in line for line in lines)
+
+
+def test_long_steps_say_what_they_do_and_how_long_it_took_and_quiet_hides_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from mlcycle.logging_setup import step
+
+    log = logging.getLogger("mlcycle.test.steps")
+    with caplog.at_level(logging.INFO, logger="mlcycle.test.steps"), step(log, "counting"):
+        pass
+    lines = [r.getMessage() for r in caplog.records if r.name == "mlcycle.test.steps"]
+    assert lines[0] == "counting ..." and re.fullmatch(r"counting: done in \d+\.\d s", lines[1])
+    caplog.clear()
+    with (
+        caplog.at_level(logging.INFO, logger="mlcycle.test.steps"),
+        pytest.raises(ValueError),
+        step(log, "failing"),
+    ):
+        raise ValueError
+    assert re.fullmatch(r"failing: stopped after \d+\.\d s", caplog.records[-1].getMessage())
+    assert "--quiet" in runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+
+
+def test_quiet_keeps_the_error_and_drops_the_progress_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("MLFLOW_TRACKING_URI", "MONGO_URI", "MLCYCLE_DATA_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    loud = runner.invoke(app, ["train"])
+    quiet = runner.invoke(app, ["--quiet", "train"])
+    assert loud.exit_code == quiet.exit_code == 1
+    assert "reading the labelled rows of 'loan' ..." in loud.output
+    assert "reading the labelled rows" not in quiet.output
+    assert "no labelled rows" in quiet.output

@@ -204,6 +204,14 @@ def _main(
             "--version", help="Print the version.", callback=_print_version, is_eager=True
         ),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Only warnings and errors on stderr: no progress lines (the results stay).",
+        ),
+    ] = False,
 ) -> None:
     try:
         config = settings()
@@ -212,8 +220,9 @@ def _main(
         raise typer.Exit(2) from err
     except MlcycleError as err:  # an unreadable project file
         raise fail(err) from err
-    configure_logging(config.log_level, config.log_format, config.secrets())
-    quiet_mlflow(config.log_level)
+    level = "WARNING" if quiet else config.log_level
+    configure_logging(level, config.log_format, config.secrets())
+    quiet_mlflow(level)
 
 
 def main() -> None:

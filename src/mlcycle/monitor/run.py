@@ -29,6 +29,7 @@ from mlcycle import registry
 from mlcycle.bundle import FOLDER, PROFILE_FILE
 from mlcycle.config import Settings
 from mlcycle.errors import MlcycleError, ModelNotFound, NoReference
+from mlcycle.logging_setup import step
 from mlcycle.monitor.config import MonitorConfig
 from mlcycle.monitor.report import MonitorReport
 from mlcycle.monitor.stats import (
@@ -601,7 +602,8 @@ def run_monitor(
     with ThreadPoolExecutor(1, thread_name_prefix="reference") as pool:
         pending = pool.submit(load_reference, settings, name, version)
         try:
-            win = read_window(store, spec, name, version, since=since, last=last)
+            with step(logger, f"reading the prediction log of {name} v{version}"):
+                win = read_window(store, spec, name, version, since=since, last=last)
         finally:
             ref, run_id = pending.result()
     missing = [c for c in spec.feature_columns if c not in ref["features"]]
@@ -610,7 +612,8 @@ def run_monitor(
             f"{name} v{version}'s reference profile lacks {', '.join(missing)}: the spec "
             "changed since it was trained; monitor with the spec it was trained on"
         )
-    performance = realized_performance(store, spec, win, ref, cfg) if win.rows else None
+    with step(logger, f"joining {win.rows:,} predictions with the labels that arrived"):
+        performance = realized_performance(store, spec, win, ref, cfg) if win.rows else None
     report = build_report(spec, ref, win, cfg, performance, since, last, run_id)
     if settings.shadow_alias.strip() and spec.target is not None:
         report["challenger"] = _challenger(

@@ -80,6 +80,7 @@ def registered(client: Any, info: registry.VersionInfo) -> Contender:
         info.tags.get(registry.CONTRACT_TAG),
         None if runtime == "onnx" else f"runtime {runtime or 'unknown'}",
     )
+    logger.info("loading %s v%s from MLflow ...", info.name, info.version)
     try:
         contender.model = load_pipeline(f"models:/{info.name}/{info.version}")
     except Exception as err:  # a broken or foreign model: said in the verdict

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlcycle import decisions, registry
 from mlcycle.errors import BadInput, GateRefused, MlcycleError, Unservable
+from mlcycle.logging_setup import step
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train.config import TrainConfig
@@ -60,8 +61,8 @@ def judge_version(
     logger.info("checking that %s v%s can be served", name, version)
     if (why := registry.unservable(client, name, target.version)) is not None:
         raise Unservable(f"{name} v{version} cannot be made {alias}: {why}")
-    logger.info("reading the evaluation rows of %s from the %s store", spec.name, store.name)
-    snapshot = load_snapshot(store, spec)
+    with step(logger, f"reading the evaluation rows of {spec.name} from the {store.name} store"):
+        snapshot = load_snapshot(store, spec)
     rival = registered(client, champion) if champion is not None else None
     judged.verdict = judge(
         snapshot, spec, cfg.gate, registered(client, target), rival, cfg.test_size

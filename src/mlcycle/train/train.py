@@ -28,6 +28,7 @@ from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
 from mlcycle.bundle import META_FILE, ServingMeta, write_profile
 from mlcycle.config import Settings
 from mlcycle.engine import LOCAL, Engine
+from mlcycle.logging_setup import step
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train import holdout
@@ -108,26 +109,30 @@ def run_train(
     # a tracking server is probed first (fail fast); an embedded tracking store is made
     # only once there are rows to train on, so a run that fails leaves no files behind
     client = registry.connect(settings) if remote else None
-    snapshot = load_snapshot(store, spec, engine)
-    client = client or registry.connect(settings)
+    with step(logger, f"reading the labelled rows of {spec.name!r}"):
+        snapshot = load_snapshot(store, spec, engine)
     name = spec.registered_model
-    current = registry.champion(client, name)
-    why = None if again else unchanged(client, spec, cfg, snapshot, current, new_data_only)
+    with step(logger, f"asking MLflow for {name}'s champion and what it learned from"):
+        client = client or registry.connect(settings)
+        current = registry.champion(client, name)
+        why = None if again else unchanged(client, spec, cfg, snapshot, current, new_data_only)
     if why is not None:
         return skipped(client, spec, snapshot, current, why, by)
-    logger.info(
-        "training on %d labelled rows (data %s)", len(snapshot.ids), snapshot.data_hash[:12]
-    )
-    fitted = fit(snapshot, spec, cfg, engine)
+    rows = f"{len(snapshot.ids):,} rows (data {snapshot.data_hash[:12]})"
+    with step(logger, f"training {cfg.model.kind} on {rows}: cross-validation, then the fit"):
+        fitted = fit(snapshot, spec, cfg, engine)
     experiment_id = registry.ensure_experiment(client, spec.experiment_name, settings)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / BUNDLE_FOLDER
-        meta = serving_bundle(fitted.pipeline, spec, snapshot, folder)
+        with step(logger, "exporting the serving bundle and checking its parity"):
+            meta = serving_bundle(fitted.pipeline, spec, snapshot, folder)
         verdict = judge_candidate(client, spec, cfg, snapshot, fitted, meta, current)
-        logged = log_run(
-            settings, spec, cfg, store, snapshot, fitted, verdict, experiment_id, folder, meta
-        )
-    record_decision(client, spec, cfg, logged, verdict, snapshot, meta, current, by)
+        with step(logger, "logging the run and registering the version in MLflow"):
+            logged = log_run(
+                settings, spec, cfg, store, snapshot, fitted, verdict, experiment_id, folder, meta
+            )
+    with step(logger, f"recording the decision on v{logged.version}"):
+        record_decision(client, spec, cfg, logged, verdict, snapshot, meta, current, by)
     after = registry.champion(client, name)
     champ = verdict.champion
     return TrainResult(

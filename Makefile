@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv install setup run all etl preprocess train promote rollback inference serve monitor stream publish kafka-start kafka-stop \
-        test test-unit test-tools lint docs lint-tools lint-deploy image image-smoke up down check-env \
+        test test-unit test-local test-tools lint docs lint-tools lint-deploy image image-smoke up down check-env \
         demo-data ferretdb ferretdb-start ferretdb-stop benchmark benchmark-serve benchmark-monitor benchmark-stream benchmark-scale benchmark-train benchmark-install benchmark-page simulate-year clean
 
 help: ## List the targets
@@ -89,7 +89,10 @@ PYTEST_WORKERS ?= 3
 test: test-tools ## All tests, 0 skipped: real FerretDB, mlflow server, Kafka, Dask, uvicorn, Chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
-test-unit: install ## Every test that needs no server (pytest -m "not server")
+test-unit: install ## The fast loop: unit tests that need nothing beside Python and are not slow (under a minute)
+	$(PY) -m pytest -m "not server and not integration and not e2e and not slow" -n auto -q
+
+test-local: install ## Every test that needs no server (also the integration, e2e and slow ones that run in-process)
 	$(PY) -m pytest -m "not server" -n auto -q
 
 lint: install docs ## ruff + mypy + the docs site (mkdocs build --strict)

@@ -28,7 +28,8 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 
 
 # What a test needs beside Python, as markers (`pytest -m "not server"` is every test that
-# needs none: `make test-unit`). A need comes from a shared fixture the test uses, or from
+# needs none: `make test-local`; `make test-unit` also leaves out integration, e2e and
+# slow tests). A need comes from a shared fixture the test uses, or from
 # a server it (or one of its fixtures) starts itself; `server` marks any need.
 NEEDS = {
     "ferretdb": ("start_ferretdb(", "FerretDB("),
@@ -68,6 +69,10 @@ def needs(item: pytest.Item) -> set[str]:
     return found
 
 
+KINDS = {"integration": "integration", "e2e": "e2e"}
+"""A test's folder is its kind, as a marker too (`-m` and folders always agree)."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         found = needs(item)
@@ -75,6 +80,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(need)
         if found:
             item.add_marker("server")
+        folder = Path(str(item.fspath)).parent.name
+        if folder in KINDS and not item.get_closest_marker(KINDS[folder]):
+            item.add_marker(KINDS[folder])
 
 
 @pytest.fixture(scope="session")

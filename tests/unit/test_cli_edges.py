@@ -4,7 +4,10 @@ completion, library warnings, and where a training run's page is."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 import socket
 import warnings
 from pathlib import Path
@@ -43,9 +46,16 @@ def test_flags_show_no_value_type_in_help() -> None:
 
 
 def test_shell_completion_is_offered() -> None:
-    result = runner.invoke(app, ["--show-completion", "bash"])
-    assert result.exit_code == 0, result.output
-    assert "_mlcycle_completion" in result.output or "complete" in result.output
+    # its own process: completion reads the program name and environment of a real one
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "mlcycle"), "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "_mlcycle_completion" in result.stdout and "_MLCYCLE_COMPLETE" in result.stdout
 
 
 def test_library_warnings_are_debug_lines_without_colour_codes(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
-import socket
 import warnings
 from pathlib import Path
 

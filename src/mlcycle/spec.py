@@ -79,6 +79,9 @@ class ColumnSpec(BaseModel):
     on_missing: Literal["keep", "drop", "fill"] = "keep"
     fill_value: str | float | int | bool | None = None
     description: str | None = None
+    reason: str | None = None
+    """How an explanation words this column when it lowered the positive label's score
+    (an adverse-action reason, e.g. "no credit history on record"); else `description`."""
     header: str | None = None
     """The column's name in files and messages when it differs from the spec's (a
     header such as `a.b` or `$x`, which a stored field cannot be named)."""
@@ -306,9 +309,10 @@ class DatasetSpec(BaseModel):
     @cached_property
     def contract_hash(self) -> str:
         """SHA-256 of what a model's inputs and outputs mean: the feature columns with
-        their rules (not descriptions or demo hints), their order, and the labels. Two
-        models are comparable, and one may replace the other, only when it is equal."""
-        exclude = {"description", "demo"}
+        their rules (not descriptions, reason texts or demo hints), their order, and the
+        labels. Two models are comparable, and one may replace the other, only when it is
+        equal."""
+        exclude = {"description", "reason", "demo"}
         contract = {
             "features": [
                 [name, self.columns[name].model_dump(mode="json", exclude=exclude)]

@@ -257,3 +257,55 @@ def test_an_error_a_route_raises_is_answered_with_its_status(trained: Settings) 
         answer = test_client.get("/raises")
     assert answer.status_code == 503
     assert answer.json() == {"detail": "the store cannot be reached"}
+
+
+def test_explain_gives_contributions_that_add_up_to_the_models_log_odds(
+    client: TestClient, trained: Settings, spec: DatasetSpec
+) -> None:
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from mlcycle.train.mlflow_model import load_pipeline
+
+    records = [
+        RECORD,
+        {**RECORD, "Loan_ID": "LP9", "Credit_History": 0.0, "ApplicantIncome": 150.0},
+        {**RECORD, "Loan_ID": "LP8", "LoanAmount": None, "Property_Area": None},
+    ]
+    reply = client.post(
+        "/predict?explain=true", json={"records": records}, headers={"X-API-Key": CLIENT}
+    )
+    assert reply.status_code == 200, reply.text
+    predictions = reply.json()["predictions"]
+    mlflow.set_tracking_uri(trained.tracking_uri)
+    mlflow.set_registry_uri(trained.tracking_uri)
+    pipeline = load_pipeline(f"models:/{spec.registered_model}@champion")
+    frame = pd.DataFrame(records)[spec.feature_columns]
+    frame = frame.astype({c: "float64" for c in spec.numeric_features})
+    log_odds = pipeline.decision_function(frame)  # the positive label is class 1 here
+    for p, z in zip(predictions, log_odds, strict=True):
+        assert set(p["contributions"]) == set(spec.feature_columns)
+        assert p["base"] + sum(p["contributions"].values()) == pytest.approx(z, abs=1e-6)
+        lowered = [r for r in p["reasons"] if r["contribution"] < 0]
+        assert lowered == p["reasons"] and len(p["reasons"]) <= 4
+        worst = sorted(p["contributions"].items(), key=lambda kv: kv[1])[: len(p["reasons"])]
+        assert [r["feature"] for r in p["reasons"]] == [k for k, v in worst if v < 0]
+        assert all(r["reason"] for r in p["reasons"])
+    # no credit history lowers the approval score, and says so first among its reasons
+    declined = predictions[1]
+    assert declined["contributions"]["Credit_History"] < 0
+    assert "Credit_History" in [r["feature"] for r in declined["reasons"]]
+    # the columnar shape carries the same numbers; a plain request carries none
+    columns = {k: [r.get(k) for r in records] for k in records[0]}
+    wide = client.post(
+        "/predict?explain=1", json={"columns": columns}, headers={"X-API-Key": CLIENT}
+    ).json()["predictions"]
+    assert np.allclose(wide["base"], [p["base"] for p in predictions])
+    assert wide["contributions"] == [p["contributions"] for p in predictions]
+    plain = _predict(client, RECORD).json()["predictions"][0]  # type: ignore[attr-defined]
+    assert "contributions" not in plain
+    bad = client.post("/predict?explain=maybe", json=RECORD, headers={"X-API-Key": CLIENT})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "explain"]
+    schema = client.get("/openapi.json").json()
+    assert schema["paths"]["/predict"]["post"]["parameters"][0]["name"] == "explain"

@@ -510,3 +510,12 @@ def test_the_shadow_scores_queued_singles_in_one_call_and_answers_each_as_score_
         assert (t.log is None) == (a.log is None)
         if a.log is not None and t.log is not None:
             assert t.log.body() == a.log.body()
+
+
+def test_a_model_without_an_exact_explanation_is_a_422_naming_why(model: FakeModel) -> None:
+    from mlcycle.serve.explain import explain
+
+    out = explain(orjson.dumps({"id": "x", "size": 1.0, "colour": "red"}), model, 100)
+    assert not isinstance(out, dict) and out.status == 422
+    (error,) = out.body["detail"]
+    assert error["loc"] == ["query", "explain"] and "linear model" in error["msg"]

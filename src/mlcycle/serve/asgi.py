@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlcycle.errors import BodyTimeout, BodyTooLarge, MethodNotAllowed, ServerBusy
+from mlcycle.errors import BodyTimeout, BodyTooLarge, InvalidRequest, MethodNotAllowed, ServerBusy
 from mlcycle.serve.core import Reply, refusal
 from mlcycle.serve.service import LARGE_BATCH_BYTES, PredictService
 
@@ -192,7 +192,7 @@ class PredictEndpoint:
             if isinstance(body, Reply):
                 await send_reply(body, send)
                 return
-            await self._answer(body, headers, send)
+            await self._answer(body, headers, send, explain_wanted(scope))
         finally:
             self.budget.give(held[0])
 
@@ -216,13 +216,48 @@ class PredictEndpoint:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
-    async def _answer(self, body: bytes, headers: dict[str, str], send: Send) -> None:
+    async def _answer(
+        self, body: bytes, headers: dict[str, str], send: Send, explain: bool | Reply
+    ) -> None:
+        if isinstance(explain, Reply):
+            await send_reply(explain, send)
+            return
         size = len(body)
-        if size > LARGE_BATCH_BYTES:  # in a worker thread, off the event loop
-            reply = await run_in_threadpool(collector_paused, self.service.handle, body, headers)
+        if size > LARGE_BATCH_BYTES or explain:  # in a worker thread, off the event loop
+            reply = await run_in_threadpool(
+                collector_paused, self.service.handle, body, headers, explain
+            )
         else:
             reply = self.service.handle(body, headers)
         await send_reply(reply, send)
+
+
+def explain_wanted(scope: Scope) -> bool | Reply:
+    """`?explain=true` (or 1, yes); anything else in `explain` is a 422 naming it."""
+    from urllib.parse import parse_qs
+
+    query = scope.get("query_string", b"").decode("latin-1")
+    if not query:
+        return False
+    values = parse_qs(query).get("explain")
+    if not values:
+        return False
+    value = values[-1].strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    return refusal(
+        InvalidRequest(
+            [
+                {
+                    "loc": ["query", "explain"],
+                    "msg": f"explain is true or false, not {values[-1]!r}",
+                    "type": "bool_parsing",
+                }
+            ]
+        )
+    )
 
 
 async def _post_only(scope: Scope, receive: Receive, send: Send) -> None:

@@ -201,7 +201,7 @@ TYPED_BYTES = 16 * 1024
 """Record batches larger than this are decoded into typed rows (`decode_records`)."""
 
 
-def _typed_records(body: bytes, model: Servable, max_batch: int) -> Parsed | None:
+def typed_records(body: bytes, model: Servable, max_batch: int) -> Parsed | None:
     """A large `{"records": [...]}` batch without dicts, or None (then `parse`)."""
     if len(body) < TYPED_BYTES or b'"records"' not in body[:64]:
         return None
@@ -220,7 +220,7 @@ def score(body: bytes, model: Servable, max_batch: int, log: bool = True) -> Out
     """The whole core: body bytes -> Outcome (200 with predictions, or a 422); the log
     entry is built only when `log` (the prediction log is on)."""
     try:
-        parsed: Parsed | ParsedOne | Reply | None = _typed_records(body, model, max_batch)
+        parsed: Parsed | ParsedOne | Reply | None = typed_records(body, model, max_batch)
         if parsed is None:
             try:
                 payload = orjson.loads(body)

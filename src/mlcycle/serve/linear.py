@@ -31,6 +31,7 @@ class LinearScorer:
         if link not in LINKS:
             raise ValueError(f"linear.json: unknown link {link!r}")
         self.link = link
+        self._expected = fold.get("expected")
         fill = fill or {}
         self._base = np.asarray(fold["base"], dtype=np.float64)
         self._k = len(self._base)
@@ -72,6 +73,31 @@ class LinearScorer:
             at = np.fromiter(map(index.__getitem__, feed[name].reshape(-1)), np.intp, n)
             z += rows[at]
         return apply_link(self.link, z)
+
+    def explain(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(base, contributions): the base a decision value (k), and a feature's
+        contribution to each row's decision values (n x k): its term less its training
+        mean, so `base + sum(contributions) == decision values` (log-odds of class 1 for
+        two classes, per class before the softmax otherwise). Exact: the fold is the
+        model. Raises ValueError for a fold made before explanations existed."""
+        if self._expected is None:
+            raise ValueError("this version's fold has no training means: train it again")
+        first = feed[self._numeric[0][0] if self._numeric else self._categorical[0][0]]
+        n = len(first)
+        base = self._base.copy()
+        out: dict[str, np.ndarray] = {}
+        for name, fill, slope in self._numeric:
+            x = feed[name].reshape(-1).astype(np.float64, copy=False)
+            x = np.where(np.isnan(x), fill, x)
+            mean = np.asarray(self._expected[name], dtype=np.float64)
+            out[name] = x[:, None] * slope - mean
+            base += mean
+        for name, index, rows in self._categorical:
+            at = np.fromiter(map(index.__getitem__, feed[name].reshape(-1)), np.intp, n)
+            mean = np.asarray(self._expected[name], dtype=np.float64)
+            out[name] = rows[at] - mean
+            base += mean
+        return base, out
 
     def _one(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return np.array([self._logistic({name: feed[name].item() for name in self._names})])

@@ -213,6 +213,18 @@ def openapi_document(app: FastAPI, spec: DatasetSpec, max_batch: int) -> dict[st
             "summary": "Predict",
             "operationId": "predict",
             "description": PREDICT_DESCRIPTION,
+            "parameters": [
+                {
+                    "name": "explain",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean", "default": False},
+                    "description": "Add to each prediction `base`, `contributions` (one "
+                    "number a feature; base + their sum is the raw score) and `reasons` "
+                    "(the features that lowered the score most, worded from the spec). "
+                    "Linear models only: other versions answer 422.",
+                }
+            ],
             "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
             "responses": {
                 "200": {

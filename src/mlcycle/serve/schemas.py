@@ -125,6 +125,12 @@ def _number_text(col: ColumnSpec) -> str:
     return rf"^{sign}([0-9]{{1,15}}(\.[0-9]*)?|\.[0-9]+)$"
 
 
+class Reason(BaseModel):
+    feature: str
+    reason: str = Field(description="The spec's reason text for the feature, else its description")
+    contribution: float
+
+
 class Prediction(BaseModel):
     id: str | None = Field(None, description="The record's id field, if it had one")
     label: str = Field(description="The most probable label")
@@ -132,6 +138,19 @@ class Prediction(BaseModel):
         description="Binary: probability of the positive label; multiclass: of `label`"
     )
     probabilities: dict[str, float] = Field(description="Probability of every label")
+    base: float | dict[str, float] | None = Field(
+        None,
+        description="With ?explain=true: the raw score the contributions add to (the "
+        "positive label's log-odds; per label for more than two)",
+    )
+    contributions: dict[str, float] | dict[str, dict[str, float]] | None = Field(
+        None,
+        description="With ?explain=true: each feature's part of the raw score (per label "
+        "for more than two); base + their sum is the raw score",
+    )
+    reasons: list[Reason] | None = Field(
+        None, description="With ?explain=true: the features that lowered the score most"
+    )
 
 
 class ModelRef(BaseModel):
@@ -146,6 +165,9 @@ class ColumnarPredictions(BaseModel):
     label: list[str]
     probability: list[float]
     probabilities: dict[str, list[float]] = Field(description="Label -> one probability per row")
+    base: list[float] | list[dict[str, float]] | None = None
+    contributions: list[dict[str, float]] | list[dict[str, dict[str, float]]] | None = None
+    reasons: list[list[Reason]] | None = None
 
 
 class PredictResponse(BaseModel):

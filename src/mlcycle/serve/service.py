@@ -16,6 +16,8 @@ from typing import Any
 
 from mlcycle.errors import BodyTooLarge, NoModelLoaded, UnsupportedMediaType
 from mlcycle.serve.core import LogPart, Outcome, Reply, Servable, refusal, score
+from mlcycle.serve.explain import attach
+from mlcycle.serve.explain import explain as explained
 from mlcycle.serve.predlog import PredictionLog
 from mlcycle.serve.security import KeyRing, denied
 from mlcycle.store.base import Document, predictions_collection
@@ -58,7 +60,7 @@ class PredictService:
             )
         return None
 
-    def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+    def handle(self, body: bytes, headers: Mapping[str, str], explain: bool = False) -> Reply:
         if (reply := self.refuse_early(headers)) is not None:
             return reply
         model = self.current()
@@ -75,6 +77,12 @@ class PredictService:
         rid = headers.get("x-request-id", "")
         request_id = rid if _REQUEST_ID.match(rid) else new_request_id()
         reply.headers["x-request-id"] = request_id
+        if reply.status == 200 and explain:
+            found = explained(body, model, self.max_batch)
+            if isinstance(found, Reply):
+                found.headers["x-request-id"] = request_id
+                return found
+            attach(reply, found)
         if reply.status == 200:
             reply.body = {"request_id": request_id, **reply.body}
             self.on_scored(model, outcome)

@@ -80,6 +80,21 @@ def fold_scores(fold: dict[str, Any], feed: dict[str, np.ndarray]) -> np.ndarray
     return z
 
 
+def expected_terms(fold: dict[str, Any], feed: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Each feature's mean term over the training rows (one number a decision value):
+    an explanation's contributions are the terms less these, its base the fold's base
+    plus their sum, so a feature at its training average contributes 0 (as SHAP's
+    linear explainer under independent features)."""
+    out: dict[str, list[float]] = {}
+    for name, slope in fold["numeric"].items():
+        x = feed[name].ravel().astype(np.float64)
+        out[name] = (float(x.mean()) * np.asarray(slope, dtype=np.float64)).tolist()
+    for name, table in fold["categorical"].items():
+        rows = [table["values"].get(v, table["other"]) for v in feed[name].ravel()]
+        out[name] = np.asarray(rows, dtype=np.float64).mean(axis=0).tolist()
+    return out
+
+
 def fold_linear(
     pipeline: Any, serving: Any, spec: DatasetSpec, sample: pd.DataFrame, fill: dict[str, float]
 ) -> tuple[dict[str, Any] | None, str]:
@@ -179,4 +194,5 @@ def _verified(
         return None, f"the fold misses on mixed rows by {mixed_diff:.2e}"
     fold["link"] = link
     fold["max_abs_diff"] = max(diffs[link], mixed_diff)
+    fold["expected"] = expected_terms(fold, onnx_feed(sample, spec, fill))
     return fold, f"linear fold, {link} link, max |p_fold - p_sklearn| = {fold['max_abs_diff']:.2e}"

@@ -61,6 +61,8 @@ CASES = [
     (["quarantine"], 0, "no quarantined rows"),
     (["doctor"], 1, ""),
     (["serve", "--port", "0"], 2, "no model to serve yet"),
+    (["predict", "--source", "new.csv", "--out", "s.parquet"], 2, "no such file"),
+    (["predict", "--source", "store", "--out", "s.parquet"], 1, "run `mlcycle train` first"),
     (["publish", "nofile.csv"], 2, "nofile.csv"),
     (["demo-data", "--rows", "0"], 2, "--rows"),
     (["hash-key"], 2, "no key on standard input"),

@@ -7,9 +7,9 @@ themselves on the app when imported, in the pipeline's order (the order of `--he
 # isort: skip_file
 
 from mlcycle.cli.base import app, main
-from mlcycle.cli import project, etl, quarantine, stream, train, models, serve, monitor
+from mlcycle.cli import project, etl, quarantine, stream, train, models, serve, predict, monitor
 from mlcycle.cli import admin, status
 from mlcycle.cli.monitor import parse_since
 
 __all__ = ["admin", "app", "etl", "main", "monitor", "parse_since", "project", "serve"]
-__all__ += ["models", "quarantine", "status", "stream", "train"]
+__all__ += ["models", "predict", "quarantine", "status", "stream", "train"]

@@ -351,7 +351,16 @@ class ModelManager:
         mv = self._client().get_model_version_by_alias(self.name, self.alias)
         return str(mv.version), str(mv.run_id)
 
-    def _fetch(self, version: str, run_id: str) -> LoadedModel:
+    def resolve(self) -> tuple[str, str]:
+        """(version, run id) behind the alias, for a one-off load (`fetch`)."""
+        return self._resolve()
+
+    def fetch(self, version: str, run_id: str, remember: bool = True) -> LoadedModel:
+        """That version's bundle, downloaded (or from the cache), loaded and
+        self-checked; `remember=False` leaves the server's last-good pointer alone."""
+        return self._fetch(version, run_id, remember)
+
+    def _fetch(self, version: str, run_id: str, remember: bool = True) -> LoadedModel:
         target = self.cache / run_id
         if not is_bundle(target):
             # every worker process of a server shares this cache: each downloads into its
@@ -403,9 +412,10 @@ class ModelManager:
                 "API's validation, documentation and log follow the model, so a new "
                 "contract needs a restart (a new deployment), never a silent swap"
             )
-        pointer = self.cache / f".{self._pointer}.{os.getpid()}"
-        pointer.write_text(json.dumps({"version": version, "run_id": run_id, "sha256": digest}))
-        pointer.replace(self.cache / self._pointer)  # atomic for the other workers
+        if remember:
+            pointer = self.cache / f".{self._pointer}.{os.getpid()}"
+            pointer.write_text(json.dumps({"version": version, "run_id": run_id, "sha256": digest}))
+            pointer.replace(self.cache / self._pointer)  # atomic for the other workers
         return loaded
 
     def load_cached(self) -> bool:

@@ -1,0 +1,283 @@
+"""Batch scoring (`mlcycle predict`): a file, a folder or the stored table scored with
+the champion (or a named version), by the API's own validator and scorer.
+
+Files are read and checked by the ETL's readers and rules (the target column, when a
+file has one, is left out: scoring needs none); rows that break a rule go to the
+quarantine with their file, row, column and reason, under a batch id `predict-...`, and
+are not scored. The rows that pass are scored chunk by chunk through the API's columnar
+path (`RequestValidator.validate_columns`, then the served model's scorer), so a row gets
+the same probabilities as `POST /predict` gives it. Output: Parquet or CSV (id, label,
+probability, one `probability_<label>` a label, the model and version, and with
+`explain` the base and one `contribution_<feature>` a feature), or the store
+(`<dataset>_scores`, one document per id and version with the source's hash and the
+batch id: a rerun rewrites the same documents).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlcycle.config import Settings
+from mlcycle.errors import BadInput
+from mlcycle.serve.model import LoadedModel, ModelManager
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import Store, quarantine_collection
+
+logger = logging.getLogger(__name__)
+
+CHUNK_ROWS = 100_000
+STORE = "store"
+
+
+def scores_collection(dataset: str) -> str:
+    return f"{dataset}_scores"
+
+
+@dataclass
+class BatchSummary:
+    source: str
+    source_sha256: str
+    out: str
+    model_name: str
+    model_version: str
+    batch_id: str
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "out": self.out,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "batch_id": self.batch_id,
+            "rows": self.rows,
+            "scored": self.scored,
+            "rejected": self.rejected,
+            "labels": self.labels,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.scored / self.seconds) if self.seconds else None,
+        }
+
+
+def load_model(settings: Settings, spec: DatasetSpec, version: str | None) -> LoadedModel:
+    """The champion (`version` None) or that version, loaded and self-checked as the
+    server loads it; the server's cache pointer is left alone."""
+    manager = ModelManager(settings, spec.registered_model)
+    if version is None:
+        found, run_id = manager.resolve()
+    else:
+        if not version.isdigit():
+            raise BadInput(f"--version is a version number, not {version!r}")
+        from mlcycle import registry
+
+        client = registry.connect(settings, create=False)
+        info = registry.get_version(client, spec.registered_model, version=version)
+        found, run_id = str(info.version), str(info.run_id)
+    return manager.fetch(found, run_id, remember=False)
+
+
+def _frames(source: str, spec: DatasetSpec, store: Store, batch_id: str) -> Iterator[Any]:
+    """(typed valid rows, quarantine documents, rows read) a chunk."""
+    from mlcycle.etl.sources import FileSource
+    from mlcycle.etl.steps import quarantine_docs
+    from mlcycle.rules.frames import validate_chunk
+
+    target = spec.target.column if spec.target is not None else None
+    if source == STORE:
+        frame = store.read_snapshot(spec.name, columns=[spec.id_column, *spec.feature_columns])
+        for start in range(0, len(frame), CHUNK_ROWS):
+            yield frame.iloc[start : start + CHUNK_ROWS].reset_index(drop=True), [], 0
+        return
+    files = FileSource(Path(source))
+    for item in files.chunks(spec, CHUNK_ROWS):
+        raw = item.chunk.frame
+        raw = raw.drop(columns=[target]) if target in raw.columns else raw
+        result = validate_chunk(raw, spec)
+        yield result.valid, quarantine_docs(raw, result.issues, item.origin, batch_id), len(raw)
+
+
+def source_digest(source: str, store: Store, spec: DatasetSpec) -> str:
+    """SHA-256 of the files' contents (in name order), or of the stored rows' hashes."""
+    digest = hashlib.sha256()
+    if source == STORE:
+        frame = store.read_snapshot(spec.name, columns=["_id", "_hash"])
+        for i, h in sorted(zip(frame["_id"].astype(str), frame["_hash"].astype(str), strict=True)):
+            digest.update(f"{i}\0{h}\n".encode())
+        return digest.hexdigest()
+    from mlcycle.etl.sources import FileSource
+
+    for part in FileSource(Path(source)).open():
+        digest.update(f"{Path(part.path).name}\0{part.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def _cells(series: pd.Series) -> list[Any]:
+    values = series.astype(object)
+    return values.where(series.notna(), None).tolist()
+
+
+def score_frame(
+    frame: pd.DataFrame, model: LoadedModel, explain: bool
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Valid rows -> their output rows, by the API's columnar path."""
+    spec = model.spec
+    n = len(frame)
+    columns = {c: _cells(frame[c]) for c in spec.feature_columns if c in frame.columns}
+    feed = model.validator.validate_columns(columns, n)
+    probs = model.scorer.proba(feed)
+    labels = np.asarray(model.class_labels, dtype=object)
+    best = probs.argmax(axis=1)
+    positive = model.positive
+    out = pd.DataFrame({spec.id_column: _cells(frame[spec.id_column]) if n else []})
+    out["label"] = labels[best]
+    out["probability"] = probs[:, positive] if positive is not None else probs.max(axis=1)
+    for j, label in enumerate(model.class_labels):
+        out[f"probability_{label}"] = probs[:, j]
+    out["model_name"] = model.name
+    out["model_version"] = model.version
+    if explain:
+        _explained(out, feed, model)
+    counts = {
+        str(k): int(v)
+        for k, v in zip(labels, np.bincount(best, minlength=len(labels)), strict=True)
+    }
+    return out, counts
+
+
+def _explained(out: pd.DataFrame, feed: dict[str, np.ndarray], model: LoadedModel) -> None:
+    explain = getattr(model.scorer, "explain", None)
+    if explain is None:
+        raise BadInput(
+            f"v{model.version} is served by its graph, which has no exact explanation: "
+            "--explain needs a linear model"
+        )
+    try:
+        base, terms = explain(feed)
+    except ValueError as err:
+        raise BadInput(f"v{model.version}: {err}") from err
+    if base.shape[0] != 1:
+        raise BadInput("--explain in a file needs two labels (one raw score a row)")
+    sign = 1.0 if model.positive in (None, 1) else -1.0
+    out["base"] = sign * float(base[0])
+    for name, values in terms.items():
+        out[f"contribution_{name}"] = sign * values[:, 0]
+
+
+class _Writer:
+    """Output rows to Parquet, CSV or the store, a chunk at a time."""
+
+    def __init__(self, out: str, store: Store, spec: DatasetSpec, lineage: dict[str, Any]):
+        self.out, self.store, self.spec, self.lineage = out, store, spec, lineage
+        self._parquet: Any = None
+        self._csv_started = False
+        if out != STORE:
+            suffix = Path(out).suffix.lower()
+            if suffix not in (".parquet", ".csv"):
+                raise BadInput(f"--out {out}: write to a .parquet or .csv file, or to `store`")
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(out).with_name(f".{Path(out).name}.{uuid.uuid4().hex[:8]}.tmp")
+
+    def write(self, rows: pd.DataFrame) -> None:
+        if self.out == STORE:
+            self._to_store(rows)
+        elif self.out.lower().endswith(".parquet"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(rows, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._tmp, table.schema)
+            self._parquet.write_table(table)
+        else:
+            rows.to_csv(self._tmp, mode="a", header=not self._csv_started, index=False)
+            self._csv_started = True
+
+    def _to_store(self, rows: pd.DataFrame) -> None:
+        id_column = self.spec.id_column
+        docs = []
+        for row in rows.to_dict("records"):
+            row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+            docs.append(
+                {
+                    "_id": f"{row[id_column]}@v{row['model_version']}",
+                    "id": row[id_column],
+                    **{k: v for k, v in row.items() if k != id_column},
+                    **self.lineage,
+                }
+            )
+        self.store.put(scores_collection(self.spec.name), docs)
+
+    def close(self, ok: bool) -> None:
+        """Moves the finished file into place (never a partial one); drops it on failure."""
+        if self.out == STORE:
+            return
+        if self._parquet is not None:
+            self._parquet.close()
+        if ok and self._tmp.exists():
+            self._tmp.replace(self.out)
+        self._tmp.unlink(missing_ok=True)
+
+
+def run_batch(
+    settings: Settings,
+    spec: DatasetSpec,
+    store: Store,
+    source: str,
+    out: str,
+    version: str | None = None,
+    explain: bool = False,
+) -> BatchSummary:
+    """Score `source` (a file, a folder or `store`) into `out`; see the module docstring."""
+    if source != STORE and not Path(source).exists():
+        raise BadInput(f"--source {source}: no such file or folder")
+    model = load_model(settings, spec, version)
+    batch_id = f"predict-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    summary = BatchSummary(
+        source, source_digest(source, store, spec), out, model.name, model.version, batch_id
+    )
+    lineage = {
+        "source": source if source == STORE else str(Path(source).absolute()),
+        "source_sha256": summary.source_sha256,
+        "batch_id": batch_id,
+        "scored_at": datetime.now(UTC),
+    }
+    writer = _Writer(out, store, spec, lineage)
+    started = time.perf_counter()
+    ok = False
+    try:
+        for valid, quarantined, read in _frames(source, spec, store, batch_id):
+            summary.rows += read or len(valid)
+            if quarantined:
+                store.put(quarantine_collection(spec.name), quarantined)
+                summary.rejected += len(quarantined)
+            if len(valid):
+                rows, counts = score_frame(valid, model, explain)
+                writer.write(rows)
+                summary.scored += len(rows)
+                for k, v in counts.items():
+                    summary.labels[k] = summary.labels.get(k, 0) + v
+            logger.info(
+                "scored %s rows so far (%s rejected)", f"{summary.scored:,}", summary.rejected
+            )
+        ok = True
+    finally:
+        writer.close(ok)
+    if summary.scored == 0 and summary.rejected == 0:
+        raise BadInput(f"--source {source}: no rows to score")
+    summary.seconds = time.perf_counter() - started
+    return summary

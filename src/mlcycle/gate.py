@@ -24,6 +24,16 @@ class GateConfig(BaseModel):
     on_pass: Literal["champion", "challenger"] = "champion"
     """Where a trained candidate that passes goes when a champion exists: `champion`, or
     `challenger` (scored in shadow beside the champion until proven on live traffic)."""
+    fairness: dict[
+        Literal[
+            "demographic_parity_difference",
+            "demographic_parity_ratio",
+            "equalized_odds_difference",
+        ],
+        float,
+    ] = Field(default_factory=dict)
+    """Bounds on each sensitive column's disparities on the evaluation rows (differences
+    at most, the ratio at least); a candidate past one is refused. Empty: off."""
 
 
 @dataclass(frozen=True)

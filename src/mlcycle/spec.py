@@ -231,6 +231,9 @@ class DatasetSpec(BaseModel):
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "None", "nan"])
     columns: dict[str, ColumnSpec]
     features: list[str] | None = None
+    sensitive: list[str] = Field(default_factory=list)
+    """Columns fairness is measured by (per group, at training and in monitoring),
+    whether or not the model takes them as inputs (`features`)."""
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
@@ -260,6 +263,11 @@ class DatasetSpec(BaseModel):
                 raise ValueError(f"feature {feature!r} is not in columns")
             if feature in (self.id_column, self.target_column):
                 raise ValueError(f"feature {feature!r} is the id or the target column")
+        for column in self.sensitive:
+            if column not in self.columns:
+                raise ValueError(f"sensitive column {column!r} is not in columns")
+            if column in (self.id_column, self.target_column):
+                raise ValueError(f"sensitive column {column!r} is the id or the target column")
         return self
 
     @cached_property

@@ -46,6 +46,8 @@ class FitResult:
     """Mean and spread of each CV metric on the training part."""
     split: Split
     classes: list[int] = field(default_factory=list)
+    fairness: dict[str, Any] = field(default_factory=dict)
+    """Per sensitive column on the hold-out: groups and disparities (`train.fairness`)."""
 
     @property
     def x_test(self) -> pd.DataFrame:

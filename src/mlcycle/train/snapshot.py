@@ -33,6 +33,8 @@ class Snapshot:
     """Each row's content hash (the ETL's `_hash`), in the order of `ids`."""
     positions: np.ndarray = field(default_factory=lambda: np.empty(0))
     """Each id's hold-out position (`mlcycle.train.holdout.id_positions`)."""
+    sensitive: pd.DataFrame | None = None
+    """The spec's sensitive columns, aligned with `X` (inputs or not)."""
 
     def evaluation_set(self, fraction: float) -> EvaluationSet:
         """The hold-out rows below `fraction`: the rows a decision is measured on."""
@@ -51,7 +53,8 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
             f"dataset {spec.name!r} is being loaded right now by {describe_holder(holder)}: "
             "train when it has finished, so a model never learns from half a load"
         )
-    columns = [spec.id_column, *spec.feature_columns, target, "_hash", "_batch_id"]
+    extra = [c for c in spec.sensitive if c not in spec.feature_columns]
+    columns = [spec.id_column, *spec.feature_columns, *extra, target, "_hash", "_batch_id"]
     frame = engine.read_snapshot(store, spec.name, columns, target)
     if frame.empty:
         raise TrainingError(
@@ -105,6 +108,7 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
         data_hash=digest.hexdigest(),
         row_hashes=row_hashes,
         positions=id_positions(ids),
+        sensitive=frame[spec.sensitive].copy() if spec.sensitive else None,
         batch_ids=batch_ids,
         batch_statuses={
             str(b["_id"]): str(b.get("status"))

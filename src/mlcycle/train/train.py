@@ -17,21 +17,25 @@ skipped; `monitor --retrain` also skips when the champion learned from the same 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlcycle import __version__, decisions, registry
 from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
 from mlcycle.bundle import META_FILE, ServingMeta, write_profile
 from mlcycle.config import Settings
 from mlcycle.engine import LOCAL, Engine
+from mlcycle.gate import Decision
 from mlcycle.logging_setup import step
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
-from mlcycle.train import holdout
+from mlcycle.train import fairness, holdout
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.fitting import FitResult, fit
 from mlcycle.train.judge import HOLDOUT_TAG, Contender, Verdict, judge, registered
@@ -69,6 +73,8 @@ class TrainResult:
     """For a local store: the command that shows its runs."""
     skipped: str | None = None
     """Why nothing was trained (the same model exists; no new labelled rows)."""
+    fairness: dict[str, Any] = field(default_factory=dict)
+    """Per sensitive column on the evaluation rows: groups and disparities."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +133,8 @@ def run_train(
         with step(logger, "exporting the serving bundle and checking its parity"):
             meta = serving_bundle(fitted.pipeline, spec, snapshot, folder)
         verdict = judge_candidate(client, spec, cfg, snapshot, fitted, meta, current)
+        fitted.fairness = measure_fairness(spec, snapshot, fitted)
+        verdict = fairness_gate(verdict, fitted.fairness, cfg)
         with step(logger, "logging the run and registering the version in MLflow"):
             logged = log_run(
                 settings, spec, cfg, store, snapshot, fitted, verdict, experiment_id, folder, meta
@@ -146,6 +154,7 @@ def run_train(
         metrics=fitted.metrics,
         baseline=fitted.baseline,
         cv=fitted.cv,
+        fairness=fitted.fairness,
         champion_before=None
         if current is None
         else {"version": current.version, "metrics": champ or {}},
@@ -226,6 +235,30 @@ def skipped(
     )
 
 
+def measure_fairness(spec: DatasetSpec, snapshot: Snapshot, fitted: FitResult) -> dict[str, Any]:
+    """The candidate's fairness on its hold-out rows, by the spec's sensitive columns
+    (two labels only; `{}` otherwise)."""
+    assert spec.target is not None
+    if snapshot.sensitive is None or not spec.target.binary or fitted.x_test.empty:
+        return {}
+    positive = spec.target.labels[str(spec.target.positive)]
+    column = list(fitted.pipeline.classes_).index(positive)
+    proba = fitted.pipeline.predict_proba(fitted.x_test)
+    pred = np.asarray(fitted.pipeline.classes_)[proba.argmax(axis=1)] == positive
+    groups = snapshot.sensitive.loc[fitted.x_test.index].reset_index(drop=True)
+    return fairness.assess(groups, fitted.y_test == positive, pred, proba[:, column])
+
+
+def fairness_gate(verdict: Verdict, found: dict[str, Any], cfg: TrainConfig) -> Verdict:
+    """A passing candidate past a configured fairness bound is refused, saying which."""
+    bounds: dict[str, float] = {str(k): v for k, v in cfg.gate.fairness.items()}
+    broken = fairness.breaches(found, bounds) if bounds else []
+    if not broken or not verdict.decision.promote:
+        return verdict
+    verdict.decision = Decision(False, "fairness bound broken: " + "; ".join(broken))
+    return verdict
+
+
 def judge_candidate(
     client: Any,
     spec: DatasetSpec,
@@ -277,9 +310,12 @@ def log_run(
         mlflow.log_metrics({f"test_{k}": v for k, v in fitted.metrics.items()})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in fitted.baseline.items()})
         mlflow.log_metrics(fitted.cv)
+        mlflow.log_metrics(fairness.metrics(fitted.fairness))
         evaluation = out / "evaluation"
         evaluation.mkdir()
         write_evaluation(evaluation, spec, cfg, fitted, verdict.record())
+        if fitted.fairness:
+            (evaluation / "fairness.json").write_text(json.dumps(fitted.fairness, indent=2))
         mlflow.log_artifacts(str(evaluation), artifact_path="evaluation")
         log_training_input(spec, store.name, repr(store), snapshot)
         profile = reference(

@@ -1,0 +1,53 @@
+"""Fairness measured at training: every version carries it (MLflow metrics and
+`evaluation/fairness.json`), and a configured bound refuses a candidate, saying which."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from mlcycle import registry
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train.config import load_train_config
+from mlcycle.train.train import run_train
+from tests.data import CONFIG_PATH, embedded_settings, train_demo
+
+
+def test_training_measures_fairness_and_a_bound_refuses_the_candidate(
+    spec: DatasetSpec, tmp_path: Path
+) -> None:
+    assert spec.sensitive == ["Gender", "Married"]
+    settings = embedded_settings(tmp_path)
+    first = train_demo(spec, settings, 800)
+    assert set(first.fairness) == {"Gender", "Married"}
+    gender = first.fairness["Gender"]
+    assert {"Male", "Female"} <= set(gender["groups"])
+    held = first.evaluation["set"]["rows"]  # type: ignore[index]
+    assert sum(g["count"] for g in gender["groups"].values()) == held
+    run = mlflow.get_run(first.run_id)
+    assert run.data.metrics["fairness_Gender_demographic_parity_difference"] == pytest.approx(
+        gender["demographic_parity_difference"]
+    )
+    folder = mlflow.artifacts.download_artifacts(
+        run_id=first.run_id, artifact_path="evaluation", dst_path=str(tmp_path / "art")
+    )
+    assert json.loads((Path(folder) / "fairness.json").read_text())["Gender"]["groups"]
+    # a bound the candidate breaks: refused, the champion stays, the reason names it
+    cfg = load_train_config(CONFIG_PATH)
+    strict = cfg.model_copy(
+        update={"gate": cfg.gate.model_copy(update={"fairness": {"demographic_parity_ratio": 1.0}})}
+    )
+    store = EmbeddedStore(settings.embedded_store_path)
+    try:
+        second = run_train(settings, spec, strict, store, again=True)
+    finally:
+        store.close()
+    assert second.decision["promote"] is False
+    assert "fairness bound broken" in second.decision["reason"]
+    assert "demographic parity ratio" in second.decision["reason"]
+    client = registry.connect(settings, create=False)
+    assert registry.champion(client, spec.registered_model).version == first.version  # type: ignore[union-attr]

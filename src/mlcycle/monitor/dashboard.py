@@ -337,11 +337,12 @@ def _classes(perf: Performance) -> str:
         return ""
     labels = [str(x) for x in perf.confusion["labels"]]
     head = "".join(f"<th>predicted {_e(x)}</th>" for x in labels)
+    counts = perf.confusion["counts"]
     matrix = "".join(
         f"<tr><th>true {_e(t)}</th>"
-        + "".join(f'<td class="num">{int(c):,}</td>' for c in row)
+        + "".join(f'<td class="num">{int(counts[t][p]):,}</td>' for p in labels)
         + "</tr>"
-        for t, row in zip(labels, perf.confusion["matrix"], strict=True)
+        for t in labels
     )
     per_class = "".join(
         f"<tr><td>{_e(x)}</td>"

@@ -93,7 +93,7 @@ class Performance(_Part):
     trend: dict[str, Any] | None = None
     """The metric's least-squares change per period over the periods with enough rows."""
     confusion: dict[str, Any] | None = None
-    """`labels` and `matrix`: a row a true label, a column a predicted one."""
+    """`labels` (in order) and `counts`: true label -> predicted label -> rows."""
     per_class: dict[str, dict[str, Any]] | None = None
     """Per label: precision, recall, F1, support (true rows) and predicted rows."""
 

@@ -323,8 +323,8 @@ def realized_performance(
 
 
 def _confusion(joined: Any, order: list[str]) -> dict[str, Any]:
-    """The confusion matrix of the matured rows (a row a true label, a column a
-    predicted one, the spec's label order) and each label's precision, recall, F1 and
+    """The confusion matrix of the matured rows (`counts[true][predicted]`, the labels in
+    the spec's order) and each label's precision, recall, F1 and
     support: what is right and wrong, class by class."""
     known = [*order, *sorted((set(joined["truth"]) | set(joined["label"])) - set(order))]
     index = {label: i for i, label in enumerate(known)}
@@ -347,7 +347,9 @@ def _confusion(joined: Any, order: list[str]) -> dict[str, Any]:
             "support": support,
             "predicted": predicted,
         }
-    return {"confusion": {"labels": known, "matrix": matrix.tolist()}, "per_class": per_class}
+    counts = {t: {p: int(matrix[i, j]) for j, p in enumerate(known)} for i, t in enumerate(known)}
+    # a mapping of mappings, not nested arrays (which FerretDB cannot store)
+    return {"confusion": {"labels": known, "counts": counts}, "per_class": per_class}
 
 
 def _periods(joined: Any, positive: Any, cfg: MonitorConfig | None) -> dict[str, Any]:

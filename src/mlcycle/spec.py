@@ -231,6 +231,10 @@ class DatasetSpec(BaseModel):
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "None", "nan"])
     columns: dict[str, ColumnSpec]
     features: list[str] | None = None
+    intended_use: str | None = None
+    """Who may use the model, for which decisions, and what is out of scope (the card)."""
+    limitations: str | None = None
+    """What the model's owner knows it cannot do (the card)."""
     sensitive: list[str] = Field(default_factory=list)
     """Columns fairness is measured by (per group, at training and in monitoring),
     whether or not the model takes them as inputs (`features`)."""

@@ -51,3 +51,18 @@ def test_training_measures_fairness_and_a_bound_refuses_the_candidate(
     assert "demographic parity ratio" in second.decision["reason"]
     client = registry.connect(settings, create=False)
     assert registry.champion(client, spec.registered_model).version == first.version  # type: ignore[union-attr]
+
+
+def test_every_run_logs_its_model_card(spec: DatasetSpec, tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    result = train_demo(spec, settings, 400)
+    folder = Path(
+        mlflow.artifacts.download_artifacts(run_id=result.run_id, dst_path=str(tmp_path / "a"))
+    )
+    text = (folder / "model_card.md").read_text()
+    assert f"Run `{result.run_id}`" in text and "## Fairness" in text
+    assert f"{result.rows} labelled rows" in text
+    assert "<table>" in (folder / "model_card.html").read_text()
+    from mlcycle.bundle import FOLDER
+
+    assert (folder / FOLDER / "model_card.md").read_text() == text

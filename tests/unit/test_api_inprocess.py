@@ -309,3 +309,26 @@ def test_explain_gives_contributions_that_add_up_to_the_models_log_odds(
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "explain"]
     schema = client.get("/openapi.json").json()
     assert schema["paths"]["/predict"]["post"]["parameters"][0]["name"] == "explain"
+
+
+def test_the_served_version_has_its_model_card(client: TestClient) -> None:
+    reply = client.get("/model/card")
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/markdown")
+    text = reply.text
+    assert text.startswith("<!-- loan-approval v1, run ")
+    for heading in (
+        "# Model card: loan-approval",
+        "## Intended use",
+        "## Training data",
+        "## Evaluation",
+        "## Fairness",
+        "## Decision",
+        "## Limitations",
+    ):
+        assert heading in text, heading
+    assert "**Gender** (a model input)" in text and "| Female |" in text
+    assert "Promoted" in text and "| roc_auc |" in text
+    page = client.get("/model/card?format=html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<h2>Fairness</h2>" in page.text and "<script" not in page.text
+    assert client.get("/model/card?format=pdf").status_code == 422

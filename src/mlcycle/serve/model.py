@@ -110,6 +110,8 @@ class LoadedModel:
     positive: int | None
     """Binary: the positive label's column (its probability is `probability`)."""
     sha256: str = ""
+    card: str | None = None
+    """The version's model card (Markdown) from its bundle; None for older bundles."""
     scorer_name: str = "onnxruntime"
     """What scores requests: onnxruntime (the graph) or linear (the bundle's fold)."""
     loaded_at: float = field(default_factory=time.time)
@@ -173,8 +175,12 @@ def _load_folder(
         class_labels=class_labels,
         positive=meta.positive_index,
         sha256=digest,
+        card=(folder / CARD_FILE).read_text() if (folder / CARD_FILE).is_file() else None,
     )
 
+
+CARD_FILE = "model_card.md"
+"""The bundle's model card (written by training, `mlcycle.train.card`)."""
 
 REFERENCE_TOLERANCE = 1e-4
 """How far a candidate's scores of its reference batch may be from training's."""

@@ -3,14 +3,20 @@ and the OpenAPI document, which follows the loaded model's contract."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mlcycle.errors import MlcycleError, NoModelLoaded, NoReport, StoreUnavailable
+from mlcycle.errors import (
+    MlcycleError,
+    ModelNotFound,
+    NoModelLoaded,
+    NoReport,
+    StoreUnavailable,
+)
 from mlcycle.serve.asgi import Metrics
 from mlcycle.serve.core import Reply, refusal
 from mlcycle.serve.model import ModelManager
@@ -36,6 +42,7 @@ def add_routes(
 
     app.add_exception_handler(MlcycleError, refuse)
     add_model_routes(app, manager, keys)
+    add_card_route(app, manager)
     add_operator_routes(app, manager, keys, metrics, feed)
     add_offline_docs(app)
 
@@ -77,6 +84,34 @@ def add_model_routes(app: FastAPI, manager: ModelManager, keys: KeyRing) -> None
             "shadow": {**beside.describe(), "scored": scored} if beside else None,
         }
         return respond(Reply(200, info))
+
+
+def add_card_route(app: FastAPI, manager: ModelManager) -> None:
+    @app.get(
+        "/model/card",
+        responses={
+            200: {"content": {"text/markdown": {}, "text/html": {}}},
+            404: {"description": "The served version has no model card"},
+            503: {"description": "No model loaded yet"},
+        },
+    )
+    async def model_card(format: Literal["markdown", "html"] = "markdown") -> Response:
+        """The served version's model card: intended use, training data, evaluation
+        against the baseline and champion, fairness by group, the gate's decision and
+        limitations (`?format=html` for a page)."""
+        model = manager.current
+        if model is None:
+            return respond(refusal(NoModelLoaded("no model loaded yet")))
+        if model.card is None:
+            return respond(
+                refusal(ModelNotFound(f"v{model.version} was trained before model cards"))
+            )
+        header = f"<!-- {model.name} v{model.version}, run {model.run_id} -->\n"
+        if format == "html":
+            from mlcycle.card import card_html
+
+            return Response(card_html(model.card), media_type="text/html; charset=utf-8")
+        return Response(header + model.card, media_type="text/markdown; charset=utf-8")
 
 
 def add_operator_routes(

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mlcycle import __version__, decisions, registry
+from mlcycle import __version__, card, decisions, registry
 from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
 from mlcycle.bundle import META_FILE, ServingMeta, write_profile
 from mlcycle.config import Settings
@@ -235,6 +235,39 @@ def skipped(
     )
 
 
+def write_card(
+    folder: Path,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    snapshot: Snapshot,
+    fitted: FitResult,
+    verdict: Verdict,
+    run_id: str,
+) -> None:
+    """The model card, into the bundle (so the server answers `GET /model/card`) and at
+    the run's top level."""
+    import mlflow
+
+    found = {
+        "run_id": run_id,
+        "rows": len(snapshot.ids),
+        "data_hash": snapshot.data_hash,
+        "batches": snapshot.batch_ids,
+        "metrics": fitted.metrics,
+        "baseline": fitted.baseline,
+        "cv": fitted.cv,
+        "evaluation": verdict.record(),
+        "decision": {"promote": verdict.decision.promote, "reason": verdict.decision.reason},
+        "fairness": fitted.fairness,
+    }
+    params = {**cfg.model.params, **fitted.best_params}
+    text = card.render_card(spec, cfg.model.kind, params, found)
+    (folder / card.CARD_MD).write_text(text)
+    (folder / card.CARD_HTML).write_text(card.card_html(text))
+    mlflow.log_text(text, card.CARD_MD)
+    mlflow.log_text(card.card_html(text), card.CARD_HTML)
+
+
 def measure_fairness(spec: DatasetSpec, snapshot: Snapshot, fitted: FitResult) -> dict[str, Any]:
     """The candidate's fairness on its hold-out rows, by the spec's sensitive columns
     (two labels only; `{}` otherwise)."""
@@ -322,6 +355,7 @@ def log_run(
             fitted.pipeline, snapshot, fitted.x_test.index, spec, cfg, fitted.metrics
         )
         write_profile(folder, profile)
+        write_card(folder, spec, cfg, snapshot, fitted, verdict, run.info.run_id)
         mlflow.log_artifacts(str(folder), artifact_path=BUNDLE_FOLDER)
         diff = meta.onnx_max_abs_diff
         mlflow.log_metric("onnx_max_abs_diff", diff if diff is not None else -1)

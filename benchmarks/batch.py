@@ -1,0 +1,132 @@
+"""Batch scoring and explanations: `mlcycle predict` end to end on a Parquet file (rows
+per second, Parquet to Parquet), and what `?explain=true` costs over a plain request.
+
+    python benchmarks/batch.py [--rows 1000000] [--runs 3]
+
+Trains the logistic regression on 2,000 synthetic loan rows in a temporary embedded
+project, writes ROWS synthetic applicants to Parquet and scores them with
+`mlcycle predict --json` RUNS times (the command's own timer: reading, validating,
+scoring and writing; min, median, max). Explanations are timed in-process on the
+server's own code path (`PredictService.handle`, no network): one record, and a
+10,000-row columnar batch, each with and without `explain`, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "mlcycle.cli", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout
+
+
+def _timed(fn: object, reps: int) -> float:
+    started = time.perf_counter()
+    for _ in range(reps):
+        fn()  # type: ignore[operator]
+    return (time.perf_counter() - started) / reps
+
+
+def _explain_cost(work: Path) -> list[tuple[str, float, float]]:
+    import orjson
+
+    from mlcycle.config import get_settings
+    from mlcycle.datagen import generate
+    from mlcycle.serve.batch import load_model
+    from mlcycle.serve.security import KeyRing
+    from mlcycle.serve.service import PredictService
+    from mlcycle.spec import load_spec
+
+    settings = get_settings().model_copy(
+        update={"data_dir": work / "data", "mongo_uri": None, "mlflow_tracking_uri": None}
+    )
+    spec = load_spec(settings.spec_path)
+    model = load_model(settings, spec, None)
+    service = PredictService(KeyRing([]), lambda: model, 64 << 20, 20_000, log=lambda: None)
+    rows = generate(spec, 10_000, 3)[[spec.id_column, *spec.feature_columns]]
+    first = rows.head(1).to_dict("records")[0]
+    one = orjson.dumps(
+        {k: (None if v != v else v) for k, v in first.items()}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+    columns = {c: [None if v != v else v for v in rows[c].tolist()] for c in rows.columns}
+    many = orjson.dumps({"columns": columns}, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = {"content-type": "application/json"}
+    out = []
+    for name, body, reps in (("1 record", one, 2000), ("10,000 rows", many, 5)):
+        plain = _timed(lambda b=body: service.handle(b, headers), reps)
+        explained = _timed(lambda b=body: service.handle(b, headers, explain=True), reps)
+        out.append((name, plain * 1000, explained * 1000))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mlcycle-batch-bench-"))
+    env = {**os.environ, "MLCYCLE_DATA_DIR": str(work / "data"), "MLCYCLE_LOG_LEVEL": "WARNING"}
+    for key in ("MLFLOW_TRACKING_URI", "MONGO_URI"):
+        env.pop(key, None)
+    _cli(env, "demo-data", "--rows", "2000", "--out", str(work / "raw"))
+    _cli(env, "etl", "--source", str(work / "raw"))
+    _cli(env, "train", "--json")
+    from mlcycle.config import get_settings
+    from mlcycle.datagen import generate
+    from mlcycle.spec import load_spec
+
+    spec = load_spec(get_settings().spec_path)
+    big = generate(spec, args.rows, 11).drop(columns=[spec.target.column])  # type: ignore[union-attr]
+    source = work / "applicants.parquet"
+    big.to_parquet(source, index=False)
+    speeds = []
+    for i in range(args.runs):
+        out = json.loads(
+            _cli(
+                env,
+                "predict",
+                "--source",
+                str(source),
+                "--out",
+                str(work / f"s{i}.parquet"),
+                "--json",
+            )
+        )
+        speeds.append(out["scored"] / out["seconds"])
+    print(f"mlcycle predict, {args.rows:,} rows Parquet to Parquet, {args.runs} runs")
+    print("")
+    print("| rows/s (median) | min-max |")
+    print("|---|---|")
+    print(f"| {statistics.median(speeds):,.0f} | {min(speeds):,.0f}-{max(speeds):,.0f} |")
+    print("")
+    os.environ["MLCYCLE_DATA_DIR"] = str(work / "data")
+    print("explanations in-process (PredictService.handle), mean time a request")
+    print("")
+    print("| request | plain ms | explain=true ms | ratio |")
+    print("|---|---|---|---|")
+    for name, plain, explained in _explain_cost(work):
+        print(f"| {name} | {plain:.3f} | {explained:.3f} | {explained / plain:.1f}x |")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    from benchmarks.common import record
+
+    record("batch", main)

@@ -30,6 +30,8 @@ import pandas as pd
 
 from mlcycle.config import Settings
 from mlcycle.errors import BadInput
+from mlcycle.etl.sources import FileSource
+from mlcycle.serve.explain import positive_sign
 from mlcycle.serve.model import LoadedModel, ModelManager
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store, quarantine_collection
@@ -91,19 +93,20 @@ def load_model(settings: Settings, spec: DatasetSpec, version: str | None) -> Lo
     return manager.fetch(found, run_id, remember=False)
 
 
-def _frames(source: str, spec: DatasetSpec, store: Store, batch_id: str) -> Iterator[Any]:
-    """(typed valid rows, quarantine documents, rows read) a chunk."""
-    from mlcycle.etl.sources import FileSource
+def _frames(
+    files: FileSource | None, stored: pd.DataFrame | None, spec: DatasetSpec, batch_id: str
+) -> Iterator[Any]:
+    """(typed valid rows, quarantine documents, rows read) a chunk, from the files or
+    from the stored rows."""
     from mlcycle.etl.steps import quarantine_docs
     from mlcycle.rules.frames import validate_chunk
 
-    target = spec.target.column if spec.target is not None else None
-    if source == STORE:
-        frame = store.read_snapshot(spec.name, columns=[spec.id_column, *spec.feature_columns])
-        for start in range(0, len(frame), CHUNK_ROWS):
-            yield frame.iloc[start : start + CHUNK_ROWS].reset_index(drop=True), [], 0
+    if files is None:
+        assert stored is not None
+        for start in range(0, len(stored), CHUNK_ROWS):
+            yield stored.iloc[start : start + CHUNK_ROWS].reset_index(drop=True), [], 0
         return
-    files = FileSource(Path(source))
+    target = spec.target.column if spec.target is not None else None
     for item in files.chunks(spec, CHUNK_ROWS):
         raw = item.chunk.frame
         raw = raw.drop(columns=[target]) if target in raw.columns else raw
@@ -111,17 +114,17 @@ def _frames(source: str, spec: DatasetSpec, store: Store, batch_id: str) -> Iter
         yield result.valid, quarantine_docs(raw, result.issues, item.origin, batch_id), len(raw)
 
 
-def source_digest(source: str, store: Store, spec: DatasetSpec) -> str:
-    """SHA-256 of the files' contents (in name order), or of the stored rows' hashes."""
+def source_digest(files: FileSource | None, stored: pd.DataFrame | None) -> str:
+    """SHA-256 of the files' contents (in name order; hashed once, as the ETL hashes
+    them), or of the stored rows' ids and hashes."""
     digest = hashlib.sha256()
-    if source == STORE:
-        frame = store.read_snapshot(spec.name, columns=["_id", "_hash"])
-        for i, h in sorted(zip(frame["_id"].astype(str), frame["_hash"].astype(str), strict=True)):
+    if files is None:
+        assert stored is not None
+        pairs = zip(stored["_id"].astype(str), stored["_hash"].astype(str), strict=True)
+        for i, h in sorted(pairs):
             digest.update(f"{i}\0{h}\n".encode())
         return digest.hexdigest()
-    from mlcycle.etl.sources import FileSource
-
-    for part in FileSource(Path(source)).open():
+    for part in files.open():
         digest.update(f"{Path(part.path).name}\0{part.sha256}\n".encode())
     return digest.hexdigest()
 
@@ -172,7 +175,7 @@ def _explained(out: pd.DataFrame, feed: dict[str, np.ndarray], model: LoadedMode
         raise BadInput(f"v{model.version}: {err}") from err
     if base.shape[0] != 1:
         raise BadInput("--explain in a file needs two labels (one raw score a row)")
-    sign = 1.0 if model.positive in (None, 1) else -1.0
+    sign = positive_sign(model)
     out["base"] = sign * float(base[0])
     for name, values in terms.items():
         out[f"contribution_{name}"] = sign * values[:, 0]
@@ -247,8 +250,16 @@ def run_batch(
         raise BadInput(f"--source {source}: no such file or folder")
     model = load_model(settings, spec, version)
     batch_id = f"predict-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    files = None if source == STORE else FileSource(Path(source))
+    stored = (
+        store.read_snapshot(
+            spec.name, columns=["_id", "_hash", spec.id_column, *spec.feature_columns]
+        )
+        if files is None
+        else None
+    )
     summary = BatchSummary(
-        source, source_digest(source, store, spec), out, model.name, model.version, batch_id
+        source, source_digest(files, stored), out, model.name, model.version, batch_id
     )
     lineage = {
         "source": source if source == STORE else str(Path(source).absolute()),
@@ -260,7 +271,7 @@ def run_batch(
     started = time.perf_counter()
     ok = False
     try:
-        for valid, quarantined, read in _frames(source, spec, store, batch_id):
+        for valid, quarantined, read in _frames(files, stored, spec, batch_id):
             summary.rows += read or len(valid)
             if quarantined:
                 store.put(quarantine_collection(spec.name), quarantined)

@@ -24,6 +24,12 @@ REASONS = 4
 """Reasons given at most, a row (US lenders owe declined applicants up to four)."""
 
 
+def positive_sign(model: Servable) -> float:
+    """A two-label fold's raw score is class 1's log-odds: +1 when class 1 is the
+    positive label, -1 when class 0 is (its log-odds is the negation)."""
+    return 1.0 if model.positive in (None, 1) else -1.0
+
+
 def _refused(msg: str) -> Reply:
     return refusal(
         InvalidRequest([{"loc": ["query", "explain"], "msg": msg, "type": "value_error"}])
@@ -63,7 +69,7 @@ def explain(body: bytes, model: Servable, max_batch: int) -> dict[str, Any] | Re
     labels = model.class_labels
     texts = {n: c.reason or c.description or n for n, c in model.spec.columns.items()}
     if matrix.shape[2] == 1:  # two labels: class 1's log-odds, turned to the positive's
-        sign = 1.0 if model.positive in (None, 1) else -1.0
+        sign = positive_sign(model)
         rows = sign * matrix[:, :, 0]
         return {
             "base": [float(sign * base[0])] * len(rows),

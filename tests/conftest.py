@@ -13,6 +13,7 @@ from mlcycle.config import Settings, get_settings
 from mlcycle.spec import DatasetSpec, load_spec
 from mlcycle.store.base import Store
 from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.train.snapshot import Snapshot
 from tests.data import (
     CONFIG_PATH,
     REAL_LOAN_DIR,
@@ -93,6 +94,20 @@ def spec() -> DatasetSpec:
 @pytest.fixture(scope="session")
 def synthetic_loan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_loan_files(load_spec(SPEC_PATH), tmp_path_factory.mktemp("loan"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_snapshot(
+    spec: DatasetSpec, synthetic_loan_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Snapshot:
+    """The synthetic train.csv through the ETL into an embedded store, read back as
+    training reads it."""
+    from mlcycle.etl.pipeline import run_etl
+    from mlcycle.train.snapshot import load_snapshot
+
+    store = EmbeddedStore(tmp_path_factory.mktemp("snapshot") / "s.sqlite3")
+    run_etl(spec, synthetic_loan_dir / "train.csv", store)
+    return load_snapshot(store, spec)
 
 
 # The real CSVs are an extra data set where they exist, never a reason to skip.

@@ -7,6 +7,7 @@ one writer and the one reader of its files; `ServingMeta` is `serving.json`.
 | `serving.json` | `ServingMeta`: inputs, labels, the spec, the runtime and its checks |
 | `model.onnx` | the ONNX graph (when it matches scikit-learn) |
 | `linear.json` | a linear model folded into its weights (optional fast path) |
+| `trees.npz` | a tree model's explanation tables (`mlcycle.treeshap`; optional) |
 | `example.json` | training rows and scikit-learn's probabilities for them (self-check) |
 | `profile.json` | the monitoring reference (`mlcycle.monitor.profile`) |
 
@@ -27,6 +28,7 @@ META_FILE = "serving.json"
 GRAPH_FILE = "model.onnx"
 LINEAR_FILE = "linear.json"
 EXAMPLE_FILE = "example.json"
+TREES_FILE = "trees.npz"
 PROFILE_FILE = "profile.json"
 FORMAT = 2
 
@@ -42,6 +44,8 @@ class ServingMeta(BaseModel):
     onnx_max_abs_diff: float | None = None
     onnx_note: str | None = None
     linear_note: str | None = None
+    explain_note: str | None = None
+    """How this version's scores are explained (`?explain=true`), or why they are not."""
     numeric: list[str]
     categorical: list[str]
     missing: str | None = None
@@ -77,6 +81,7 @@ def write_bundle(
     graph: bytes | None,
     linear: dict[str, Any] | None,
     example: dict[str, Any],
+    trees: dict[str, Any] | None = None,
 ) -> None:
     """Write the bundle's files (the profile is added by `write_profile`)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,6 +89,11 @@ def write_bundle(
         (folder / GRAPH_FILE).write_bytes(graph)
     if linear is not None:
         (folder / LINEAR_FILE).write_text(json.dumps(linear))
+    if trees is not None:
+        import numpy as np
+
+        with (folder / TREES_FILE).open("wb") as handle:
+            np.savez_compressed(handle, **trees)
     (folder / META_FILE).write_text(meta.model_dump_json(indent=2))
     (folder / EXAMPLE_FILE).write_text(json.dumps(example))
 
@@ -103,9 +113,27 @@ def read_linear(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def read_trees(folder: Path) -> dict[str, Any] | None:
+    """A tree model's explanation tables (arrays only, nothing pickled), or None."""
+    path = folder / TREES_FILE
+    if not path.is_file():
+        return None
+    from mlcycle.treeshap import read_tables
+
+    return read_tables(path)
+
+
 def read_example(folder: Path) -> dict[str, Any] | None:
     path = folder / EXAMPLE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def explainer_file(folder: Path) -> Path | None:
+    """The file a version's explanations come from: its linear fold or its tree tables."""
+    for name in (LINEAR_FILE, TREES_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def graph_path(folder: Path) -> Path:

@@ -153,6 +153,10 @@ def _check_served(trained: Trained, tmp_path: Path) -> None:
         resp = httpx.post(server.url + "/predict", json={"records": _records(features)}, timeout=60)
         assert resp.status_code == 200, resp.text
         preds = resp.json()["predictions"]
+        explained = httpx.post(
+            server.url + "/predict?explain=true", json={"records": _records(features)}, timeout=60
+        )
+        assert explained.status_code == 200, explained.text
         info = httpx.get(server.url + "/model", timeout=10).json()
         assert info["runtime"] == "onnx" and info["labels"] == labels
     finally:
@@ -174,6 +178,31 @@ def _check_served(trained: Trained, tmp_path: Path) -> None:
     assert out["label"].tolist() == [p["label"] for p in preds]
     mine = out[[f"probability_{k}" for k in labels]].to_numpy()
     assert np.max(np.abs(mine - api)) <= 1e-6
+    _check_explained(spec, explained.json()["predictions"], model.predict(raw, {"explain": True}))
+
+
+def _check_explained(spec: Any, api: list[dict[str, Any]], pyfunc: pd.DataFrame) -> None:
+    """Every kind explains itself in the serving install (numpy only), and the pyfunc's
+    `explain` param gives the API's numbers."""
+    features = spec.numeric_features + spec.categorical_features
+    labels = spec.target.label_order
+    for p in api:
+        assert len(p["reasons"]) <= 4 and all(r["contribution"] < 0 for r in p["reasons"])
+    if len(labels) == 2:
+        assert all(set(p["contributions"]) == set(features) for p in api)
+        np.testing.assert_allclose(pyfunc["base"], [p["base"] for p in api], atol=1e-9)
+        for f in features:
+            got = pyfunc[f"contribution_{f}"].to_numpy()
+            np.testing.assert_allclose(got, [p["contributions"][f] for p in api], atol=1e-9)
+        return
+    for label in labels:
+        np.testing.assert_allclose(
+            pyfunc[f"base_{label}"], [p["base"][label] for p in api], atol=1e-9
+        )
+        for f in features:
+            got = pyfunc[f"contribution_{label}_{f}"].to_numpy()
+            want = [p["contributions"][label][f] for p in api]
+            np.testing.assert_allclose(got, want, atol=1e-9)
 
 
 def _check_models_serve(trained: Trained, tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ record (plain Python) or a batch (numpy), with missing numbers and unseen catego
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,25 +14,19 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-from mlcycle.etl.pipeline import run_etl
+from mlcycle.fold import LinearScorer
 from mlcycle.rules.records import RequestValidator
-from mlcycle.serve.linear import LinearScorer
 from mlcycle.spec import DatasetSpec
-from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.train.config import ModelConfig
 from mlcycle.train.export import serving_copy
 from mlcycle.train.features import MISSING, build_pipeline, model_frame
 from mlcycle.train.linear import fold_linear
-from mlcycle.train.snapshot import Snapshot, load_snapshot
+from mlcycle.train.snapshot import Snapshot
 
 
 @pytest.fixture(scope="module")
-def snapshot(
-    spec: DatasetSpec, synthetic_loan_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Snapshot:
-    store = EmbeddedStore(tmp_path_factory.mktemp("fold") / "s.sqlite3")
-    run_etl(spec, synthetic_loan_dir / "train.csv", store)
-    return load_snapshot(store, spec)
+def snapshot(synthetic_snapshot: Snapshot) -> Snapshot:
+    return synthetic_snapshot
 
 
 def _fit(spec: DatasetSpec, snap: Snapshot, y: np.ndarray | None = None, **params: object):

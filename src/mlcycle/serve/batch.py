@@ -31,7 +31,7 @@ import pandas as pd
 from mlcycle.config import Settings
 from mlcycle.errors import BadInput
 from mlcycle.etl.sources import FileSource
-from mlcycle.serve.explain import positive_sign
+from mlcycle.explanation import columns, explanation
 from mlcycle.serve.model import LoadedModel, ModelManager
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store, quarantine_collection
@@ -163,22 +163,13 @@ def score_frame(
 
 
 def _explained(out: pd.DataFrame, feed: dict[str, np.ndarray], model: LoadedModel) -> None:
-    explain = getattr(model.scorer, "explain", None)
-    if explain is None:
-        raise BadInput(
-            f"v{model.version} is served by its graph, which has no exact explanation: "
-            "--explain needs a linear model"
-        )
+    """The columns `POST /predict?explain=true`'s numbers go in (`explain.columns`)."""
     try:
-        base, terms = explain(feed)
+        found = explanation(model, feed)
     except ValueError as err:
-        raise BadInput(f"v{model.version}: {err}") from err
-    if base.shape[0] != 1:
-        raise BadInput("--explain in a file needs two labels (one raw score a row)")
-    sign = positive_sign(model)
-    out["base"] = sign * float(base[0])
-    for name, values in terms.items():
-        out[f"contribution_{name}"] = sign * values[:, 0]
+        raise BadInput(f"--explain: {err}") from err
+    for name, values in columns(found).items():
+        out[name] = values
 
 
 class _Writer:

@@ -1,13 +1,20 @@
-"""Reasons with a prediction (`POST /predict?explain=true`): each feature's contribution
-to the model's raw score, the base they add to, and the features that lowered the
-positive label's score most, worded from the spec.
+"""Reasons with a prediction (`POST /predict?explain=true`, `mlcycle predict --explain`):
+each feature's contribution to the model's raw score, the base they add to, and the
+features that lowered the positive label's score most, worded from the spec.
 
-The raw score is the positive label's log-odds for two labels and each label's score
-before the softmax for more. A linear model's fold (the bundle's `linear.json`) is the
-model itself, so its contributions are exact: a feature's term less its training mean,
-and `base + sum(contributions)` is the raw score (to rounding). Versions served by their
-graph alone (trees, or a linear model trained before explanations) are refused with a
-422 saying so, never answered with an approximation.
+- A linear model's fold (the bundle's `linear.json`) is the model itself: a feature's
+  contribution is its term less its training mean, and the raw score is the positive
+  label's log-odds for two labels, each label's score before the softmax for more.
+- A tree ensemble's bundle carries its leaf tables (`trees.npz`): contributions are exact
+  SHAP values (`mlcycle.treeshap`: the numbers of shap's TreeExplainer), adding up to the
+  ensemble's raw score: log-odds (gradient boosting, two labels), each label's score
+  before the softmax (gradient boosting, more), each label's probability (a forest: the
+  mean of its trees' class shares).
+
+`base + sum(contributions)` is the raw score to rounding. A version without either (a
+linear model served by its graph, a bundle made before explanations, an ensemble too
+large for its tables) is refused with a 422 saying why, never answered with an
+approximation.
 """
 
 from __future__ import annotations
@@ -18,16 +25,11 @@ import numpy as np
 import orjson
 
 from mlcycle.errors import InvalidRequest
+from mlcycle.explanation import explanation
 from mlcycle.serve.core import Parsed, ParsedOne, Reply, Servable, parse, refusal, typed_records
 
 REASONS = 4
 """Reasons given at most, a row (US lenders owe declined applicants up to four)."""
-
-
-def positive_sign(model: Servable) -> float:
-    """A two-label fold's raw score is class 1's log-odds: +1 when class 1 is the
-    positive label, -1 when class 0 is (its log-odds is the negation)."""
-    return 1.0 if model.positive in (None, 1) else -1.0
 
 
 def _refused(msg: str) -> Reply:
@@ -51,38 +53,29 @@ def explain(body: bytes, model: Servable, max_batch: int) -> dict[str, Any] | Re
     """The explanation of an answered body, one entry a row: `base`, `contributions`
     (feature -> number; for more than two labels label -> feature -> number) and
     `reasons`; or the 422 that says why this version cannot be explained."""
-    scorer = model.scorer
-    if not hasattr(scorer, "explain"):
-        return _refused(
-            f"v{model.version} is served by its graph, which has no exact explanation: "
-            "explanations need a linear model (kind logistic_regression)"
-        )
     feed = _feed(body, model, max_batch)
     if isinstance(feed, Reply):
         return feed
     try:
-        base, terms = scorer.explain(feed)
+        found = explanation(model, feed)
     except ValueError as err:
-        return _refused(f"v{model.version}: {err}")
-    names = list(terms)
-    matrix = np.stack([terms[n] for n in names], axis=1)  # n x features x k
-    labels = model.class_labels
+        return _refused(str(err))
+    names, matrix, base = found.names, found.matrix, found.base
     texts = {n: c.reason or c.description or n for n, c in model.spec.columns.items()}
-    if matrix.shape[2] == 1:  # two labels: class 1's log-odds, turned to the positive's
-        sign = positive_sign(model)
-        rows = sign * matrix[:, :, 0]
+    if found.labels is None:
+        rows = matrix[:, :, 0]
         return {
-            "base": [float(sign * base[0])] * len(rows),
+            "base": [float(base[0])] * len(rows),
             "contributions": [dict(zip(names, map(float, r), strict=True)) for r in rows],
             "reasons": [_reasons(names, r, texts) for r in rows],
         }
     top = (base[None, :] + matrix.sum(axis=1)).argmax(axis=1)
     return {
-        "base": [dict(zip(labels, map(float, base), strict=True))] * len(matrix),
+        "base": [dict(zip(found.labels, map(float, base), strict=True))] * len(matrix),
         "contributions": [
             {
                 label: dict(zip(names, map(float, m[:, j]), strict=True))
-                for j, label in enumerate(labels)
+                for j, label in enumerate(found.labels)
             }
             for m in matrix
         ],

@@ -32,15 +32,17 @@ from mlcycle.bundle import (
     read_example,
     read_linear,
     read_meta,
+    read_trees,
 )
 from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
 from mlcycle.config import Settings, fail_fast_mlflow, redact_uri
 from mlcycle.errors import CandidateRejected, ContractChanged, TrackingUnavailable
+from mlcycle.fold import LinearScorer
 from mlcycle.rules.records import RequestValidator
 from mlcycle.serve.core import Scorer
-from mlcycle.serve.linear import LinearScorer
 from mlcycle.spec import DatasetSpec, parse_spec
 from mlcycle.tracking_http import RestTracking
+from mlcycle.treeshap import TreeExplainer
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,17 @@ class OnnxScorer:
         return None
 
 
+class TreeScorer(OnnxScorer):
+    """A tree model's graph, and its exact SHAP values from the bundle's `trees.npz`."""
+
+    def __init__(self, path: Path, fill: dict[str, float] | None, tables: dict[str, Any]):
+        super().__init__(path, fill)
+        self._explainer = TreeExplainer(tables, fill)
+
+    def explain(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self._explainer.explain(feed)
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
@@ -140,6 +153,9 @@ def _scorer(folder: Path, meta: ServingMeta, choice: str) -> tuple[Scorer, str]:
     fold = read_linear(folder) if choice == "auto" else None
     if fold is not None:
         return LinearScorer(fold, meta.fill), "linear"
+    trees = read_trees(folder)
+    if trees is not None:
+        return TreeScorer(graph_path(folder), meta.fill, trees), "onnxruntime"
     return OnnxScorer(graph_path(folder), meta.fill), "onnxruntime"
 
 

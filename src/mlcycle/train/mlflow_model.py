@@ -62,8 +62,10 @@ def log_pyfunc(
     labels: list[str],
     registered_name: str,
     work: Path,
+    explainer: Path | None = None,
 ) -> Any:
-    """Log the pipeline as the pyfunc model `model` and register it."""
+    """Log the pipeline as the pyfunc model `model` and register it; `explainer` (the
+    bundle's linear fold or tree tables) answers `params={"explain": True}`."""
     import cloudpickle
 
     pickled = work / "pipeline.pkl"  # (mlflow.sklearn.save_model would infer its
@@ -71,7 +73,9 @@ def log_pyfunc(
         cloudpickle.dump(pipeline, handle)
     said = io.StringIO()  # MLflow prints "Created version ..." itself: the log's, not ours
     with redirect_stderr(said):
-        logged = _log_model(spec, serving_json, example, labels, registered_name, pickled)
+        logged = _log_model(
+            spec, serving_json, example, labels, registered_name, pickled, explainer
+        )
     for line in said.getvalue().splitlines():
         if line.strip():
             logger.debug("mlflow: %s", line.strip())
@@ -85,21 +89,29 @@ def _log_model(
     labels: list[str],
     registered_name: str,
     pickled: Path,
+    explainer: Path | None,
 ) -> Any:
     import mlflow
     from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     import mlcycle
 
+    artifacts = {"pipeline": str(pickled), "serving": str(serving_json)}
+    if explainer is not None:
+        artifacts["explainer"] = str(explainer)
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
-        artifacts={"pipeline": str(pickled), "serving": str(serving_json)},
+        artifacts=artifacts,
         code_paths=[str(Path(mlcycle.__file__).parent)],
         # outputs only: an input schema with `Any` number columns makes MLflow's scoring
         # server refuse CSV bodies, and `double` ones refuse pandas' int64 columns; the
         # model checks its input by the spec's own rules
-        signature=ModelSignature(outputs=output_signature(labels)),
+        signature=ModelSignature(
+            outputs=output_signature(labels),
+            params=ParamSchema([ParamSpec("explain", "boolean", False)]),
+        ),
         input_example=example,
         registered_model_name=registered_name,
         pip_requirements=_requirements(),

@@ -21,6 +21,7 @@ from mlcycle.train.export import export_onnx
 from mlcycle.train.features import MISSING
 from mlcycle.train.linear import fold_linear
 from mlcycle.train.snapshot import Snapshot
+from mlcycle.train.trees import explanation_tables
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,16 @@ def serving_bundle(
     assert spec.target is not None
     exported = export_onnx(pipeline, spec, snapshot.X)
     fold, fold_note = None, "no graph"
+    trees, explain_note = None, "no graph"
     if exported.usable and exported.model is not None:
         fold, fold_note = fold_linear(pipeline, exported.serving, spec, snapshot.X, exported.fill)
+        trees, explain_note = tree_tables(exported.serving, spec, fold is not None)
     meta = ServingMeta(
         runtime="onnx" if exported.usable else "sklearn",
         onnx_max_abs_diff=exported.max_abs_diff,
         onnx_note=exported.reason,
         linear_note=fold_note,
+        explain_note=explain_note,
         numeric=spec.numeric_features,
         categorical=spec.categorical_features,
         missing=MISSING,
@@ -56,9 +60,39 @@ def serving_bundle(
         graph=exported.model if exported.usable else None,
         linear=fold,
         example=reference_batch(pipeline, snapshot),
+        trees=trees,
     )
     logger.info("serving runtime: %s (%s; %s)", meta.runtime, exported.reason, fold_note)
     return meta
+
+
+TREE_TABLES_MAX = 64 * 2**20
+"""Bytes of explanation tables past which a tree model's bundle carries none (its
+explanations are then refused, saying so)."""
+
+
+def tree_tables(
+    serving: Any, spec: DatasetSpec, folded: bool
+) -> tuple[dict[str, np.ndarray] | None, str]:
+    """A tree model's explanation tables and how its scores are explained (or why not)."""
+    if folded:
+        return None, "exact: the linear fold's terms less their training means"
+    tables = explanation_tables(serving, spec)
+    if tables is None:
+        kind = type(serving.named_steps["model"]).__name__
+        return None, f"none: {kind} is neither linear nor a tree ensemble"
+    size = sum(int(v.nbytes) for v in tables.values())
+    leaves, depth = tables["feature"].shape
+    if size > TREE_TABLES_MAX:
+        return None, (
+            f"none: the ensemble's {leaves:,} leaves (paths of up to {depth} features) need "
+            f"{size / 2**20:,.0f} MiB of tables, more than {TREE_TABLES_MAX / 2**20:.0f} MiB: "
+            "limit max_depth or max_leaf_nodes to explain it"
+        )
+    return tables, (
+        f"exact TreeSHAP (path-dependent) over {leaves:,} leaves, adding up to the "
+        f"{str(tables['raw']).replace('_', '-')}"
+    )
 
 
 def reference(

@@ -9,7 +9,9 @@ same column rules as the ETL and the API (numbers written as text, aliases, spel
 null words), the id column and unknown columns are ignored, and a bad value raises one
 error naming its row and column. The answer is a DataFrame with `label`, `probability`
 (binary: of the positive label; multiclass: of the predicted label) and one
-`probability_<label>` column per class: the same numbers `POST /predict` gives.
+`probability_<label>` column per class: the same numbers `POST /predict` gives. With
+`params={"explain": True}` it adds `base` and one `contribution_<feature>` a feature
+(more than two labels: per label), the numbers of `POST /predict?explain=true`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class LabelModel(PythonModel):
         self.classes = meta.classes
         self.class_labels = meta.class_labels
         self.positive = meta.positive_index
+        self.explainer: Any = None
+        found = context.artifacts.get("explainer")
+        if found:
+            self.explainer = _explainer(Path(found), meta.fill)
 
     # no type hints here: MLflow would read them as an input schema
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
@@ -78,7 +84,40 @@ class LabelModel(PythonModel):
         )
         for j, label in enumerate(self.class_labels):
             out[f"probability_{label}"] = proba[:, j]
+        if params and params.get("explain"):
+            for name, values in self._explained(feed).items():
+                out[name] = values
         return out
+
+    def _explained(self, feed: dict[str, Any]) -> dict[str, Any]:
+        from types import SimpleNamespace
+
+        from mlcycle.explanation import columns, explanation
+
+        model = SimpleNamespace(
+            scorer=self.explainer or SimpleNamespace(),
+            class_labels=self.class_labels,
+            positive=self.positive,
+            version="",
+            meta=self.meta,
+        )
+        try:
+            return columns(explanation(model, feed))
+        except ValueError as err:
+            raise mlflow.exceptions.MlflowException(str(err)) from None
+
+
+def _explainer(path: Path, fill: dict[str, Any] | None) -> Any:
+    """The bundle's linear fold or tree tables, as the serving runtime reads them."""
+    import json
+
+    if path.suffix == ".json":
+        from mlcycle.fold import LinearScorer
+
+        return LinearScorer(json.loads(path.read_text()), fill)
+    from mlcycle.treeshap import TreeExplainer, read_tables
+
+    return TreeExplainer(read_tables(path), fill)
 
 
 mlflow.models.set_model(LabelModel())

@@ -28,7 +28,7 @@ import numpy as np
 
 from mlcycle import __version__, card, decisions, registry
 from mlcycle.bundle import FOLDER as BUNDLE_FOLDER
-from mlcycle.bundle import META_FILE, ServingMeta, write_profile
+from mlcycle.bundle import META_FILE, ServingMeta, explainer_file, write_profile
 from mlcycle.config import Settings
 from mlcycle.engine import LOCAL, Engine
 from mlcycle.gate import Decision
@@ -368,6 +368,7 @@ def log_run(
             [names[int(c)] for c in fitted.pipeline.classes_],
             spec.registered_model,
             out,
+            explainer_file(folder),
         )
         return Logged(run.info.run_id, str(info.registered_model_version), params)
 

@@ -140,12 +140,46 @@ def render_card(
         "fairness is measured on the groups present in the evaluation rows, with the "
         "intervals in `evaluation/fairness.json`.",
         "",
-        "## Explanations",
+        "## How it decides",
         "",
-        "`POST /predict?explain=true` gives each feature's contribution for linear models.",
+        *_importance(result.get("importance") or {}),
+        "",
+        *_rules(result.get("rules") or [], result["metrics"].get("accuracy")),
         "",
     ]
     return "\n".join(lines)
+
+
+def _importance(importance: dict[str, float]) -> list[str]:
+    if not importance:
+        return ["This version has no explainer: no feature importance."]
+    return [
+        "Global feature importance: each feature's mean absolute contribution to the raw "
+        "score on the hold-out rows (the numbers `POST /predict?explain=true` gives):",
+        "",
+        *_table(["feature", "mean abs contribution"], [[k, v] for k, v in importance.items()]),
+    ]
+
+
+RULES_SHOWN = 3
+
+
+def _rules(rules: list[dict[str, Any]], accuracy: float | None) -> list[str]:
+    """The best one-feature rules against the model, on the same hold-out rows."""
+    if not rules:
+        return []
+    best = rules[0]
+    gap = None if accuracy is None else accuracy - best["accuracy"]
+    return [
+        "One-feature rules (each fitted on the training part, scored on the same hold-out "
+        f"rows): the best, on `{best['feature']}`, reaches accuracy {_num(best['accuracy'])}"
+        + (f", the model {_num(accuracy)} ({gap:+.4f})." if gap is not None else "."),
+        "",
+        *_table(
+            ["feature", "rule", "accuracy"],
+            [[r["feature"], f"`{r['rule'][:120]}`", r["accuracy"]] for r in rules[:RULES_SHOWN]],
+        ),
+    ]
 
 
 def card_html(markdown: str) -> str:

@@ -7,6 +7,7 @@ tables (`mlcycle.treeshap.TreeExplainer`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,3 +74,33 @@ def columns(found: Explanation) -> dict[str, Any]:
         for j, name in enumerate(found.names):
             out[f"contribution_{label}_{name}"] = found.matrix[:, j, k]
     return out
+
+
+def load_explainer(path: Path, fill: dict[str, Any] | None) -> Any:
+    """A bundle's explainer file (`bundle.explainer_file`): its linear fold or its tree
+    tables, as the serving runtime reads them."""
+    import json
+
+    if path.suffix == ".json":
+        from mlcycle.fold import LinearScorer
+
+        return LinearScorer(json.loads(path.read_text()), fill)
+    from mlcycle.treeshap import TreeExplainer, read_tables
+
+    return TreeExplainer(read_tables(path), fill)
+
+
+def servable(
+    explainer: Any, class_labels: list[str], positive: int | None, meta: Any = None
+) -> Any:
+    """What `explanation` needs of a model, outside the server (training, MLflow's
+    pyfunc): the explainer (None: none), the labels, the positive one."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        scorer=explainer if explainer is not None else SimpleNamespace(),
+        class_labels=class_labels,
+        positive=positive,
+        version="",
+        meta=meta,
+    )

@@ -66,3 +66,49 @@ def test_every_run_logs_its_model_card(spec: DatasetSpec, tmp_path: Path) -> Non
     from mlcycle.bundle import FOLDER
 
     assert (folder / FOLDER / "model_card.md").read_text() == text
+    _every_number_comes_from_the_run(text, folder / "evaluation", result)
+
+
+def _every_number_comes_from_the_run(text: str, evaluation: Path, result: object) -> None:
+    """Each figure the card shows (4-decimal metrics and counts) is one the run recorded:
+    its metrics, fairness, importance and rules files; the tables match them row by row."""
+    import re
+
+    recorded = {
+        name: json.loads((evaluation / f"{name}.json").read_text())
+        for name in ("metrics", "fairness", "importance", "rules")
+    }
+    numbers: set[str] = set()
+
+    def collect(value: object) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, float):
+            numbers.update({f"{value:.4f}", f"{value:+.4f}"})
+        elif isinstance(value, int):
+            numbers.add(str(value))
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    collect(recorded)
+    collect(result.rows)  # type: ignore[attr-defined]
+    model_accuracy = recorded["metrics"]["test"]["accuracy"]
+    numbers.add(f"{model_accuracy - recorded['rules'][0]['accuracy']:+.4f}")
+    body = re.sub(r"`[^`]*`", "", text)  # code spans: ids, hashes, params, rule texts
+    shown = re.findall(r"(?<![\w.])[+-]?\d+\.\d{4}(?!\d)", body)
+    assert shown, text
+    assert [n for n in shown if n not in numbers] == []
+    # the tables are the files, in order
+    importance = recorded["importance"]
+    assert importance and list(importance.values()) == sorted(importance.values(), reverse=True)
+    for feature, value in importance.items():
+        assert f"| {feature} | {value:.4f} |" in text
+    for rule in recorded["rules"][:3]:
+        assert f"| {rule['feature']} | `{rule['rule'][:120]}` | {rule['accuracy']:.4f} |" in text
+    for metric in ("accuracy", "roc_auc"):
+        row = f"| {metric} | {recorded['metrics']['test'][metric]:.4f} | "
+        assert row + f"{recorded['metrics']['baseline'][metric]:.4f} |" in text

@@ -266,6 +266,7 @@ import pandas as pd
 assert importlib.util.find_spec("mlcycle") is None, "mlcycle is installed in the plain venv"
 model = mlflow.pyfunc.load_model(sys.argv[1])
 model.predict(pd.read_csv(sys.argv[2])).to_csv(sys.argv[3], index=False)
+model.predict(pd.read_csv(sys.argv[2]), {"explain": True}).to_csv(sys.argv[3] + ".x", index=False)
 """
 
 
@@ -285,15 +286,29 @@ def test_the_logged_model_predicts_in_a_virtualenv_made_from_its_requirements_al
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert any(r.startswith("mlflow==") for r in requirements), requirements
     venv = tmp_path / "plain"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    uv = Path(sys.executable).parent / "uv"  # what `make install` installs with
+    if uv.exists():
+        install = [str(uv), "pip", "install", "-q", "--python", str(venv / "bin" / "python")]
+    else:  # (MLCYCLE_INSTALLER=pip)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "ensurepip", "-q"], check=True)
+        install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
     subprocess.run(
-        [*pip, "--disable-pip-version-check", "-r", str(model_dir / "requirements.txt")],
-        check=True,
-        env=clean,
-        timeout=1200,
+        [*install, "-r", str(model_dir / "requirements.txt")], check=True, env=clean, timeout=1200
     )
+    listed = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.util as u; print(bool(u.find_spec('mlcycle')))",
+        ],
+        capture_output=True,
+        text=True,
+        env=clean,
+        check=True,
+    )
+    assert listed.stdout.strip() == "False"  # the model's code travels with it
     raw = tmp_path / "raw.csv"
     pd.read_csv(tiers_boosting.raw).head(300).to_csv(raw, index=False)
     out = tmp_path / "out.csv"
@@ -313,3 +328,11 @@ def test_the_logged_model_predicts_in_a_virtualenv_made_from_its_requirements_al
     assert plain["label"].astype(str).tolist() == local["label"].astype(str).tolist()
     cols = [c for c in local.columns if c.startswith("probability")]
     assert np.max(np.abs(plain[cols].to_numpy() - local[cols].to_numpy())) <= 1e-9
+    # explanations too, with nothing but the model's requirements (numpy does the work)
+    explained = pd.read_csv(f"{out}.x")
+    mine = mlflow.pyfunc.load_model(str(model_dir)).predict(pd.read_csv(raw), {"explain": True})
+    parts = [c for c in mine.columns if c.startswith(("base_", "contribution_"))]
+    assert len(parts) == len(spec.target.label_order) * (
+        1 + len(spec.numeric_features + spec.categorical_features)
+    )
+    np.testing.assert_allclose(explained[parts].to_numpy(), mine[parts].to_numpy(), atol=1e-9)

@@ -47,7 +47,9 @@ class LabelModel(PythonModel):
         self.explainer: Any = None
         found = context.artifacts.get("explainer")
         if found:
-            self.explainer = _explainer(Path(found), meta.fill)
+            from mlcycle.explanation import load_explainer
+
+            self.explainer = load_explainer(Path(found), meta.fill)
 
     # no type hints here: MLflow would read them as an input schema
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
@@ -90,34 +92,13 @@ class LabelModel(PythonModel):
         return out
 
     def _explained(self, feed: dict[str, Any]) -> dict[str, Any]:
-        from types import SimpleNamespace
+        from mlcycle.explanation import columns, explanation, servable
 
-        from mlcycle.explanation import columns, explanation
-
-        model = SimpleNamespace(
-            scorer=self.explainer or SimpleNamespace(),
-            class_labels=self.class_labels,
-            positive=self.positive,
-            version="",
-            meta=self.meta,
-        )
+        model = servable(self.explainer, self.class_labels, self.positive, self.meta)
         try:
             return columns(explanation(model, feed))
         except ValueError as err:
             raise mlflow.exceptions.MlflowException(str(err)) from None
-
-
-def _explainer(path: Path, fill: dict[str, Any] | None) -> Any:
-    """The bundle's linear fold or tree tables, as the serving runtime reads them."""
-    import json
-
-    if path.suffix == ".json":
-        from mlcycle.fold import LinearScorer
-
-        return LinearScorer(json.loads(path.read_text()), fill)
-    from mlcycle.treeshap import TreeExplainer, read_tables
-
-    return TreeExplainer(read_tables(path), fill)
 
 
 mlflow.models.set_model(LabelModel())

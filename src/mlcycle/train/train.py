@@ -35,7 +35,7 @@ from mlcycle.gate import Decision
 from mlcycle.logging_setup import step
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
-from mlcycle.train import fairness, holdout
+from mlcycle.train import fairness, holdout, insight
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.fitting import FitResult, fit
 from mlcycle.train.judge import HOLDOUT_TAG, Contender, Verdict, judge, registered
@@ -243,6 +243,7 @@ def write_card(
     fitted: FitResult,
     verdict: Verdict,
     run_id: str,
+    insight: dict[str, Any],
 ) -> None:
     """The model card, into the bundle (so the server answers `GET /model/card`) and at
     the run's top level."""
@@ -259,6 +260,7 @@ def write_card(
         "evaluation": verdict.record(),
         "decision": {"promote": verdict.decision.promote, "reason": verdict.decision.reason},
         "fairness": fitted.fairness,
+        **insight,
     }
     params = {**cfg.model.params, **fitted.best_params}
     text = card.render_card(spec, cfg.model.kind, params, found)
@@ -266,6 +268,30 @@ def write_card(
     (folder / card.CARD_HTML).write_text(card.card_html(text))
     mlflow.log_text(text, card.CARD_MD)
     mlflow.log_text(card.card_html(text), card.CARD_HTML)
+
+
+def write_insight(
+    evaluation: Path, folder: Path, spec: DatasetSpec, fitted: FitResult, meta: ServingMeta
+) -> dict[str, Any]:
+    """Global feature importance and the one-feature rules on the hold-out rows
+    (`train.insight`), into `evaluation/importance.json` and `evaluation/rules.json`."""
+    labels = meta.class_labels
+    found = {
+        "importance": insight.feature_importance(
+            folder, spec, fitted.x_test, labels, meta.positive_index, meta.fill or {}
+        ),
+        "rules": insight.one_feature_rules(
+            spec,
+            fitted.split.X_train,
+            fitted.split.y_train,
+            fitted.x_test,
+            fitted.y_test,
+            {v: k for k, v in meta.labels.items()},
+        ),
+    }
+    for name, value in found.items():
+        (evaluation / f"{name}.json").write_text(json.dumps(value, indent=2))
+    return found
 
 
 def measure_fairness(spec: DatasetSpec, snapshot: Snapshot, fitted: FitResult) -> dict[str, Any]:
@@ -349,13 +375,14 @@ def log_run(
         write_evaluation(evaluation, spec, cfg, fitted, verdict.record())
         if fitted.fairness:
             (evaluation / "fairness.json").write_text(json.dumps(fitted.fairness, indent=2))
+        insight = write_insight(evaluation, folder, spec, fitted, meta)
         mlflow.log_artifacts(str(evaluation), artifact_path="evaluation")
         log_training_input(spec, store.name, repr(store), snapshot)
         profile = reference(
             fitted.pipeline, snapshot, fitted.x_test.index, spec, cfg, fitted.metrics
         )
         write_profile(folder, profile)
-        write_card(folder, spec, cfg, snapshot, fitted, verdict, run.info.run_id)
+        write_card(folder, spec, cfg, snapshot, fitted, verdict, run.info.run_id, insight)
         mlflow.log_artifacts(str(folder), artifact_path=BUNDLE_FOLDER)
         diff = meta.onnx_max_abs_diff
         mlflow.log_metric("onnx_max_abs_diff", diff if diff is not None else -1)

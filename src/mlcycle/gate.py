@@ -34,6 +34,17 @@ class GateConfig(BaseModel):
     ] = Field(default_factory=dict)
     """Bounds on each sensitive column's disparities on the evaluation rows (differences
     at most, the ratio at least); a candidate past one is refused. Empty: off."""
+    fairness_tolerance: dict[
+        Literal[
+            "demographic_parity_difference",
+            "demographic_parity_ratio",
+            "equalized_odds_difference",
+        ],
+        float,
+    ] = Field(default_factory=dict)
+    """How much worse than the champion's, on the same evaluation rows, a candidate's
+    disparity may be (a difference up by at most, the ratio down by at most); a
+    candidate past one is refused. Empty: off."""
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,24 @@ def breaches(found: dict[str, Any], bounds: dict[str, float]) -> list[str]:
                 sign = "<" if low else ">"
                 out.append(f"{column}: {key.replace('_', ' ')} {value:.3f} {sign} {bound:g}")
     return out
+
+
+def worse_than(
+    mine: dict[str, Any], theirs: dict[str, Any], tolerance: dict[str, float]
+) -> list[str]:
+    """The disparities where `mine` is worse than `theirs` (the champion's, on the same
+    rows) by more than the configured tolerance, in words."""
+    out = []
+    for column, part in mine.items():
+        other = theirs.get(column) or {}
+        for key, allowed in tolerance.items():
+            value, before = part.get(key), other.get(key)
+            if value is None or before is None:
+                continue
+            worse = (before - value) if key.endswith("_ratio") else (value - before)
+            if worse > allowed + 1e-12:
+                out.append(
+                    f"{column}: {key.replace('_', ' ')} {value:.3f} vs the champion's "
+                    f"{before:.3f} (worse by {worse:.3f} > {allowed:g})"
+                )
+    return out

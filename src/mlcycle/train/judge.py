@@ -22,7 +22,7 @@ from mlcycle import registry
 from mlcycle.errors import TrainingError
 from mlcycle.gate import Decision, GateConfig, should_promote
 from mlcycle.spec import DatasetSpec
-from mlcycle.train import holdout
+from mlcycle.train import fairness, holdout
 from mlcycle.train.evaluation import evaluate, positive_class
 from mlcycle.train.snapshot import Snapshot
 
@@ -54,6 +54,9 @@ class Verdict:
     champion: dict[str, float] | None
     baseline: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    fairness: dict[str, Any] | None = None
+    """Both models' disparities on the evaluation rows (`candidate`, `champion`), when
+    the spec has sensitive columns, two labels and a champion was scored."""
 
     def record(self) -> dict[str, Any]:
         """What the decision record and the run's evaluation keep."""
@@ -63,6 +66,7 @@ class Verdict:
             "champion": self.champion,
             "baseline": self.baseline,
             "notes": self.notes,
+            "fairness": self.fairness,
         }
 
 
@@ -177,6 +181,17 @@ def judge(
         runtime_problem=candidate.runtime_problem,
         incomparable=incomparable,
     )
+    compared = None
+    if theirs is not None and champion is not None:
+        compared = _fairness_compared(snapshot, spec, es, candidate, champion)
+    if compared and decision.promote and gate.fairness_tolerance:
+        worse = fairness.worse_than(
+            compared["candidate"],
+            compared["champion"],
+            {str(k): v for k, v in gate.fairness_tolerance.items()},
+        )
+        if worse:
+            decision = Decision(False, "fairness worse than the champion's: " + "; ".join(worse))
     logger.info(
         "judged %s against %s on %d evaluation rows in %.1f s",
         candidate.label,
@@ -184,4 +199,31 @@ def judge(
         es.rows,
         time.perf_counter() - started,
     )
-    return Verdict(decision, es.describe(), mine, theirs, baseline, notes)
+    return Verdict(decision, es.describe(), mine, theirs, baseline, notes, compared)
+
+
+def _fairness_compared(
+    snapshot: Snapshot,
+    spec: DatasetSpec,
+    es: holdout.EvaluationSet,
+    candidate: Contender,
+    champion: Contender,
+) -> dict[str, Any] | None:
+    """Both models' fairness on the evaluation rows (sensitive columns, two labels)."""
+    target = spec.target
+    if snapshot.sensitive is None or target is None or not target.binary:
+        return None
+    positive = target.labels[str(target.positive)]
+    groups = snapshot.sensitive.loc[es.X.index].reset_index(drop=True)
+    truth = np.asarray(es.y) == positive
+    found: dict[str, Any] = {"rows": es.rows}
+    for who in (candidate, champion):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            proba = who.model.predict_proba(es.X)
+        classes = list(who.model.classes_)
+        pred = np.asarray(classes)[proba.argmax(axis=1)] == positive
+        score = proba[:, classes.index(positive)]
+        side = "candidate" if who is candidate else "champion"
+        found[side] = fairness.assess(groups, truth, pred, score)
+    return found

@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 GateMetric = Literal["roc_auc", "accuracy", "f1", "precision", "recall"]
+Disparity = Literal[
+    "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference"
+]
 
 
 class GateConfig(BaseModel):
@@ -25,21 +28,13 @@ class GateConfig(BaseModel):
     """Where a trained candidate that passes goes when a champion exists: `champion`, or
     `challenger` (scored in shadow beside the champion until proven on live traffic)."""
     fairness: dict[
-        Literal[
-            "demographic_parity_difference",
-            "demographic_parity_ratio",
-            "equalized_odds_difference",
-        ],
+        Disparity,
         float,
     ] = Field(default_factory=dict)
     """Bounds on each sensitive column's disparities on the evaluation rows (differences
     at most, the ratio at least); a candidate past one is refused. Empty: off."""
     fairness_tolerance: dict[
-        Literal[
-            "demographic_parity_difference",
-            "demographic_parity_ratio",
-            "equalized_odds_difference",
-        ],
+        Disparity,
         float,
     ] = Field(default_factory=dict)
     """How much worse than the champion's, on the same evaluation rows, a candidate's

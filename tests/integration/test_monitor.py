@@ -156,6 +156,7 @@ def test_monitoring_closes_the_loop(
         assert perf["accuracy"] == sum(p == t for p, t in pairs) / len(pairs)
         assert perf["accuracy_ci"][0] < perf["accuracy"] < perf["accuracy_ci"][1]
         assert perf["validation"]["roc_auc"] > 0.5 and 0.0 <= perf["roc_auc"] <= 1.0
+        _fairness_is_the_logs(matured["fairness"]["Gender"], store, mspec, truth)
 
         # 3. shifted traffic: incomes multiplied, Married flipped, a new Property_Area
         t1 = datetime.now(UTC)
@@ -187,10 +188,13 @@ def test_monitoring_closes_the_loop(
         ).text
         assert 'mlcycle_monitor_feature_drift{feature="ApplicantIncome"} 2.0' in metrics
         assert "mlcycle_monitor_drift_detected 1.0" in metrics
+        assert 'mlcycle_monitor_group_selection_rate{column="Gender",group="Male"}' in metrics
+        assert 'mlcycle_monitor_fairness_disparity{column="Married",disparity=' in metrics
         assert httpx.get(f"{server.url}/monitor").status_code == 401
         page = httpx.get(f"{server.url}/monitor", headers={"X-API-Key": ADMIN})
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert 'data-feature="Married" data-status="drift"' in page.text
+        assert "<h2>Fairness</h2>" in page.text and "<h3>Gender</h3>" in page.text
         dom = render(html.as_uri(), f"monitor-dashboard-{backend}.png")
         assert dom.count('class="chart dist"') == len(mspec.feature_columns) + 1
         # realized metrics over time: one report had matured labels (step 2), a sentence
@@ -199,3 +203,36 @@ def test_monitoring_closes_the_loop(
     finally:
         server.stop()
         store.close()
+
+
+def _fairness_is_the_logs(
+    found: dict, store: object, spec: DatasetSpec, truth: dict[str, str]
+) -> None:
+    """Each Gender group's selection rate and realized TPR, FPR and accuracy, counted
+    from the logged predictions and the labels that arrived."""
+    assert spec.target is not None
+    positive = spec.target.positive
+    rows = [
+        (group if group is not None else "(missing)", label, truth[i])
+        for doc in store.find(predictions_collection(spec.name))  # type: ignore[attr-defined]
+        for i, label, group in zip(
+            doc["ids"], doc["labels"], doc["features"]["Gender"], strict=True
+        )
+    ]
+    assert sum(g["rows"] for g in found["groups"].values()) == len(rows)
+    for group, g in found["groups"].items():
+        mine = [(label, t) for name, label, t in rows if name == group]
+        assert g["rows"] == g["matured"] == len(mine)
+        assert g["selection_rate"] == pytest.approx(
+            sum(said == positive for said, _ in mine) / len(mine)
+        )
+        assert g["change"] == pytest.approx(g["selection_rate"] - g["training_selection_rate"])
+        assert g["accuracy"] == pytest.approx(sum(said == t for said, t in mine) / len(mine))
+        pos = [label for label, t in mine if t == positive]
+        neg = [label for label, t in mine if t != positive]
+        if pos:
+            assert g["tpr"] == pytest.approx(sum(said == positive for said in pos) / len(pos))
+        if neg:
+            assert g["fpr"] == pytest.approx(sum(said == positive for said in neg) / len(neg))
+    rates = [g["selection_rate"] for g in found["groups"].values()]
+    assert found["demographic_parity_difference"] == pytest.approx(max(rates) - min(rates))

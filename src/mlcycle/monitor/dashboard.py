@@ -330,6 +330,49 @@ def _performance(perf: Performance | None) -> str:
     )
 
 
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.3f}"
+
+
+def _fairness(found: dict[str, Any] | None) -> str:
+    """Per sensitive column: each group's selection rate against training and, on
+    matured rows, TPR, FPR and accuracy; the disparities between the groups."""
+    if not found:
+        return (
+            '<p class="note">No sensitive column in the spec (or more than two labels): '
+            "nothing is measured by group.</p>"
+        )
+
+    def ci(g: dict[str, Any], key: str) -> str:
+        lo_hi = g.get(f"{key}_ci")
+        return f'<span class="legend">{lo_hi[0]:.3f}–{lo_hi[1]:.3f}</span>' if lo_hi else ""
+
+    out = []
+    for column, part in found.items():
+        rows = "".join(
+            f'<tr><td>{_e(group)}</td><td class="num">{g.get("rows", 0):,}</td>'
+            f'<td class="num">{_num(g.get("selection_rate"))} {ci(g, "selection_rate")}</td>'
+            f'<td class="num">{_num(g.get("training_selection_rate"))}</td>'
+            f'<td class="num">{_signed(g.get("change"))}</td><td class="num">{g.get("matured", 0):,}</td>'
+            + "".join(
+                f'<td class="num">{_num(g.get(k))} {ci(g, k)}</td>'
+                for k in ("tpr", "fpr", "accuracy")
+            )
+            + "</tr>"
+            for group, g in (part.get("groups") or {}).items()
+        )
+        out.append(
+            f"<h3>{_e(column)}</h3><p>demographic parity difference "
+            f"{_num(part.get('demographic_parity_difference'))}, ratio "
+            f"{_num(part.get('demographic_parity_ratio'))}; equalized-odds difference "
+            f"{_num(part.get('equalized_odds_difference'))} (matured rows)</p>"
+            "<table><tr><th>group</th><th>rows</th><th>selection rate</th><th>training</th>"
+            "<th>change</th><th>matured</th><th>TPR</th><th>FPR</th><th>accuracy</th></tr>"
+            f"{rows}</table>"
+        )
+    return "".join(out)
+
+
 def _classes(perf: Performance) -> str:
     """The confusion matrix (true label by predicted label) and each label's precision,
     recall, F1 and support."""
@@ -418,6 +461,7 @@ a flag also needs p &lt; {th["alpha"]:g}
 <table><tr><th>label</th><th>training</th><th>window</th></tr>{_labels(report)}</table>
 <h2>Realized performance</h2>{_performance(report.performance)}
 <h3>Over time</h3>{timeline_chart(past)}
+<h2>Fairness</h2>{_fairness(report.fairness)}
 <h2>Retraining</h2>{_retraining(report)}
 </body></html>
 """

@@ -115,6 +115,10 @@ class MonitorReport(_Part):
     score: Drift
     labels: dict[str, Shares] = Field(default_factory=dict)
     performance: Performance | None = None
+    fairness: dict[str, Any] | None = None
+    """Per sensitive column: each group's selection rate and its change from training,
+    realized TPR, FPR and accuracy on matured rows, and the disparities
+    (`mlcycle.monitor.fairness`)."""
     verdict: str
     """ok, watch, drift, degraded, insufficient or no_data."""
     reasons: list[str] = Field(default_factory=list)

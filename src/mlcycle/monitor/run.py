@@ -31,6 +31,7 @@ from mlcycle.config import Settings
 from mlcycle.errors import MlcycleError, ModelNotFound, NoReference
 from mlcycle.logging_setup import step
 from mlcycle.monitor.config import MonitorConfig
+from mlcycle.monitor.fairness import production_fairness
 from mlcycle.monitor.report import MonitorReport
 from mlcycle.monitor.stats import (
     MISSING_BIN,
@@ -253,22 +254,22 @@ def realized_performance(
     win: Window,
     ref: dict[str, Any],
     cfg: MonitorConfig | None = None,
+    stored: Any = None,
 ) -> dict[str, Any] | None:
     """Predictions whose ids now have a label in the store (matured), scored against the
     labels: accuracy (Wilson interval), F1 (bootstrap), ROC AUC (Hanley-McNeil),
-    calibration, next to the validation metrics. None when no prediction matured."""
+    calibration, next to the validation metrics. None when no prediction matured.
+    `stored`: `stored_rows`' frame when read already."""
     import pandas as pd
 
     assert spec.target is not None
     if win.ids.size == 0:
         return None
-    target = spec.target.column
-    truth = store.read_snapshot(spec.name, columns=[spec.id_column, target], require=target)
+    if stored is None:
+        stored = stored_rows(store, spec, [])
+    truth = stored[stored["truth"].notna()][["id", "truth"]]
     if truth.empty:
         return None
-    truth = pd.DataFrame(
-        {"id": _id_text(truth[spec.id_column]), "truth": truth[target].map(value_text)}
-    )
     preds = pd.DataFrame({"id": win.ids, "score": win.scores, "label": win.labels})
     if win.stamps.size == win.ids.size:
         preds["t"] = win.stamps
@@ -320,6 +321,28 @@ def realized_performance(
         "validation": {k: validation.get(k) for k in ("accuracy", "f1", "roc_auc")},
     }
     return result
+
+
+def stored_rows(store: Store, spec: DatasetSpec, extra: list[str]) -> Any:
+    """The stored rows by id: `id` as text, `truth` (the label's text, None when not yet
+    known) and the `extra` columns; only labelled rows unless `extra` asks for more."""
+    import pandas as pd
+
+    assert spec.target is not None
+    target = spec.target.column
+    rows = store.read_snapshot(
+        spec.name, columns=[spec.id_column, target, *extra], require=None if extra else target
+    )
+    if rows.empty:
+        return pd.DataFrame({"id": [], "truth": [], **{c: [] for c in extra}})
+    label = rows[target] if target in rows else pd.Series([None] * len(rows), index=rows.index)
+    known = label.notna()
+    truth = pd.Series([None] * len(rows), index=rows.index, dtype=object)
+    truth[known] = label[known].map(value_text)
+    out = pd.DataFrame({"id": _id_text(rows[spec.id_column]), "truth": truth})
+    for column in extra:
+        out[column] = rows.get(column)
+    return out.reset_index(drop=True)
 
 
 def _confusion(joined: Any, order: list[str]) -> dict[str, Any]:
@@ -572,6 +595,20 @@ def _stored(store: Store, spec: DatasetSpec, report: dict[str, Any]) -> MonitorR
     return typed
 
 
+def _outcomes(
+    store: Store, spec: DatasetSpec, win: Window, ref: dict[str, Any], cfg: MonitorConfig
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Realized performance and fairness by group: one read of the stored rows."""
+    if not win.rows:
+        return None, None
+    others = [c for c in spec.sensitive if c not in win.groups] if spec.target else []
+    stored = stored_rows(store, spec, others)
+    return (
+        realized_performance(store, spec, win, ref, cfg, stored),
+        production_fairness(spec, win, ref, stored),
+    )
+
+
 def run_monitor(
     settings: Settings,
     spec: DatasetSpec,
@@ -615,8 +652,9 @@ def run_monitor(
             "changed since it was trained; monitor with the spec it was trained on"
         )
     with step(logger, f"joining {win.rows:,} predictions with the labels that arrived"):
-        performance = realized_performance(store, spec, win, ref, cfg) if win.rows else None
+        performance, fairness = _outcomes(store, spec, win, ref, cfg)
     report = build_report(spec, ref, win, cfg, performance, since, last, run_id)
+    report["fairness"] = fairness
     if settings.shadow_alias.strip() and spec.target is not None:
         report["challenger"] = _challenger(
             settings, spec, cfg, store, win, ref, challenger_policy if retrain else None

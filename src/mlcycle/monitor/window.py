@@ -52,6 +52,9 @@ class Window:
     """Log documents skipped because they are not prediction log entries (counted)."""
     stamps: np.ndarray = field(default_factory=lambda: np.empty(0))
     """Each row's request time, seconds since the epoch (aligned with `ids`)."""
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each row's value of the spec's sensitive columns that are categorical model
+    inputs (aligned with `ids`; None when missing): what fairness is measured by."""
 
 
 def well_formed(doc: Any, spec: DatasetSpec) -> bool:
@@ -102,6 +105,9 @@ class _Columns:
         self.ids: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.stamps: list[np.ndarray] = []
+        self.groups: dict[str, list[np.ndarray]] = {
+            c: [] for c in spec.sensitive if c in spec.categorical_features
+        }
         self.newest: Any = None
         self.oldest: Any = None
 
@@ -134,7 +140,10 @@ class _Columns:
         for name in self.spec.numeric_features:
             self.numeric[name].append(np.array(_column(feats, rows, name), dtype=np.float64))
         for name in self.spec.categorical_features:
-            self.win.categorical[name].update(_column(feats, rows, name))
+            values = _column(feats, rows, name)
+            self.win.categorical[name].update(values)
+            if name in self.groups:
+                self.groups[name].append(_objects(values))
         flat = chain.from_iterable
         self.scores.append(
             np.array(list(flat(map(itemgetter("probabilities"), docs))), dtype=np.float64)
@@ -160,7 +169,10 @@ class _Columns:
             values = feats.field(name).flatten().to_numpy(zero_copy_only=False)
             self.numeric[name].append(values.astype(np.float64, copy=False))
         for name in self.spec.categorical_features:
-            self.win.categorical[name].update(_value_counts(feats.field(name).flatten()))
+            values = feats.field(name).flatten()
+            self.win.categorical[name].update(_value_counts(values))
+            if name in self.groups:
+                self.groups[name].append(values.to_numpy(zero_copy_only=False).astype(object))
         self.scores.append(
             table.column("probabilities").chunk(0).flatten().to_numpy(zero_copy_only=False)
         )
@@ -184,6 +196,9 @@ class _Columns:
         win.ids = np.concatenate(self.ids) if self.ids else np.empty(0, dtype=object)
         win.labels = np.concatenate(self.labels) if self.labels else np.empty(0, dtype=object)
         win.stamps = np.concatenate(self.stamps) if self.stamps else np.empty(0)
+        win.groups = {
+            k: np.concatenate(v) if v else np.empty(0, dtype=object) for k, v in self.groups.items()
+        }
         win.first_ts = as_datetime(self.oldest) if self.oldest is not None else None
         win.last_ts = as_datetime(self.newest) if self.newest is not None else None
         return win

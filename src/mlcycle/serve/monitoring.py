@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -115,6 +116,7 @@ class ReportCollector(Collector):
             "PSI of the model's score against training",
             report.score.psi,
         )
+        yield from fairness_gauges(report.fairness or {})
         perf = report.performance
         if perf is not None:
             yield GaugeMetricFamily(
@@ -137,3 +139,58 @@ class ReportCollector(Collector):
                         f"The model's {key} on its hold-out at training",
                         float(validation),
                     )
+
+
+REALIZED_BY_GROUP = ("tpr", "fpr", "accuracy")
+DISPARITIES = (  # as `mlcycle.train.fairness` names them (no pandas in the server)
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+)
+
+
+def fairness_gauges(found: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+    """The report's fairness by group (see deploy/prometheus/alerts.yaml)."""
+    if not found:
+        return
+    labels = ["column", "group"]
+    rate = GaugeMetricFamily(
+        "mlcycle_monitor_group_selection_rate",
+        "Share of a group's predictions in the window given the positive label",
+        labels=labels,
+    )
+    change = GaugeMetricFamily(
+        "mlcycle_monitor_group_selection_rate_change",
+        "A group's selection rate in the window minus the one at training (hold-out)",
+        labels=labels,
+    )
+    realized = {
+        key: GaugeMetricFamily(
+            f"mlcycle_monitor_group_realized_{key}",
+            f"A group's realized {key} on matured predictions",
+            labels=labels,
+        )
+        for key in REALIZED_BY_GROUP
+    }
+    disparity = GaugeMetricFamily(
+        "mlcycle_monitor_fairness_disparity",
+        "Between a sensitive column's groups in the window: demographic parity "
+        "difference and ratio (selection rates), equalized-odds difference (matured rows)",
+        labels=["column", "disparity"],
+    )
+    for column, part in found.items():
+        for group, g in (part.get("groups") or {}).items():
+            if g.get("selection_rate") is not None:
+                rate.add_metric([column, group], float(g["selection_rate"]))
+            if g.get("change") is not None:
+                change.add_metric([column, group], float(g["change"]))
+            for key, gauge in realized.items():
+                if g.get(key) is not None:
+                    gauge.add_metric([column, group], float(g[key]))
+        for key in DISPARITIES:
+            if part.get(key) is not None:
+                disparity.add_metric([column, key], float(part[key]))
+    yield rate
+    yield change
+    yield from realized.values()
+    yield disparity

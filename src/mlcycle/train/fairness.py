@@ -29,7 +29,7 @@ DISPARITIES = (
 )
 
 
-def _rate(hits: int, n: int) -> tuple[float | None, list[float] | None]:
+def rate(hits: int, n: int) -> tuple[float | None, list[float] | None]:
     if n == 0:
         return None, None
     return hits / n, [float(x) for x in wilson(hits, n)]
@@ -47,7 +47,7 @@ def group_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[st
         "fpr": (fp, n - pos),
         "accuracy": (int((y == pred).sum()), n),
     }.items():
-        out[key], out[f"{key}_ci"] = _rate(hits, of)
+        out[key], out[f"{key}_ci"] = rate(hits, of)
     auc = roc_auc(y, score) if 0 < pos < n else math.nan
     out["roc_auc"] = None if math.isnan(auc) else float(auc)
     out["roc_auc_ci"] = (
@@ -134,3 +134,12 @@ def worse_than(
                     f"{before:.3f} (worse by {worse:.3f} > {allowed:g})"
                 )
     return out
+
+
+def selection_rates(found: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per column and group, the selection rate of `assess`'s result: what the monitor
+    compares the live rates with (the version's profile keeps it as `fairness`)."""
+    return {
+        column: {group: m.get("selection_rate") for group, m in part.get("groups", {}).items()}
+        for column, part in found.items()
+    }

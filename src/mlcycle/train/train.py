@@ -381,6 +381,7 @@ def log_run(
         profile = reference(
             fitted.pipeline, snapshot, fitted.x_test.index, spec, cfg, fitted.metrics
         )
+        profile["fairness"] = fairness.selection_rates(fitted.fairness)
         write_profile(folder, profile)
         write_card(folder, spec, cfg, snapshot, fitted, verdict, run.info.run_id, insight)
         mlflow.log_artifacts(str(folder), artifact_path=BUNDLE_FOLDER)

@@ -110,6 +110,7 @@ def render_card(
         "",
         f"- Dataset `{spec.name}`: {result.get('rows')} labelled rows, data hash "
         f"`{str(result.get('data_hash'))[:16]}`, ETL batches {', '.join(result.get('batches') or []) or '—'}",
+        *_data_lines(result),
         "",
         "## Evaluation",
         "",
@@ -131,6 +132,7 @@ def render_card(
         "",
         f"{'Promoted' if decision.get('promote') else 'Not promoted'}: {decision.get('reason', '—')}",
         "",
+        *_out_of_scope(spec),
         "## Limitations",
         "",
         spec.limitations
@@ -148,6 +150,28 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _data_lines(result: dict[str, Any]) -> list[str]:
+    """When the rows were loaded, and how many carry each label."""
+    out = []
+    loaded = result.get("loaded")
+    if loaded:
+        out.append(f"- Loaded by the ETL between {loaded[0][:19]} and {loaded[1][:19]} (UTC)")
+    labels = result.get("labels") or {}
+    total = sum(labels.values())
+    if total:
+        out.append(
+            "- Label balance: "
+            + ", ".join(f"`{k}` {v} ({v / total:.1%})" for k, v in labels.items())
+        )
+    return out
+
+
+def _out_of_scope(spec: DatasetSpec) -> list[str]:
+    if not spec.out_of_scope:
+        return []
+    return ["## Out-of-scope uses", "", *(f"- {use}" for use in spec.out_of_scope), ""]
 
 
 def _importance(importance: dict[str, float]) -> list[str]:

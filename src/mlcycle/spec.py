@@ -235,6 +235,8 @@ class DatasetSpec(BaseModel):
     """Who may use the model, for which decisions, and what is out of scope (the card)."""
     limitations: str | None = None
     """What the model's owner knows it cannot do (the card)."""
+    out_of_scope: list[str] = Field(default_factory=list)
+    """Uses the model must not be put to (the card lists them)."""
     sensitive: list[str] = Field(default_factory=list)
     """Columns fairness is measured by (per group, at training and in monitoring),
     whether or not the model takes them as inputs (`features`)."""

@@ -13,7 +13,7 @@ import pandas as pd
 from mlcycle.engine import LOCAL, Engine
 from mlcycle.errors import TrainingError
 from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
-from mlcycle.store.base import BATCHES, Store
+from mlcycle.store.base import BATCHES, Store, as_datetime
 from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.features import model_frame
 from mlcycle.train.holdout import EvaluationSet, evaluation_set, id_positions
@@ -35,6 +35,8 @@ class Snapshot:
     """Each id's hold-out position (`mlcycle.train.holdout.id_positions`)."""
     sensitive: pd.DataFrame | None = None
     """The spec's sensitive columns, aligned with `X` (inputs or not)."""
+    loaded: list[str] | None = None
+    """When the rows' ETL batches ran: the first start and the last finish (ISO 8601)."""
 
     def evaluation_set(self, fraction: float) -> EvaluationSet:
         """The hold-out rows below `fraction`: the rows a decision is measured on."""
@@ -110,12 +112,20 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
         positions=id_positions(ids),
         sensitive=frame[spec.sensitive].copy() if spec.sensitive else None,
         batch_ids=batch_ids,
-        batch_statuses={
-            str(b["_id"]): str(b.get("status"))
-            for b in store.find(BATCHES)
-            if str(b.get("_id")) in set(batch_ids)
-        },
+        **_batches(store, batch_ids),
     )
+
+
+def _batches(store: Store, batch_ids: list[str]) -> dict[str, Any]:
+    """The rows' ETL batches: each one's status, and when they ran (first to last)."""
+    wanted = set(batch_ids)
+    found = [b for b in store.find(BATCHES) if str(b.get("_id")) in wanted]
+    starts = [as_datetime(b["started_at"]) for b in found if b.get("started_at")]
+    ends = [as_datetime(b["finished_at"]) for b in found if b.get("finished_at")]
+    return {
+        "batch_statuses": {str(b["_id"]): str(b.get("status")) for b in found},
+        "loaded": [min(starts).isoformat(), max(ends or starts).isoformat()] if starts else None,
+    }
 
 
 def profile(snapshot: Snapshot, spec: DatasetSpec) -> dict[str, Any]:

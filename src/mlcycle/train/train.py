@@ -254,6 +254,8 @@ def write_card(
         "rows": len(snapshot.ids),
         "data_hash": snapshot.data_hash,
         "batches": snapshot.batch_ids,
+        "loaded": snapshot.loaded,
+        "labels": _label_balance(spec, snapshot),
         "metrics": fitted.metrics,
         "baseline": fitted.baseline,
         "cv": fitted.cv,
@@ -268,6 +270,13 @@ def write_card(
     (folder / card.CARD_HTML).write_text(card.card_html(text))
     mlflow.log_text(text, card.CARD_MD)
     mlflow.log_text(card.card_html(text), card.CARD_HTML)
+
+
+def _label_balance(spec: DatasetSpec, snapshot: Snapshot) -> dict[str, int]:
+    """Rows per label, in the spec's label order."""
+    assert spec.target is not None
+    counts = np.bincount(snapshot.y, minlength=max(spec.target.labels.values()) + 1)
+    return {label: int(counts[spec.target.labels[label]]) for label in spec.target.label_order}
 
 
 def write_insight(

@@ -12,8 +12,10 @@ with `d` such features then adds to feature `i`
 where `o_j` is 1 when the row falls in feature `j`'s interval and 0 otherwise: the
 Shapley value of the leaf's path game, which is what TreeSHAP's EXTEND/UNWIND recursion
 computes. Here the sum over k is an integral (W is a Beta function), evaluated
-exactly by Gauss-Legendre quadrature (`_leaf_shares`), for all leaves of all trees and a
-block of rows at once: a handful of numpy operations per block, however many trees.
+exactly by Gauss-Legendre quadrature, and a row's products over a leaf's path are one
+matrix product in log space (`_constants`, `_leaf_shares`): leaves are taken in groups
+of equal path length, a block of rows at once, so the cost is a few dozen numpy calls
+however many trees, and a batch runs about as fast as shap's own C++ (benchmarks/batch.py).
 
 `TreeExplainer` serves them from a bundle's `trees.npz`: the request's columns encoded as
 the trees compare them (the spec pipeline's scaling and one-hot columns, in numpy), then
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 BLOCK_CELLS = 1_000_000
-"""Rows x leaves x path slots x quadrature nodes computed at once."""
+"""Rows x leaves x path slots computed at once."""
 
 
 def leaf_tables(trees: list[dict[str, np.ndarray]], n_outputs: int) -> dict[str, np.ndarray]:
@@ -93,13 +95,9 @@ def _walk(
         _walk(tree, child, step, leaves)
 
 
-def _bands(unique: np.ndarray, rows: int) -> list[tuple[int, int, int]]:
-    """(first leaf, end, slots) of the leaf groups computed together: all leaves at once
-    (padded to the deepest) for a few rows, where numpy's per-call cost dominates; one
-    group per distinct-feature count for many, where padding would be wasted work."""
-    depth = int(unique.max()) if len(unique) else 0
-    if rows * len(unique) * depth * ((depth + 1) // 2) <= BLOCK_CELLS:
-        return [(0, len(unique), depth)] if depth else []
+def _bands(unique: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first leaf, end, slots) of the leaf groups computed together: one per number of
+    distinct features on a path (no padding, and a few dozen groups at most)."""
     found = []
     for d in np.unique(unique[unique > 0]):
         leaves = np.flatnonzero(unique == d)  # leaf_tables sorted the leaves by `unique`
@@ -108,28 +106,32 @@ def _bands(unique: np.ndarray, rows: int) -> list[tuple[int, int, int]]:
 
 
 def shap_values(
-    tables: dict[str, np.ndarray], X: np.ndarray, groups: np.ndarray | None = None
+    tables: dict[str, np.ndarray],
+    X: np.ndarray,
+    groups: np.ndarray | None = None,
+    cache: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """SHAP values of `X` (rows x encoded features, as the trees compare them): rows x
     features x outputs, each row's summing to its raw output less `expected`. With
     `groups` (encoded feature -> the column it adds to), the values summed by group:
-    rows x (max group + 1) x outputs."""
+    rows x (max group + 1) x outputs. `cache` keeps the leaves' constants between calls
+    (up to CACHE_BYTES)."""
     feature, value, unique = tables["feature"], tables["value"], tables["unique"]
     if groups is None:
         groups = np.arange(X.shape[1])
     width, outputs = (int(groups.max()) + 1 if len(groups) else 0), value.shape[1]
     out = np.zeros((len(X), width, outputs))
-    for a, b, d in _bands(unique, len(X)):
+    for a, b, d in _bands(unique):
         column = feature[a:b, :d]
         valid = column >= 0
         column = np.where(valid, column, 0)
-        lo, hi, zero = tables["lo"][a:b, :d], tables["hi"][a:b, :d], tables["zero"][a:b, :d]
+        lo, hi = tables["lo"][a:b, :d], tables["hi"][a:b, :d]
+        consts = _constants(tables["zero"][a:b, :d], valid, (a, b, d), cache)
         target = groups[column]  # leaves x d
-        block = max(1, BLOCK_CELLS // ((b - a) * d * ((d + 1) // 2)))
+        block = max(1, BLOCK_CELLS // ((b - a) * d))
         for start in range(0, len(X), block):
             x = X[start : start + block][:, column]  # rows x leaves x d
-            one = valid & (x > lo) & (x <= hi)
-            phi = _leaf_shares(one, zero, valid)  # rows x leaves x d
+            phi = _leaf_shares(valid & (x > lo) & (x <= hi), consts)  # rows x leaves x d
             n = len(x)
             at = (np.arange(n)[:, None, None] * width + target[None]).ravel()
             for k in range(outputs):
@@ -140,24 +142,54 @@ def shap_values(
     return out
 
 
-def _leaf_shares(one: np.ndarray, zero: np.ndarray, valid: np.ndarray) -> np.ndarray:
+CACHE_BYTES = 128 * 2**20
+"""Leaf constants an explainer keeps between calls, at most."""
+
+
+def _constants(
+    zero: np.ndarray, valid: np.ndarray, key: Any, cache: dict[Any, Any] | None
+) -> dict[str, np.ndarray]:
+    """What the quadrature needs of a group of leaves, whatever the rows: with nodes s_q
+    and weights g_q, a slot's factor (1-s) z + s o is (1-s) z when the row leaves the
+    path there and (1-s) z (1 + s / ((1-s) z)) when it follows it, so a row's product
+    is exp(log base + o . log ratio) (a matrix product), and dividing one factor out is
+    a second one (`h`: g / ((1-s) z + s) per slot; `c0`: g / (1-s))."""
+    if cache is not None and key in cache:
+        return cache[key]
+    d = zero.shape[1]
+    nodes, weights = np.polynomial.legendre.leggauss(max(1, (d + 1) // 2))
+    s, g = (nodes + 1.0) / 2.0, weights / 2.0
+    z = np.maximum(np.where(valid, zero, 1.0), 1e-300)  # (a padding slot: a factor of 1)
+    scaled = (1.0 - s)[:, None, None] * z[None]  # nodes x leaves x d
+    found = {
+        "z": z,
+        "valid": valid,
+        "base": np.where(valid[None], np.log(scaled), 0.0).sum(axis=2).T,  # leaves x nodes
+        "ratio": np.where(valid[None], np.log1p(s[:, None, None] / scaled), 0.0).transpose(1, 2, 0),
+        "h": g[None, :, None] / ((1.0 - s)[None, :, None] * z[:, None, :] + s[None, :, None]),
+        "c0": g / (1.0 - s),
+    }
+    if cache is not None:
+        used = sum(v.nbytes for c in cache.values() for v in c.values())
+        if used + sum(v.nbytes for v in found.values()) <= CACHE_BYTES:
+            cache[key] = found
+    return found
+
+
+def _leaf_shares(one: np.ndarray, c: dict[str, np.ndarray]) -> np.ndarray:
     """(o_i - z_i) * sum_k W[k] [t^k] prod_{j != i}(z_j + o_j t) for every row, leaf and
     path slot i, where W[k] = k! (d-k-1)! / d!. As W[k] is the Beta integral of
     s^k (1-s)^(d-1-k) over [0, 1], the sum is the integral of
     prod_{j != i}((1-s) z_j + s o_j): a polynomial of degree d-1 in s, which Gauss-Legendre
-    quadrature with ceil(d/2) nodes integrates exactly. Every factor is >= 0, so nothing
-    cancels (Yu et al., Linear TreeShap, 2022)."""
-    d = one.shape[2]
-    nodes, node_weights = np.polynomial.legendre.leggauss(max(1, (d + 1) // 2))
-    s = (nodes + 1.0) / 2.0
-    o = one.astype(np.float64)
-    factors = (1.0 - s)[:, None, None, None] * zero + s[:, None, None, None] * o
-    factors = np.where(valid, factors, 1.0)  # a padding slot is a factor of 1
-    product = factors.prod(axis=3, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        others = np.where(factors > 0, product / factors, 0.0)
-    integral = np.einsum("q,qrld->rld", node_weights / 2.0, others)
-    return np.where(valid, (o - zero) * integral, 0.0)
+    quadrature with ceil(d/2) nodes integrates exactly (Yu et al., Linear TreeShap,
+    2022). Every factor is >= 0, so nothing cancels."""
+    o = one.transpose(1, 0, 2).astype(np.float64)  # leaves x rows x d
+    product = np.exp(np.matmul(o, c["ratio"]) + c["base"][:, None, :])  # leaves x rows x nodes
+    z = c["z"][:, None, :]
+    followed = np.matmul(product, c["h"])  # the integral where o_i = 1
+    left = (product @ c["c0"])[:, :, None] / z  # ... and where o_i = 0
+    phi = np.where(c["valid"][:, None, :], (o - z) * np.where(o > 0, followed, left), 0.0)
+    return phi.transpose(1, 0, 2)
 
 
 class TreeExplainer:
@@ -170,6 +202,7 @@ class TreeExplainer:
         """What the contributions add up to: log_odds (of class 1), scores (each class's
         before the softmax) or probability (each class's)."""
         self._fill = fill or {}
+        self._cache: dict[Any, Any] = {}
         self._groups = tables["groups"]
         self._float32 = bool(tables["float32"])
         numeric = tables["numeric"]
@@ -203,7 +236,7 @@ class TreeExplainer:
     def explain(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(base, contributions): `base` per output (k), and a feature's SHAP value for
         each row and output (n x k), so `base + sum(contributions)` is the raw score."""
-        phi = shap_values(self.tables, self.encode(feed), self._groups)
+        phi = shap_values(self.tables, self.encode(feed), self._groups, self._cache)
         phi = np.pad(phi, ((0, 0), (0, len(self.names) - phi.shape[1]), (0, 0)))
         return np.asarray(self.tables["expected"], dtype=np.float64), {
             name: phi[:, j, :] for j, name in enumerate(self.names)

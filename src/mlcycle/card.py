@@ -61,9 +61,15 @@ def _fairness(fairness: dict[str, Any], spec: DatasetSpec) -> list[str]:
 def _evaluation(result: dict[str, Any], champion: dict[str, Any]) -> list[str]:
     """The metrics table (model, baseline, champion) and the CV line."""
     lines: list[str] = []
-    head = ["metric", "model", "baseline"] + (["champion"] if champion else [])
+    intervals = result.get("intervals") or {}
+    head = ["metric", "model", "95 % interval", "baseline"] + (["champion"] if champion else [])
     table_rows = [
-        [m, result["metrics"].get(m), result["baseline"].get(m)]
+        [
+            m,
+            result["metrics"].get(m),
+            " – ".join(f"{v:.4f}" for v in intervals[m]) if m in intervals else "—",
+            result["baseline"].get(m),
+        ]
         + ([champion.get(m)] if champion else [])
         for m in METRICS
         if m in result["metrics"]
@@ -146,7 +152,11 @@ def render_card(
         "",
         *_importance(result.get("importance") or {}),
         "",
-        *_rules(result.get("rules") or [], result["metrics"].get("accuracy")),
+        *_rules(
+            result.get("rules") or [],
+            result["metrics"].get("accuracy"),
+            (result.get("intervals") or {}).get("accuracy"),
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -188,16 +198,29 @@ def _importance(importance: dict[str, float]) -> list[str]:
 RULES_SHOWN = 3
 
 
-def _rules(rules: list[dict[str, Any]], accuracy: float | None) -> list[str]:
+def _rules(
+    rules: list[dict[str, Any]], accuracy: float | None, interval: list[float] | None
+) -> list[str]:
     """The best one-feature rules against the model, on the same hold-out rows."""
     if not rules:
         return []
     best = rules[0]
     gap = None if accuracy is None else accuracy - best["accuracy"]
+    within = ""
+    if interval and best["accuracy"] > interval[1]:
+        within = " That is above the model's 95 % interval: the rule does better on these rows."
+    elif interval and best["accuracy"] < interval[0]:
+        within = " That is below the model's 95 % interval: the model does better on these rows."
+    elif interval:
+        within = (
+            " That is within the model's 95 % interval: on these rows the model is not "
+            "shown to do better than the rule."
+        )
     return [
         "One-feature rules (each fitted on the training part, scored on the same hold-out "
         f"rows): the best, on `{best['feature']}`, reaches accuracy {_num(best['accuracy'])}"
-        + (f", the model {_num(accuracy)} ({gap:+.4f})." if gap is not None else "."),
+        + (f", the model {_num(accuracy)} ({gap:+.4f})." if gap is not None else ".")
+        + within,
         "",
         *_table(
             ["feature", "rule", "accuracy"],

@@ -76,7 +76,7 @@ def _every_number_comes_from_the_run(text: str, evaluation: Path, result: object
 
     recorded = {
         name: json.loads((evaluation / f"{name}.json").read_text())
-        for name in ("metrics", "fairness", "importance", "rules")
+        for name in ("metrics", "fairness", "importance", "rules", "intervals")
     }
     numbers: set[str] = set()
 
@@ -110,5 +110,7 @@ def _every_number_comes_from_the_run(text: str, evaluation: Path, result: object
     for rule in recorded["rules"][:3]:
         assert f"| {rule['feature']} | `{rule['rule'][:120]}` | {rule['accuracy']:.4f} |" in text
     for metric in ("accuracy", "roc_auc"):
-        row = f"| {metric} | {recorded['metrics']['test'][metric]:.4f} | "
+        low, high = recorded["intervals"][metric]
+        assert low <= recorded["metrics"]["test"][metric] <= high
+        row = f"| {metric} | {recorded['metrics']['test'][metric]:.4f} | {low:.4f} – {high:.4f} | "
         assert row + f"{recorded['metrics']['baseline'][metric]:.4f} |" in text

@@ -120,3 +120,26 @@ def one_feature_rules(
             }
         )
     return sorted(out, key=lambda r: (-r["accuracy"], r["feature"]))
+
+
+def metric_intervals(
+    pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray, positive: int | None
+) -> dict[str, list[float]]:
+    """95 % intervals of the hold-out metrics the card shows: accuracy (Wilson) and, for
+    two labels, ROC AUC (Hanley-McNeil)."""
+    from mlcycle.monitor.stats import auc_interval, roc_auc, wilson
+
+    if x_test.empty:
+        return {}
+    predicted = np.asarray(pipeline.predict(x_test))
+    out = {"accuracy": [float(v) for v in wilson(int((predicted == y_test).sum()), len(y_test))]}
+    if positive is not None:
+        classes = list(pipeline.classes_)
+        score = pipeline.predict_proba(x_test)[:, classes.index(positive)]
+        truth = np.asarray(y_test) == positive
+        auc = roc_auc(truth, score)
+        pos = int(truth.sum())
+        low, high = auc_interval(auc, pos, len(truth) - pos)
+        if np.isfinite(low):
+            out["roc_auc"] = [float(low), float(high)]
+    return out

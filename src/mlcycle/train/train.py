@@ -37,6 +37,7 @@ from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train import fairness, holdout, insight
 from mlcycle.train.config import TrainConfig
+from mlcycle.train.evaluation import positive_class
 from mlcycle.train.fitting import FitResult, fit
 from mlcycle.train.judge import HOLDOUT_TAG, Contender, Verdict, judge, registered
 from mlcycle.train.mlflow_model import log_pyfunc, log_training_input, raw_example
@@ -296,6 +297,9 @@ def write_insight(
             fitted.x_test,
             fitted.y_test,
             {v: k for k, v in meta.labels.items()},
+        ),
+        "intervals": insight.metric_intervals(
+            fitted.pipeline, fitted.x_test, fitted.y_test, positive_class(spec)
         ),
     }
     for name, value in found.items():

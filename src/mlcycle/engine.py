@@ -23,7 +23,7 @@ from mlcycle.config import PART_BYTES
 from mlcycle.errors import MlcycleError
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pyarrow as pa
 
     from mlcycle.etl.pipeline import EtlSummary
     from mlcycle.etl.sources import FileSource
@@ -78,17 +78,17 @@ class Engine:
 
         return run_etl_dask(spec, source, store, self.client, part_bytes=part_bytes, **options)
 
-    def read_snapshot(
-        self, store: Store, dataset: str, columns: list[str], require: str | None
-    ) -> pd.DataFrame:
-        """The stored rows training reads: by the store here, by the workers in parallel
-        `_id` ranges on Dask (MongoDB)."""
+    def read_columns(
+        self, store: Store, dataset: str, schema: pa.Schema, require: str | None
+    ) -> pa.Table:
+        """The stored rows training reads, as typed Arrow columns: by the store here, by
+        the workers in parallel `_id` ranges on Dask (MongoDB)."""
         if not self.distributed:
-            return store.read_snapshot(dataset, columns=columns, require=require)
-        from mlcycle.etl.distributed import read_snapshot_dask
+            return store.read_columns(dataset, schema, require=require)
+        from mlcycle.etl.distributed import read_columns_dask
 
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
-        return read_snapshot_dask(store, self.client, dataset, columns, require, parts=2 * workers)
+        return read_columns_dask(store, self.client, dataset, schema, require, parts=2 * workers)
 
     def describe(self) -> str:
         if not self.distributed:

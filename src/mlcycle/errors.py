@@ -4,7 +4,7 @@ used by the app's one exception handler for an error a route raises).
 
 | error | exit | HTTP |
 | --- | --- | --- |
-| MlcycleError, RejectedShareExceeded, SourceChanged, TrainingError, CandidateRejected, ContractChanged | 1 | 500 |
+| MlcycleError, RejectedShareExceeded, SourceChanged, StoredValueError, TrainingError, CandidateRejected, ContractChanged | 1 | 500 |
 | BadInput, SpecError, StructuralError, StoreAccessDenied, RegistryAccessDenied, Unservable | 2 | 400 |
 | InvalidRequest (a request's values) | 2 | 422 |
 | BodyTooLarge / UnsupportedMediaType / BodyTimeout / MethodNotAllowed | 2 | 413 / 415 / 408 / 405 |
@@ -66,6 +66,10 @@ class StoreUnavailable(MlcycleError):
 
 class StoreAccessDenied(BadInput):
     """The store refused the credentials or the operation: a configuration problem."""
+
+
+class StoredValueError(MlcycleError):
+    """A stored row holds a value its column's type (from the spec) cannot take."""
 
 
 class TrainingError(MlcycleError):

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
+from mlcycle.errors import StoredValueError
 from mlcycle.store.base import Store
 
 
@@ -76,6 +78,55 @@ def test_snapshot_keeps_lineage_fields(store: Store) -> None:
     snap = store.read_snapshot("loan")
     assert snap.loc[0, "_hash"] == "h7"
     assert snap.loc[0, "_batch_id"] == "b1"
+
+
+def _schema() -> pa.Schema:
+    return pa.schema(
+        [
+            ("Loan_ID", pa.string()),
+            ("LoanAmount", pa.float64()),
+            ("Loan_Status", pa.string()),
+            ("_hash", pa.string()),
+        ]
+    )
+
+
+def test_columns_come_typed_by_the_schema_without_unlabelled_rows(store: Store) -> None:
+    rows = [_row(1), _row(2, label=None), _row(3, amount=None), {**_row(4), "LoanAmount": 7}]
+    del rows[0]["LoanAmount"]  # a field the document lacks reads as null
+    store.write_rows("loan", rows, [])
+    table = store.read_columns("loan", _schema(), require="Loan_Status")
+    assert table.schema == _schema()
+    got = sorted(zip(*(table[c].to_pylist() for c in _schema().names), strict=True))
+    assert got == [
+        ("ID0001", None, "Y", "h1"),
+        ("ID0003", None, "Y", "h3"),
+        ("ID0004", 7.0, "Y", "h4"),
+    ]
+    assert store.read_columns("nothing_here", _schema()).num_rows == 0
+
+
+def test_columnar_reads_span_many_chunks_and_see_every_row_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcycle.store import embedded, mongo
+
+    monkeypatch.setattr(embedded, "READ_ROWS", 1_000)
+    monkeypatch.setattr(mongo, "READ_BATCH", 1_000)
+    rows = [_row(i, amount=float(i)) for i in range(2_500)]
+    store.write_rows("loan", rows, [])
+    store.write_rows("loan", [], [_row(7, amount=-1.0, h="g")])  # replaced: a new place
+    table = store.read_columns("loan", _schema())
+    assert table.num_rows == 2_500
+    ids = table["Loan_ID"].to_pylist()
+    assert sorted(ids) == [r["_id"] for r in rows]
+    assert dict(zip(ids, table["LoanAmount"].to_pylist(), strict=True))["ID0007"] == -1.0
+
+
+def test_a_stored_value_of_another_type_is_named_not_coerced(store: Store) -> None:
+    store.write_rows("loan", [_row(1), {**_row(2), "LoanAmount": "lots"}], [])
+    with pytest.raises(StoredValueError, match=r"'ID0002'.*'lots'.*'LoanAmount'.*double"):
+        store.read_columns("loan", _schema())
 
 
 def test_put_upserts_by_id_and_find_matches_fields(store: Store) -> None:

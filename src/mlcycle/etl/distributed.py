@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlcycle.config import CHUNK_ROWS, LOCK_LEASE, MAX_REJECTED_SHARE, PART_BYTES
 from mlcycle.errors import MlcycleError, SourceChanged, StructuralError
@@ -381,38 +382,39 @@ def worker_database(store: Store) -> str | None:
 def read_range(
     mongo_db: str,
     dataset: str,
-    columns: list[str],
+    schema: pa.Schema,
     require: str | None,
     id_range: tuple[Any, Any],
-) -> pd.DataFrame:
-    """On a worker: the snapshot rows whose `_id` is in one range."""
+) -> pa.Table:
+    """On a worker: the snapshot rows whose `_id` is in one range, as Arrow columns."""
     store = worker_store(mongo_db)
     try:
-        return store.read_snapshot(dataset, columns=columns, require=require, id_range=id_range)  # type: ignore[call-arg]
+        return store.read_columns(dataset, schema, require=require, id_range=id_range)  # type: ignore[call-arg]
     finally:
         store.close()
 
 
-def read_snapshot_dask(
+def read_columns_dask(
     store: Store,
     client: Any,
     dataset: str,
-    columns: list[str],
+    schema: pa.Schema,
     require: str | None,
     parts: int,
-) -> pd.DataFrame:
+) -> pa.Table:
     """The training snapshot read by the workers in parallel `_id` ranges (MongoDB);
     the embedded store, one local file, is read here."""
+    from mlcycle.store import columns
     from mlcycle.store.mongo import MongoStore
 
     if not isinstance(store, MongoStore):
-        return store.read_snapshot(dataset, columns=columns, require=require)
+        return store.read_columns(dataset, schema, require=require)
     cuts = [None, *store.id_bounds(dataset, parts), None]
     ranges = list(itertools.pairwise(cuts))
     futures = [
-        client.submit(read_range, store.db.name, dataset, columns, require, r, pure=False)
+        client.submit(read_range, store.db.name, dataset, schema, require, r, pure=False)
         for r in ranges
     ]
-    frames = [f.result() for f in futures]
+    tables = [f.result() for f in futures]
     logger.info("snapshot read in %d id range(s) by the workers", len(ranges))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return columns.concat(tables, schema)

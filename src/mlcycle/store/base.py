@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from mlcycle.config import Settings
 
@@ -81,6 +82,11 @@ class Store(Protocol):
     ) -> pd.DataFrame:
         """All current rows as a DataFrame (only `columns` if given; rows whose `require`
         field is not null if given). Lineage fields `_hash` and `_batch_id` are included."""
+
+    def read_columns(self, dataset: str, schema: pa.Schema, require: str | None = None) -> pa.Table:
+        """All current rows as Arrow columns typed by `schema` (`mlcycle.store.columns`),
+        read a chunk at a time; rows whose `require` column is null are left out. A
+        stored value its column's type cannot take raises StoredValueError naming it."""
 
     def put(self, collection: str, docs: Sequence[Document]) -> None:
         """Insert or replace documents by `_id` (quarantine entries, batch records)."""

@@ -28,6 +28,7 @@ from mlcycle.store.base import LOCKS, Document, as_utc
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def _dumps(doc: Document | list[Document]) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
 
 
+READ_ROWS = 50_000
+"""Stored documents a columnar read parses at once (`read_columns`)."""
 APPEND_ROWS = 256
 """Most documents an `append` writes in one statement (two parameters each: far below
 SQLite's smallest limit on parameters, 999)."""
@@ -264,6 +267,36 @@ class EmbeddedStore:
         if columns is not None:
             frame = frame.reindex(columns=list(columns))
         return frame.reset_index(drop=True)
+
+    @_sqlite_errors
+    def read_columns(self, dataset: str, schema: pa.Schema, require: str | None = None) -> pa.Table:
+        """The rows as Arrow columns: SQLite joins a chunk of stored documents into one
+        JSON-lines text, pyarrow's reader types it by `schema`; memory holds one chunk's
+        text beside the columns read so far."""
+        from mlcycle.store import columns
+
+        if not self._exists(dataset):
+            return schema.empty_table()
+        table = self._ensure(dataset)
+        parts = []
+        last = -(2**63)
+        query = (
+            f"SELECT max(r), CAST(group_concat(doc, char(10)) AS BLOB) FROM "
+            f"(SELECT rowid AS r, doc FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?)"
+        )
+        with self._lock:  # one read transaction: every chunk sees the same rows (WAL)
+            self.conn.execute("BEGIN")
+            try:
+                while True:
+                    last_row, text = self.conn.execute(query, (last, READ_ROWS)).fetchone()
+                    if last_row is None:
+                        break
+                    last = last_row
+                    part = columns.from_json_lines(text, schema, dataset)
+                    parts.append(columns.kept(part, require))
+            finally:
+                self.conn.execute("COMMIT")
+        return columns.concat(parts, schema)
 
     def put(self, collection: str, docs: Sequence[Document]) -> None:
         self._upsert(collection, docs)

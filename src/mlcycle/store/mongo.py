@@ -44,6 +44,7 @@ from mlcycle.store.base import LOCKS, Document, as_utc
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -311,19 +312,7 @@ class MongoStore:
         import pandas as pd
 
         coll = self._coll(dataset)
-        query: dict[str, Any] = {require: {"$ne": None}} if require else {}
-        if id_range is not None:
-            lo, hi = id_range
-            bounds = {
-                **({"$gte": lo} if lo is not None else {}),
-                **({"$lt": hi} if hi is not None else {}),
-            }
-            if bounds:
-                query["_id"] = bounds
-        projection: dict[str, int] | None = None
-        if columns is not None:
-            projection = {c: 1 for c in columns}
-            projection["_id"] = 1 if "_id" in columns else 0
+        query, projection = _snapshot_query(columns, require, id_range)
 
         def read() -> list[Document]:
             return list(coll.find(query, projection, batch_size=10_000))
@@ -332,6 +321,29 @@ class MongoStore:
         if columns is not None:
             frame = frame.reindex(columns=list(columns))
         return frame
+
+    def read_columns(
+        self,
+        dataset: str,
+        schema: pa.Schema,
+        require: str | None = None,
+        id_range: tuple[Any, Any] | None = None,
+    ) -> pa.Table:
+        """The rows as Arrow columns typed by `schema`, decoded a cursor batch at a time
+        (memory holds one batch of documents beside the columns read so far)."""
+        from mlcycle.store import columns
+
+        coll = self._coll(dataset)
+        query, projection = _snapshot_query(schema.names, require, id_range)
+
+        def read() -> pa.Table:
+            parts = []
+            cursor = coll.find(query, projection, batch_size=READ_BATCH)
+            while batch := list(islice(cursor, READ_BATCH)):
+                parts.append(columns.from_documents(batch, schema, dataset))
+            return columns.concat(parts, schema)
+
+        return self._call("read snapshot", read)
 
     def put(self, collection: str, docs: Sequence[Document]) -> None:
         coll = self._coll(collection)
@@ -449,3 +461,27 @@ class MongoStore:
             self._client.close()
             self._client = None
         self._hash_maps.clear()
+
+
+READ_BATCH = 20_000
+"""Documents a columnar read decodes into typed arrays at once."""
+
+
+def _snapshot_query(
+    columns: Sequence[str] | None, require: str | None, id_range: tuple[Any, Any] | None
+) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """The filter (labelled rows, an `_id` range) and projection of a snapshot read."""
+    query: dict[str, Any] = {require: {"$ne": None}} if require else {}
+    if id_range is not None:
+        lo, hi = id_range
+        bounds = {
+            **({"$gte": lo} if lo is not None else {}),
+            **({"$lt": hi} if hi is not None else {}),
+        }
+        if bounds:
+            query["_id"] = bounds
+    projection: dict[str, int] | None = None
+    if columns is not None:
+        projection = {c: 1 for c in columns}
+        projection["_id"] = 1
+    return query, projection

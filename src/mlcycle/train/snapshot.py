@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlcycle.engine import LOCAL, Engine
 from mlcycle.errors import TrainingError
 from mlcycle.spec import NUMBER_LIMIT, DatasetSpec, value_text
 from mlcycle.store.base import BATCHES, Store, as_datetime
+from mlcycle.store.columns import TextColumn, schema_for
 from mlcycle.store.lease import describe_holder, live_holder
-from mlcycle.train.features import model_frame
-from mlcycle.train.holdout import EvaluationSet, evaluation_set, id_positions
+from mlcycle.train.holdout import EvaluationSet, evaluation_set, id_positions, lines_digest
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,12 @@ class Snapshot:
 
     X: pd.DataFrame
     y: np.ndarray
-    ids: list[str]
+    ids: Sequence[str]
+    """Each row's id as text, in row order (Arrow text: `TextColumn`)."""
     data_hash: str
     batch_ids: list[str]
     batch_statuses: dict[str, str] = field(default_factory=dict)
-    row_hashes: list[str] = field(default_factory=list)
+    row_hashes: Sequence[str] = field(default_factory=list)
     """Each row's content hash (the ETL's `_hash`), in the order of `ids`."""
     positions: np.ndarray = field(default_factory=lambda: np.empty(0))
     """Each id's hold-out position (`mlcycle.train.holdout.id_positions`)."""
@@ -45,7 +47,13 @@ class Snapshot:
 
 def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Snapshot:
     """Read the newest labelled rows and check they can train a model (on the dask
-    engine, MongoDB is read by the workers in parallel `_id` ranges)."""
+    engine, MongoDB is read by the workers in parallel `_id` ranges).
+
+    The rows arrive as Arrow columns typed by the spec, never as Python documents; the
+    model's frame holds 8 bytes per row and feature (numbers, or references to the
+    few distinct category texts), ids and row hashes stay Arrow text."""
+    import pyarrow.compute as pc
+
     if spec.target is None:
         raise TrainingError(f"dataset spec {spec.name!r} has no target column")
     target = spec.target.column
@@ -56,33 +64,101 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
             "train when it has finished, so a model never learns from half a load"
         )
     extra = [c for c in spec.sensitive if c not in spec.feature_columns]
-    columns = [spec.id_column, *spec.feature_columns, *extra, target, "_hash", "_batch_id"]
-    frame = engine.read_snapshot(store, spec.name, columns, target)
-    if frame.empty:
+    names = [spec.id_column, *spec.feature_columns, *extra, target, "_hash", "_batch_id"]
+    table = engine.read_columns(store, spec.name, schema_for(spec, names), target)
+    if table.num_rows == 0:
         raise TrainingError(
             f"no labelled rows for dataset {spec.name!r} in the {store.name} store: "
             "run `mlcycle etl` on files that have the target column first"
         )
-    empty = [c for c in spec.feature_columns if frame[c].isna().all()]
+    empty = [c for c in spec.feature_columns if table[c].null_count == table.num_rows]
     if empty:
         raise TrainingError(
             f"feature column(s) {', '.join(empty)} have no values in the snapshot "
             "(missing from the stored rows?); fix the data or the spec's features"
         )
-    frame = frame.sort_values(spec.id_column, kind="stable").reset_index(drop=True)
-    labels = spec.target.labels
-    # stored labels are text (category), numbers (integer) or booleans: compare as text
-    y = frame[target].map(lambda v: labels.get(value_text(v)))
-    if y.isna().any():
-        bad = sorted(set(frame.loc[y.isna(), target].astype(str)))
+    table = table.sort_by(spec.id_column)
+    y = _labels(table[target], spec.target.labels)
+    ids = TextColumn(pc.cast(table[spec.id_column], pa.string()))
+    X = _model_frame(table, spec)
+    _check_numbers(X, spec, ids)
+    batch_ids = sorted(str(b) for b in pc.drop_null(table["_batch_id"].unique()).to_pylist())
+    row_hashes = TextColumn(pc.cast(table["_hash"], pa.string()))
+    return Snapshot(
+        X=X,
+        y=y,
+        ids=ids,
+        data_hash=lines_digest(ids, row_hashes),
+        row_hashes=row_hashes,
+        positions=id_positions(ids),
+        sensitive=(
+            pd.DataFrame({c: _raw_values(table[c]) for c in spec.sensitive})
+            if spec.sensitive
+            else None
+        ),
+        batch_ids=batch_ids,
+        **_batches(store, batch_ids),
+    )
+
+
+def _labels(column: pa.ChunkedArray, labels: dict[str, int]) -> np.ndarray:
+    """Each stored target value's class (text, number or boolean, compared as text)."""
+    import pyarrow.compute as pc
+
+    found = column.unique()
+    codes = [labels.get(value_text(v)) for v in found.to_pylist()]
+    bad = sorted(str(v) for v, code in zip(found.to_pylist(), codes, strict=True) if code is None)
+    if bad:
         raise TrainingError(f"target values {bad} have no label mapping in the spec")
-    classes = y.value_counts()
-    if len(classes) < 2:
+    if len(set(codes)) < 2:
         raise TrainingError(
-            f"only one class ({frame[target].iloc[0]!r}) among {len(frame)} labelled rows: "
+            f"only one class ({found[0].as_py()!r}) among {len(column)} labelled rows: "
             "a classifier needs at least two"
         )
-    X = model_frame(frame, spec)
+    where = pc.index_in(column, value_set=found).to_numpy()
+    return np.asarray(codes, dtype=np.int64)[where]
+
+
+def _model_frame(table: pa.Table, spec: DatasetSpec) -> pd.DataFrame:
+    """`mlcycle.train.features.model_frame` on Arrow columns: numbers as float64 (NaN
+    when missing), categories and booleans as their canonical text (NaN when missing),
+    each distinct text one shared object."""
+    import pyarrow.compute as pc
+
+    out: dict[str, np.ndarray] = {}
+    for name in spec.numeric_features:
+        column = pc.cast(table[name], pa.float64())
+        out[name] = column.fill_null(np.nan).to_numpy()
+    for name in spec.categorical_features:
+        found = pc.drop_null(table[name].unique())
+        texts = [value_text(v) for v in found.to_pylist()]
+        out[name] = _lookup(table[name], found, [*texts, np.nan])
+    return pd.DataFrame(out)[spec.numeric_features + spec.categorical_features]
+
+
+def _raw_values(column: pa.ChunkedArray) -> np.ndarray | pd.Series:
+    """A stored column as the store's documents hold it: text and booleans as Python
+    objects (None when missing), numbers as float64 or int64."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(column.type) or pa.types.is_boolean(column.type):
+        found = pc.drop_null(column.unique())
+        return _lookup(column, found, [*found.to_pylist(), None])
+    return column.to_pandas()
+
+
+def _lookup(column: pa.ChunkedArray, found: pa.Array, values: list[Any]) -> np.ndarray:
+    """Each row's entry of `values` (by its value's place in `found`; the last entry for
+    a null), as an object array sharing the entries."""
+    import pyarrow.compute as pc
+
+    table = np.empty(len(values), dtype=object)
+    table[:] = values
+    where = pc.index_in(column, value_set=found).fill_null(len(values) - 1)
+    return table[where.to_numpy()]
+
+
+def _check_numbers(X: pd.DataFrame, spec: DatasetSpec, ids: TextColumn) -> None:
     numbers = X[spec.numeric_features].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numbers) & ~np.isnan(numbers) | (
         np.abs(np.nan_to_num(numbers)) > NUMBER_LIMIT
@@ -90,30 +166,13 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         where = ", ".join(
-            f"{frame[spec.id_column].iloc[r]} ({', '.join(np.array(spec.numeric_features)[bad[r]])})"
+            f"{ids[int(r)]} ({', '.join(np.array(spec.numeric_features)[bad[r]])})"
             for r in rows[:10]
         )
         raise TrainingError(
             f"{len(rows)} stored row(s) hold a non-finite or out-of-range number (beyond "
             f"±{NUMBER_LIMIT:g}): {where}. Fix them at the source and rerun `mlcycle etl`"
         )
-    batch_ids = sorted(frame["_batch_id"].dropna().astype(str).unique().tolist())
-    ids = frame[spec.id_column].astype(str).tolist()
-    row_hashes = frame["_hash"].astype(str).tolist()
-    digest = hashlib.sha256()
-    for ident, h in zip(ids, row_hashes, strict=True):
-        digest.update(f"{ident}\t{h}\n".encode())
-    return Snapshot(
-        X=X,
-        y=y.to_numpy(dtype=np.int64),
-        ids=ids,
-        data_hash=digest.hexdigest(),
-        row_hashes=row_hashes,
-        positions=id_positions(ids),
-        sensitive=frame[spec.sensitive].copy() if spec.sensitive else None,
-        batch_ids=batch_ids,
-        **_batches(store, batch_ids),
-    )
 
 
 def _batches(store: Store, batch_ids: list[str]) -> dict[str, Any]:

@@ -37,23 +37,29 @@ def arrow_type(kind: str) -> pa.DataType:
 
 
 def schema_for(spec: DatasetSpec, columns: Iterable[str]) -> pa.Schema:
-    """The Arrow schema of `columns` as the spec types them (lineage fields are text)."""
+    """The Arrow schema of `columns` as the spec types them (lineage fields are text).
+    Columns of few distinct values (categories, booleans' text, the ETL batch) are
+    marked to be kept dictionary-encoded: an index per row, not the text."""
     import pyarrow as pa
 
-    types = {name: arrow_type(c.type) for name, c in spec.columns.items()}
     fields = []
     for name in columns:
-        if name in types:
-            fields.append(pa.field(name, types[name]))
-        elif name in LINEAGE or name == "_id":
+        if name in spec.columns:
+            kind = spec.columns[name].type
+            few = kind == "category"
+            fields.append(pa.field(name, arrow_type(kind), metadata=_FEW if few else None))
+        elif name == "_id":
+            fields.append(pa.field(name, arrow_type(spec.columns[spec.id_column].type)))
+        elif name in LINEAGE:
             fields.append(
-                pa.field(
-                    name, types.get(spec.id_column, pa.string()) if name == "_id" else pa.string()
-                )
+                pa.field(name, pa.string(), metadata=_FEW if name == "_batch_id" else None)
             )
         else:
             raise KeyError(f"column {name!r} is not in the spec of {spec.name!r}")
     return pa.schema(fields)
+
+
+_FEW = {b"mlcycle": b"dictionary"}
 
 
 def from_documents(docs: Sequence[Mapping[str, Any]], schema: pa.Schema, dataset: str) -> pa.Table:
@@ -112,17 +118,25 @@ def _untypable(
 
 
 def kept(part: pa.Table, require: str | None) -> pa.Table:
-    """A chunk without the rows whose `require` column is null."""
+    """A chunk without the rows whose `require` column is null, its columns of few
+    distinct values dictionary-encoded (`schema_for`)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return part if require is None else part.filter(pc.is_valid(part[require]))
+    if require is not None:
+        part = part.filter(pc.is_valid(part[require]))
+    columns = [
+        pc.dictionary_encode(column) if (field.metadata or {}) == _FEW else column
+        for field, column in zip(part.schema, part.columns, strict=True)
+    ]
+    return pa.table(columns, names=part.column_names)
 
 
 def concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    """The chunks as one table (the schema's empty table when there are none)."""
+    """The chunks as one table (none: the schema's empty table, encoded as `kept`)."""
     import pyarrow as pa
 
-    return pa.concat_tables(parts) if parts else schema.empty_table()
+    return pa.concat_tables(parts) if parts else kept(schema.empty_table(), None)
 
 
 class TextColumn(Sequence[str]):

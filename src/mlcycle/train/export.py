@@ -33,6 +33,8 @@ from mlcycle.train.features import MISSING
 logger = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-5
+PARITY_ROWS = 1 << 16
+"""Rows the parity check scores at once (a large snapshot is checked in blocks)."""
 ML_OPSET = 3
 
 
@@ -105,21 +107,26 @@ def export_onnx(pipeline: Any, spec: DatasetSpec, sample: pd.DataFrame) -> OnnxE
         )
         blob = onx.SerializeToString()
         sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-        probs = np.asarray(
-            sess.run(["probabilities"], onnx_feed(sample, spec, fill))[0], dtype=np.float64
-        )
+        diff, classes, shapes = 0.0, 0, None
+        for start in range(0, len(sample), PARITY_ROWS):  # memory: one block's inputs
+            part = sample.iloc[start : start + PARITY_ROWS]
+            probs = np.asarray(
+                sess.run(["probabilities"], onnx_feed(part, spec, fill))[0], dtype=np.float64
+            )
+            expected = pipeline.predict_proba(part)
+            classes = expected.shape[1]
+            if probs.shape != expected.shape:
+                shapes = (probs.shape[1], expected.shape[1])
+                break
+            diff = max(diff, float(np.max(np.abs(probs - expected))))
     except Exception as err:  # converter gaps are many and model-specific
         logger.warning("ONNX export failed: %s", str(err)[:300])
         return OnnxExport(None, None, False, f"export failed: {type(err).__name__}: {err}"[:500])
-    expected = pipeline.predict_proba(sample)
-    if probs.shape != expected.shape:
-        return OnnxExport(
-            None, None, False, f"graph gives {probs.shape[1]} classes, not {expected.shape[1]}"
-        )
-    diff = float(np.max(np.abs(probs - expected))) if len(sample) else 0.0
+    if shapes is not None:
+        return OnnxExport(None, None, False, f"graph gives {shapes[0]} classes, not {shapes[1]}")
     usable = diff <= PARITY_TOLERANCE
     reason = (
-        f"max |p_onnx - p_sklearn| = {diff:.2e} over {expected.shape[1]} classes and {len(sample)} rows"
+        f"max |p_onnx - p_sklearn| = {diff:.2e} over {classes} classes and {len(sample)} rows"
         + ("" if usable else f" exceeds {PARITY_TOLERANCE:g}")
     )
     return OnnxExport(blob, diff, usable, reason, fill, serving)

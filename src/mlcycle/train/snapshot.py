@@ -77,13 +77,19 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
             f"feature column(s) {', '.join(empty)} have no values in the snapshot "
             "(missing from the stored rows?); fix the data or the spec's features"
         )
-    table = table.sort_by(spec.id_column)
-    y = _labels(table[target], spec.target.labels)
-    ids = TextColumn(pc.cast(table[spec.id_column], pa.string()))
-    X = _model_frame(table, spec)
+    order = pc.sort_indices(table[spec.id_column]).to_numpy()  # by id: a reproducible split
+    columns = _Columns(table, order)
+    del table  # each column's memory goes once it is converted
+    y = _labels(columns, target, spec.target.labels)
+    ids = columns.text(spec.id_column)
+    row_hashes = columns.text("_hash")
+    batches, _ = columns.codes("_batch_id")
+    batch_ids = sorted(str(b) for b in batches)
+    sensitive = (
+        pd.DataFrame({c: columns.raw(c) for c in spec.sensitive}) if spec.sensitive else None
+    )
+    X = _model_frame(columns, spec)
     _check_numbers(X, spec, ids)
-    batch_ids = sorted(str(b) for b in pc.drop_null(table["_batch_id"].unique()).to_pylist())
-    row_hashes = TextColumn(pc.cast(table["_hash"], pa.string()))
     return Snapshot(
         X=X,
         y=y,
@@ -91,71 +97,108 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
         data_hash=lines_digest(ids, row_hashes),
         row_hashes=row_hashes,
         positions=id_positions(ids),
-        sensitive=(
-            pd.DataFrame({c: _raw_values(table[c]) for c in spec.sensitive})
-            if spec.sensitive
-            else None
-        ),
+        sensitive=sensitive,
         batch_ids=batch_ids,
         **_batches(store, batch_ids),
     )
 
 
-def _labels(column: pa.ChunkedArray, labels: dict[str, int]) -> np.ndarray:
-    """Each stored target value's class (text, number or boolean, compared as text)."""
-    import pyarrow.compute as pc
+class _Columns:
+    """The read table's columns in id order, each converted once and then let go."""
 
-    found = column.unique()
-    codes = [labels.get(value_text(v)) for v in found.to_pylist()]
-    bad = sorted(str(v) for v, code in zip(found.to_pylist(), codes, strict=True) if code is None)
+    def __init__(self, table: pa.Table, order: np.ndarray) -> None:
+        self.columns = dict(zip(table.column_names, table.columns, strict=True))
+        self.order = order
+        self.rows = table.num_rows
+
+    def _take(self, name: str) -> pa.ChunkedArray:
+        return self.columns.pop(name)
+
+    def text(self, name: str) -> TextColumn:
+        import pyarrow.compute as pc
+
+        column = self._take(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        return TextColumn(pc.take(pc.cast(column, pa.string()), pa.array(self.order)))
+
+    def numbers(self, name: str) -> np.ndarray:
+        import pyarrow.compute as pc
+
+        column = pc.cast(self._take(name), pa.float64())
+        return np.asarray(column.fill_null(np.nan).to_numpy())[self.order]
+
+    def codes(self, name: str, keep: bool = False) -> tuple[list[Any], np.ndarray]:
+        """The column's distinct present values, and each row's place among them (-1
+        for a null), in id order."""
+        import pyarrow.compute as pc
+
+        column = self.columns[name] if keep else self._take(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.unify_dictionaries()
+            values = column.chunk(0).dictionary.to_pylist() if column.num_chunks else []
+            where = np.concatenate(
+                [np.zeros(0, np.int64)]
+                + [c.indices.cast(pa.int64()).fill_null(-1).to_numpy() for c in column.chunks]
+            )
+            present = np.unique(where[where >= 0])
+            where = np.where(where >= 0, np.searchsorted(present, where), -1)
+            values = [values[i] for i in present]
+        else:
+            found = pc.drop_null(column.unique())
+            values = found.to_pylist()
+            where = pc.index_in(column, value_set=found).cast(pa.int64()).fill_null(-1)
+            where = np.asarray(where.to_numpy())
+        return values, where[self.order]
+
+    def raw(self, name: str) -> np.ndarray | pd.Series:
+        """A stored column as the store's documents hold it: text and booleans as
+        Python objects (None when missing), numbers as float64 or int64."""
+        column = self.columns[name]
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if pa.types.is_string(kind) or pa.types.is_boolean(kind):
+            values, where = self.codes(name, keep=True)
+            return _lookup([*values, None], where)
+        return column.take(pa.array(self.order)).to_pandas()
+
+
+def _labels(columns: _Columns, target: str, labels: dict[str, int]) -> np.ndarray:
+    """Each stored target value's class (text, number or boolean, compared as text)."""
+    found, where = columns.codes(target)
+    codes = [labels.get(value_text(v)) for v in found]
+    bad = sorted(str(v) for v, code in zip(found, codes, strict=True) if code is None)
     if bad:
         raise TrainingError(f"target values {bad} have no label mapping in the spec")
     if len(set(codes)) < 2:
         raise TrainingError(
-            f"only one class ({found[0].as_py()!r}) among {len(column)} labelled rows: "
+            f"only one class ({found[0]!r}) among {len(where)} labelled rows: "
             "a classifier needs at least two"
         )
-    where = pc.index_in(column, value_set=found).to_numpy()
     return np.asarray(codes, dtype=np.int64)[where]
 
 
-def _model_frame(table: pa.Table, spec: DatasetSpec) -> pd.DataFrame:
+def _model_frame(columns: _Columns, spec: DatasetSpec) -> pd.DataFrame:
     """`mlcycle.train.features.model_frame` on Arrow columns: numbers as float64 (NaN
     when missing), categories and booleans as their canonical text (NaN when missing),
     each distinct text one shared object."""
-    import pyarrow.compute as pc
-
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, pd.Series] = {}
     for name in spec.numeric_features:
-        column = pc.cast(table[name], pa.float64())
-        out[name] = column.fill_null(np.nan).to_numpy()
+        out[name] = pd.Series(columns.numbers(name), dtype=np.float64)
     for name in spec.categorical_features:
-        found = pc.drop_null(table[name].unique())
-        texts = [value_text(v) for v in found.to_pylist()]
-        out[name] = _lookup(table[name], found, [*texts, np.nan])
+        found, where = columns.codes(name)
+        # object, not pandas' text dtype: scikit-learn takes the column as an object
+        # array, and a text column would make a new Python string per row each time
+        texts = [value_text(v) for v in found]
+        out[name] = pd.Series(_lookup([*texts, np.nan], where), dtype=object)
     return pd.DataFrame(out)[spec.numeric_features + spec.categorical_features]
 
 
-def _raw_values(column: pa.ChunkedArray) -> np.ndarray | pd.Series:
-    """A stored column as the store's documents hold it: text and booleans as Python
-    objects (None when missing), numbers as float64 or int64."""
-    import pyarrow.compute as pc
-
-    if pa.types.is_string(column.type) or pa.types.is_boolean(column.type):
-        found = pc.drop_null(column.unique())
-        return _lookup(column, found, [*found.to_pylist(), None])
-    return column.to_pandas()
-
-
-def _lookup(column: pa.ChunkedArray, found: pa.Array, values: list[Any]) -> np.ndarray:
-    """Each row's entry of `values` (by its value's place in `found`; the last entry for
-    a null), as an object array sharing the entries."""
-    import pyarrow.compute as pc
-
+def _lookup(values: list[Any], where: np.ndarray) -> np.ndarray:
+    """Each row's entry of `values` by its place (-1: the last entry), as an object
+    array sharing the entries."""
     table = np.empty(len(values), dtype=object)
     table[:] = values
-    where = pc.index_in(column, value_set=found).fill_null(len(values) - 1)
-    return table[where.to_numpy()]
+    return table[where]
 
 
 def _check_numbers(X: pd.DataFrame, spec: DatasetSpec, ids: TextColumn) -> None:

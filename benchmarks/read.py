@@ -1,15 +1,15 @@
 """Reading the training snapshot, and training's peak memory, as the table grows.
 
-    python benchmarks/read.py --rows 1000000,5000000 --stores embedded --train
+    python benchmarks/read.py --rows 1000000,5000000 --stores embedded --train 1000000
     python benchmarks/read.py --rows 200000 --stores ferretdb
 
 Loads a synthetic loan table with the ETL (untimed), then, in a fresh process each time
-(so a figure is that process's own peak), reads it the way training does: the stored
-columns typed by the spec (`Store.read_columns`), then the snapshot training learns from
-(`load_snapshot`: sorted, labels mapped, the model's frame, ids and row hashes). Prints
-rows/s (median and min-max of `--runs`) and the peak memory per row above the process's
-size before the read. `--train` also runs `mlcycle train` on the table once and gives
-its peak memory and hold-out metrics.
+(so a figure is that process's own peak), reads it the way training does: "columns" is
+the stored columns typed by the spec (`Store.read_columns`), "snapshot" all training
+reads (`load_snapshot`: the columns, then sorted by id, labels mapped, the model's frame,
+ids, row hashes and hold-out positions). Prints rows/s (median and min-max of `--runs`)
+and the peak memory per row above the process's size before the read. `--train` also runs `mlcycle train` on the table once and gives
+its peak memory and hold-out metrics (on the sizes `--train` names).
 """
 
 from __future__ import annotations
@@ -31,24 +31,29 @@ import json, sys, time
 from pathlib import Path
 from benchmarks.common import peak_mb
 from mlcycle.spec import load_spec, packaged
+from mlcycle.store.columns import schema_for
 from mlcycle.train.snapshot import load_snapshot
 from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.store.mongo import MongoStore
 spec = load_spec(packaged("datasets/loan.yaml"))
-kind, where = sys.argv[1], sys.argv[2]
+kind, where, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 store = EmbeddedStore(Path(where)) if kind == "embedded" else MongoStore(where, "readbench", timeout_ms=600_000, retries=1)
 store.ping() if kind != "embedded" else None
 before = peak_mb()
 t = time.perf_counter()
-snap = load_snapshot(store, spec)
+if mode == "columns":
+    names = [spec.id_column, *spec.feature_columns, spec.target.column, "_hash", "_batch_id"]
+    rows = store.read_columns(spec.name, schema_for(spec, names), spec.target.column).num_rows
+else:
+    rows = len(load_snapshot(store, spec).ids)
 seconds = time.perf_counter() - t
-print(json.dumps({"rows": len(snap.ids), "seconds": seconds, "peak_mb": peak_mb(), "before_mb": before}))
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak_mb(), "before_mb": before}))
 """
 
 
-def _probe(kind: str, where: str) -> dict[str, float]:
+def _probe(kind: str, where: str, mode: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, kind, where],
+        [sys.executable, "-c", PROBE, kind, where, mode],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         check=True,
@@ -84,7 +89,7 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000,5000000")
     parser.add_argument("--stores", default="embedded")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--train", action="store_true")
+    parser.add_argument("--train", default="", help="sizes (of --rows) to run `mlcycle train` on")
     args = parser.parse_args()
     spec = load_spec(packaged("datasets/loan.yaml"))
     work = Path(tempfile.mkdtemp(prefix="mlcycle-read-bench-"))
@@ -92,8 +97,11 @@ def main() -> None:
         f"the snapshot read as training reads it: median (min-max) of {args.runs} fresh processes"
     )
     print()
-    print("| store | rows | rows/s | peak memory | bytes a row |")
-    print("|---|---|---|---|---|")
+    print(
+        "| store | rows | columns: rows/s | columns: peak bytes a row "
+        "| snapshot: rows/s | snapshot: peak bytes a row |"
+    )
+    print("|---|---|---|---|---|---|")
     trained = []
     for rows in (int(r) for r in args.rows.split(",")):
         csv = write_demo(spec, work / f"loans-{rows}.csv", rows, seed=5)
@@ -113,19 +121,20 @@ def main() -> None:
             try:
                 run_etl(spec, csv, store)
                 store.close()
-                runs = [_probe(kind, where) for _ in range(args.runs)]
-                assert all(r["rows"] == rows for r in runs)
-                rates = sorted(rows / r["seconds"] for r in runs)
-                peak = statistics.median(r["peak_mb"] for r in runs)
-                per_row = statistics.median(
-                    (r["peak_mb"] - r["before_mb"]) * 2**20 / rows for r in runs
-                )
-                print(
-                    f"| {kind} | {rows:,} | {statistics.median(rates):,.0f} "
-                    f"({rates[0]:,.0f}-{rates[-1]:,.0f}) | {peak:,.0f} MB | {per_row:,.0f} |",
-                    flush=True,
-                )
-                if args.train and kind == "embedded":
+                cells = []
+                for mode in ("columns", "snapshot"):
+                    runs = [_probe(kind, where, mode) for _ in range(args.runs)]
+                    assert all(r["rows"] == rows for r in runs)
+                    rates = sorted(rows / r["seconds"] for r in runs)
+                    per_row = statistics.median(
+                        (r["peak_mb"] - r["before_mb"]) * 2**20 / rows for r in runs
+                    )
+                    cells += [
+                        f"{statistics.median(rates):,.0f} ({rates[0]:,.0f}-{rates[-1]:,.0f})",
+                        f"{per_row:,.0f}",
+                    ]
+                print(f"| {kind} | {rows:,} | " + " | ".join(cells) + " |", flush=True)
+                if str(rows) in args.train.split(",") and kind == "embedded":
                     trained.append((rows, _train(root)))
             finally:
                 if server is not None:

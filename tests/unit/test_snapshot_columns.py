@@ -101,3 +101,16 @@ def test_a_text_column_reads_like_a_list() -> None:
     assert "id123" in column and "nope" not in column
     with pytest.raises(IndexError):
         column[70_000]
+
+
+def test_hold_out_positions_are_the_keyed_hash_of_each_id() -> None:
+    from mlcycle.train.holdout import _PERSON, id_positions
+
+    ids = ["LP001002", "", "é", "x" * 300, *[f"id{i}" for i in range(1_000)]]
+    want = [
+        int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, person=_PERSON).digest())
+        / 2**64
+        for i in ids
+    ]
+    assert id_positions(ids).tolist() == want
+    assert id_positions(TextColumn(__import__("pyarrow").array(ids))).tolist() == want

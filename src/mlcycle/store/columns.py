@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlcycle.spec import DatasetSpec
 
 LINEAGE = ("_hash", "_batch_id")
-JSON_BLOCK = 8 << 20
+JSON_BLOCK = 1 << 20
 """Bytes of JSON text pyarrow parses as one block (a longer document gets its own)."""
 
 
@@ -84,7 +84,7 @@ def from_json_lines(text: bytes, schema: pa.Schema, dataset: str) -> pa.Table:
     try:
         return pajson.read_json(
             pa.py_buffer(text),
-            read_options=pajson.ReadOptions(block_size=max(JSON_BLOCK, 1 << 20)),
+            read_options=pajson.ReadOptions(block_size=JSON_BLOCK),
             parse_options=pajson.ParseOptions(
                 explicit_schema=schema, unexpected_field_behavior="ignore"
             ),
@@ -117,7 +117,7 @@ def _untypable(
     )
 
 
-def kept(part: pa.Table, require: str | None) -> pa.Table:
+def kept(part: pa.Table, require: str | None, schema: pa.Schema) -> pa.Table:
     """A chunk without the rows whose `require` column is null, its columns of few
     distinct values dictionary-encoded (`schema_for`)."""
     import pyarrow as pa
@@ -126,8 +126,8 @@ def kept(part: pa.Table, require: str | None) -> pa.Table:
     if require is not None:
         part = part.filter(pc.is_valid(part[require]))
     columns = [
-        pc.dictionary_encode(column) if (field.metadata or {}) == _FEW else column
-        for field, column in zip(part.schema, part.columns, strict=True)
+        pc.dictionary_encode(column) if (schema.field(name).metadata or {}) == _FEW else column
+        for name, column in zip(part.column_names, part.columns, strict=True)
     ]
     return pa.table(columns, names=part.column_names)
 
@@ -136,7 +136,7 @@ def concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
     """The chunks as one table (none: the schema's empty table, encoded as `kept`)."""
     import pyarrow as pa
 
-    return pa.concat_tables(parts) if parts else kept(schema.empty_table(), None)
+    return pa.concat_tables(parts) if parts else kept(schema.empty_table(), None, schema)
 
 
 class TextColumn(Sequence[str]):

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from operator import itemgetter
@@ -278,25 +279,32 @@ class EmbeddedStore:
         if not self._exists(dataset):
             return schema.empty_table()
         table = self._ensure(dataset)
-        parts = []
+        parts: list[Future[pa.Table]] = []
         last = -(2**63)
         query = (
             f"SELECT max(r), CAST(group_concat(doc, char(10)) AS BLOB) FROM "
             f"(SELECT rowid AS r, doc FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?)"
         )
-        with self._lock:  # one read transaction: every chunk sees the same rows (WAL)
-            self.conn.execute("BEGIN")
+
+        def parse(text: bytes) -> pa.Table:
+            return columns.kept(columns.from_json_lines(text, schema, dataset), require, schema)
+
+        # SQLite joins the next chunk while a thread parses this one (both let go of
+        # the interpreter), so the two steps overlap on two cores
+        with self._lock, ThreadPoolExecutor(1, thread_name_prefix="mlcycle-read") as pool:
+            self.conn.execute("BEGIN")  # one read transaction: every chunk sees the same rows
             try:
                 while True:
                     last_row, text = self.conn.execute(query, (last, READ_ROWS)).fetchone()
                     if last_row is None:
                         break
                     last = last_row
-                    part = columns.from_json_lines(text, schema, dataset)
-                    parts.append(columns.kept(part, require))
+                    parts.append(pool.submit(parse, text))
+                    if len(parts) > 1:
+                        parts[-2].result()  # at most one chunk's text waits: bounded memory
             finally:
                 self.conn.execute("COMMIT")
-        return columns.concat(parts, schema)
+        return columns.concat([p.result() for p in parts], schema)
 
     def put(self, collection: str, docs: Sequence[Document]) -> None:
         self._upsert(collection, docs)

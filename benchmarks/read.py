@@ -66,7 +66,7 @@ def _probe(kind: str, where: str, mode: str) -> dict[str, float]:
 def _train(root: Path) -> dict[str, object]:
     """`mlcycle train --json` on the embedded store under `root`, with its peak RSS."""
     out = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "mlcycle", "train", "--json"],
+        ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "mlcycle.cli", "train", "--json"],
         cwd=root,
         env={**os.environ, "MLCYCLE_DATA_DIR": str(root / "data"), "MLCYCLE_LOG_LEVEL": "WARNING"},
         check=True,

@@ -108,8 +108,7 @@ def test_hold_out_positions_are_the_keyed_hash_of_each_id() -> None:
 
     ids = ["LP001002", "", "é", "x" * 300, *[f"id{i}" for i in range(1_000)]]
     want = [
-        int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, person=_PERSON).digest())
-        / 2**64
+        int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, person=_PERSON).digest()) / 2**64
         for i in ids
     ]
     assert id_positions(ids).tolist() == want

@@ -340,7 +340,9 @@ class MongoStore:
             parts = []
             cursor = coll.find(query, projection, batch_size=READ_BATCH)
             while batch := list(islice(cursor, READ_BATCH)):
-                parts.append(columns.kept(columns.from_documents(batch, schema, dataset), None, schema))
+                parts.append(
+                    columns.kept(columns.from_documents(batch, schema, dataset), None, schema)
+                )
             return columns.concat(parts, schema)
 
         return self._call("read snapshot", read)

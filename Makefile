@@ -6,7 +6,7 @@ VENV ?= $(ROOT).venv
 PY := $(VENV)/bin/python
 MLCYCLE := $(PY) -m mlcycle.cli
 ROWS ?= 1000
-EXTRAS ?= etl,train,serve,stream,dask,dev
+EXTRAS ?= etl,train,serve,stream,dask,boost,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 

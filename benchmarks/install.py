@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRAS = "etl,train,serve,stream,dask,dev"
+EXTRAS = "etl,train,serve,stream,dask,boost,dev"
 
 
 def _once(installer: str) -> float:

@@ -4,7 +4,7 @@
 # Never installs into the system interpreter, so it works where that one is "externally
 # managed" (Debian, Ubuntu). Says what it does: the first install takes a few minutes.
 set -euo pipefail
-PYTHON="${1:-python3}"; VENV="${2:-.venv}"; EXTRAS="${3:-etl,train,serve,stream,dask,dev}"
+PYTHON="${1:-python3}"; VENV="${2:-.venv}"; EXTRAS="${3:-etl,train,serve,stream,dask,boost,dev}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 

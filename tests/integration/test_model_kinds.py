@@ -38,6 +38,7 @@ PARAMS = {
     "logistic_regression": {"max_iter": 1000},
     "hist_gradient_boosting": {"max_iter": 60},
     "random_forest": {"n_estimators": 60, "min_samples_leaf": 3},
+    "lightgbm": {"n_estimators": 60, "num_leaves": 15},
 }
 
 
@@ -85,6 +86,8 @@ def _case(name: str) -> tuple[DatasetSpec, str]:
         "loan:random_forest",
         "tiers:logistic_regression",
         "tiers:random_forest",
+        "tiers:lightgbm",
+        "loan:lightgbm",
     ],
 )
 def trained(

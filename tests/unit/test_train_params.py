@@ -47,3 +47,25 @@ def test_every_kind_accepts_its_own_params(tmp_path: Path) -> None:
     assert "C" in kind_params("logistic_regression") and "random_state" not in kind_params(
         "random_forest"
     )
+
+
+@pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        ("{num_leaves: 1}", r"num_leaves\) > \(1\)"),
+        ("{colsample_bytree: 2.0}", r"feature_fraction\) <= \(1.0\)"),
+        ("{max_leaves: 7}", "lightgbm has no param 'max_leaves'"),
+    ],
+)
+def test_lightgbm_params_are_checked_by_lightgbm_itself(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], params: str, said: str
+) -> None:
+    """LightGBM has no scikit-learn constraint table: its own parser refuses the values,
+    and its native log line stays out of the one-line error."""
+    path = _config(tmp_path, f"model:\n  kind: lightgbm\n  params: {params}\n")
+    with pytest.raises(SpecError, match=said) as err:
+        load_train_config(path)
+    assert err.value.exit_code == 2 and " at /" not in str(err.value)
+    assert "[LightGBM]" not in capfd.readouterr().err
+    good = _config(tmp_path, "model:\n  kind: lightgbm\n  params: {n_estimators: 50}\n")
+    assert load_train_config(good).model.params == {"n_estimators": 50}

@@ -27,7 +27,9 @@ from tests.data import renamed
 PARAMS = {
     "hist_gradient_boosting": {"max_iter": 30},
     "random_forest": {"n_estimators": 12, "max_depth": 9},
+    "lightgbm": {"n_estimators": 30, "num_leaves": 15},
 }
+KINDS = list(PARAMS)
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +83,15 @@ def _raw(pipeline, kind: str, frame: pd.DataFrame) -> np.ndarray:
     """The ensemble's raw score: rows x outputs."""
     if kind == "random_forest":
         return pipeline.predict_proba(frame)
-    raw = np.asarray(pipeline.decision_function(frame), dtype=np.float64)
+    if kind == "lightgbm":
+        encoded = pipeline[:-1].transform(frame)
+        raw = np.asarray(pipeline[-1].predict(encoded, raw_score=True), dtype=np.float64)
+    else:
+        raw = np.asarray(pipeline.decision_function(frame), dtype=np.float64)
     return raw if raw.ndim == 2 else raw[:, None]
 
 
-@pytest.mark.parametrize("kind", ["hist_gradient_boosting", "random_forest"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("positive", ["Y", "N"])
 def test_two_labels_explained_as_shap_explains_them(
     spec: DatasetSpec, snapshot: Snapshot, tmp_path: Path, kind: str, positive: str
@@ -121,7 +127,7 @@ def test_two_labels_explained_as_shap_explains_them(
     np.testing.assert_allclose(bulk, got, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["hist_gradient_boosting", "random_forest"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_three_labels_explained_per_label(
     spec: DatasetSpec, snapshot: Snapshot, tmp_path: Path, kind: str
 ) -> None:

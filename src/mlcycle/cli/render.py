@@ -78,12 +78,15 @@ def train_result(result: TrainResult) -> None:
     )
     evaluation_line(judged)
     cv = result.cv
-    console.print(
-        f"{result.params.get('cv_folds')}-fold CV on the training part: "
-        f"accuracy {cv['cv_accuracy_mean']:.3f} ± {cv['cv_accuracy_std']:.3f}, "
-        f"ROC AUC {cv['cv_roc_auc_mean']:.3f} ± {cv['cv_roc_auc_std']:.3f}",
-        highlight=False,
-    )
+    if cv:
+        console.print(
+            f"{result.params.get('cv_folds')}-fold CV on the training part: "
+            f"accuracy {cv['cv_accuracy_mean']:.3f} ± {cv['cv_accuracy_std']:.3f}, "
+            f"ROC AUC {cv['cv_roc_auc_mean']:.3f} ± {cv['cv_roc_auc_std']:.3f}",
+            highlight=False,
+        )
+    if result.fitted_on:
+        console.print(f"fitted by {result.fitted_on} (no CV: the hold-out is the evaluation)")
     verdict = "[green]promoted[/]" if result.decision["promote"] else "[yellow]not promoted[/]"
     if result.decision.get("alias") == "challenger":
         verdict = "[green]passed[/], set as [bold]challenger[/] (scored in shadow)"

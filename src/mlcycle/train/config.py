@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +16,9 @@ from mlcycle.gate import GateConfig
 from mlcycle.monitor.config import MonitorConfig
 from mlcycle.spec import read_yaml
 
-ModelKind = Literal["logistic_regression", "hist_gradient_boosting", "random_forest", "majority"]
+ModelKind = Literal[
+    "logistic_regression", "hist_gradient_boosting", "random_forest", "lightgbm", "majority"
+]
 
 
 class ModelConfig(BaseModel):
@@ -52,9 +58,49 @@ def check_params(kind: str, params: dict[str, Any], where: str = "params") -> No
             )
     made = estimator(ModelConfig.model_construct(kind=kind, params=dict(params)), 0)
     try:
-        made._validate_params()  # scikit-learn's own type and range checks, no fitting
+        if hasattr(made, "_parameter_constraints"):
+            made._validate_params()  # scikit-learn's own type and range checks, no fitting
+        else:
+            _check_lightgbm(params)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {err}") from err
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null inside the block (native code writes there)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _check_lightgbm(params: dict[str, Any]) -> None:
+    """LightGBM has no scikit-learn constraint table: its own parameter parser checks the
+    values (the types and ranges it refuses at fit time, refused here)."""
+    try:
+        import lightgbm as lgb
+        import numpy as np
+    except ImportError:
+        return
+    native = {k: v for k, v in params.items() if k not in ("class_weight", "importance_type")}
+    quiet = {**native, "verbose": -1, "objective": "binary"}
+    try:
+        with _native_stderr_muted():  # its C++ log prints the failure on stderr too
+            lgb.Booster(
+                params=quiet,
+                train_set=lgb.Dataset(np.array([[0.0], [1.0]]), label=[0, 1], params=quiet),
+            )
+    except lgb.basic.LightGBMError as err:
+        raise ValueError(re.sub(r" at \S+, line \d+ \.", "", str(err)).strip()) from err
 
 
 class SearchConfig(BaseModel):

@@ -9,11 +9,13 @@ kind the training config offers:
   float64 or string `Imputer` kernel): missing numbers get the training medians recorded
   in the bundle (`fill`), missing categories the MISSING word, exactly what the fitted
   imputers do.
-- Tree ensembles are converted here into `TreeEnsembleClassifier` of ai.onnx.ml opset 3
-  with float64 thresholds and leaf values (skl2onnx's own converters write float32
+- Tree ensembles (a forest, histogram gradient boosting, LightGBM) are converted here
+  into `TreeEnsembleClassifier` of ai.onnx.ml opset 3 with float64 thresholds and leaf
+  values (skl2onnx's own converters write float32
   thresholds, 2e-2 off for a forest, and fail on current histogram gradient boosting).
   A random forest compares float32 features as scikit-learn's trees do (a cast before
-  the ensemble); gradient boosting compares float64 features, as scikit-learn does.
+  the ensemble); gradient boosting compares float64 features, as scikit-learn and
+  LightGBM do.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pandas as pd
 
 from mlcycle.spec import DatasetSpec
 from mlcycle.train.features import MISSING
+from mlcycle.train.trees import is_lightgbm, lightgbm_trees
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +146,17 @@ def _register_tree_converters() -> None:
     from skl2onnx import update_registered_converter
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
-    for model, alias in (
+    models: list[tuple[Any, str]] = [
         (RandomForestClassifier, "SklearnRandomForestClassifier"),
         (HistGradientBoostingClassifier, "SklearnHistGradientBoostingClassifier"),
-    ):
+    ]
+    try:
+        from lightgbm import LGBMClassifier
+
+        models.append((LGBMClassifier, "LgbmClassifier"))
+    except ImportError:  # the `boost` extra is optional
+        pass
+    for model, alias in models:
         update_registered_converter(
             model,
             alias,
@@ -240,6 +250,19 @@ def _tree_attributes(est: Any) -> dict[str, Any]:
                 partial(_forest_leaf, value=value * share, binary=n_classes == 2),
             )
         attrs["post_transform"] = "NONE"
+    elif is_lightgbm(est):  # LightGBM: the sum of its trees' leaf values, then the link
+        flat, per_iter = lightgbm_trees(est)
+        for tree_id, (class_id, t) in enumerate(flat):
+            table.add_tree(
+                tree_id,
+                t["feature"],
+                t["threshold"],
+                t["left"],
+                t["right"],
+                partial(_boosting_leaf, values=t["leaf"], class_id=class_id),
+            )
+        attrs["base_values_as_tensor"] = np.zeros(per_iter, dtype=np.float64)
+        attrs["post_transform"] = "LOGISTIC" if per_iter == 1 else "SOFTMAX"
     else:  # histogram gradient boosting: baseline + sum of leaf values, then the link
         per_iter = est.n_trees_per_iteration_
         tree_id = 0

@@ -65,22 +65,41 @@ def split(snapshot: Snapshot, cfg: TrainConfig, names: dict[int, str] | None = N
     from sklearn.model_selection import StratifiedKFold
 
     held = snapshot.positions < cfg.test_size
-    names = names or {}
-    for part, where in (("hold-out", held), ("training part", ~held)):
-        counts = np.bincount(snapshot.y[where], minlength=int(snapshot.y.max()) + 1)
-        need = 1 if part == "hold-out" else cfg.cv_folds + 1
-        short = [c for c in np.unique(snapshot.y) if counts[c] < need]
+    classes = int(snapshot.y.max()) + 1
+    check_sides(
+        np.bincount(snapshot.y[held], minlength=classes),
+        np.bincount(snapshot.y[~held], minlength=classes),
+        cfg,
+        names or {},
+    )
+    folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    return Split(snapshot.X[~held], snapshot.X[held], snapshot.y[~held], snapshot.y[held], folds)
+
+
+def check_sides(
+    held: np.ndarray,
+    train: np.ndarray,
+    cfg: TrainConfig,
+    names: dict[int, str],
+    folds: bool = True,
+) -> None:
+    """TrainingError naming the classes the hold-out (`held`: rows per class) or the
+    training part (`train`) has too few rows of: one each, and `cv_folds` + 1 in the
+    training part for CV (`folds`)."""
+    present = np.flatnonzero(held + train)
+    total = int(held.sum() + train.sum())
+    for part, counts in (("hold-out", held), ("training part", train)):
+        need = cfg.cv_folds + 1 if part == "training part" and folds else 1
+        short = [c for c in present if counts[c] < need]
         if short:
             which = ", ".join(f"{names.get(int(c), int(c))!r} ({counts[c]})" for c in short)
             raise TrainingError(
-                f"the {part} ({int(where.sum())} of {len(snapshot.y)} rows; the hold-out is "
+                f"the {part} ({int(counts.sum())} of {total} rows; the hold-out is "
                 f"the rows whose id hashes below test_size {cfg.test_size:g}) has too few "
                 f"rows of class {which}: need at least {need} each"
-                + (f" for {cfg.cv_folds}-fold CV" if part != "hold-out" else "")
+                + (f" for {cfg.cv_folds}-fold CV" if part != "hold-out" and folds else "")
                 + "; load more labelled rows or change test_size"
             )
-    folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-    return Split(snapshot.X[~held], snapshot.X[held], snapshot.y[~held], snapshot.y[held], folds)
 
 
 def _search(

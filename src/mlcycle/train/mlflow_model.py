@@ -74,7 +74,14 @@ def log_pyfunc(
     said = io.StringIO()  # MLflow prints "Created version ..." itself: the log's, not ours
     with redirect_stderr(said):
         logged = _log_model(
-            spec, serving_json, example, labels, registered_name, pickled, explainer
+            spec,
+            serving_json,
+            example,
+            labels,
+            registered_name,
+            pickled,
+            explainer,
+            _requirements(pipeline),
         )
     for line in said.getvalue().splitlines():
         if line.strip():
@@ -90,6 +97,7 @@ def _log_model(
     registered_name: str,
     pickled: Path,
     explainer: Path | None,
+    requirements: list[str],
 ) -> Any:
     import mlflow
     from mlflow.models import ModelSignature
@@ -114,14 +122,17 @@ def _log_model(
         ),
         input_example=example,
         registered_model_name=registered_name,
-        pip_requirements=_requirements(),
+        pip_requirements=requirements,
     )
 
 
-def _requirements() -> list[str]:
+def _requirements(pipeline: Any) -> list[str]:
+    """What loading the pickled pipeline needs, pinned to the versions that trained it."""
     from importlib.metadata import version
 
-    names = ("scikit-learn", "pandas", "numpy", "cloudpickle", "pydantic", "pyyaml", "orjson")
+    names = ["scikit-learn", "pandas", "numpy", "cloudpickle", "pydantic", "pyyaml", "orjson"]
+    if type(pipeline[-1]).__module__.startswith("lightgbm"):
+        names.append("lightgbm")
     return [f"{n}=={version(n)}" for n in names]
 
 
@@ -155,7 +166,7 @@ def log_training_input(spec: DatasetSpec, store_name: str, where: str, snapshot:
         location=where,
         collection=spec.name,
         data_hash=snapshot.data_hash,
-        rows=len(snapshot.ids),
+        rows=snapshot.rows,
         etl_batches=snapshot.batch_ids[:50],
     )
     dataset = MetaDataset(  # type: ignore[abstract]  # (profile is optional at run time)

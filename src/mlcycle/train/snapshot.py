@@ -39,6 +39,22 @@ class Snapshot:
     """The spec's sensitive columns, aligned with `X` (inputs or not)."""
     loaded: list[str] | None = None
     """When the rows' ETL batches ran: the first start and the last finish (ISO 8601)."""
+    total: int | None = None
+    """The labelled rows in the store when the rows here are only some of them (a fit on
+    the cluster: the hold-out and a sample of the training part); None: all are here."""
+    class_counts: np.ndarray | None = None
+    """Rows per class over all `total` rows (None: count `y`)."""
+
+    @property
+    def rows(self) -> int:
+        """The labelled rows the model learned from and was judged on."""
+        return len(self.ids) if self.total is None else self.total
+
+    def label_counts(self, classes: int) -> np.ndarray:
+        """Rows per class index (0..classes-1) over all the snapshot's rows."""
+        if self.class_counts is not None:
+            return np.pad(self.class_counts, (0, max(0, classes - len(self.class_counts))))
+        return np.bincount(self.y, minlength=classes)
 
     def evaluation_set(self, fraction: float) -> EvaluationSet:
         """The hold-out rows below `fraction`: the rows a decision is measured on."""
@@ -52,20 +68,40 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
     The rows arrive as Arrow columns typed by the spec, never as Python documents; the
     model's frame holds 8 bytes per row and feature (numbers, or references to the
     few distinct category texts), ids and row hashes stay Arrow text."""
-    import pyarrow.compute as pc
+    check_trainable(store, spec)
+    target = spec.target.column  # type: ignore[union-attr]
+    table = engine.read_columns(store, spec.name, read_schema(spec), target)
+    check_table(table, spec, store)
+    rows = snapshot_rows(table, spec)
+    del table
+    check_classes(np.bincount(rows.y), spec)
+    return Snapshot(
+        X=rows.X,
+        y=rows.y,
+        ids=rows.ids,
+        data_hash=lines_digest(rows.ids, rows.row_hashes),
+        row_hashes=rows.row_hashes,
+        positions=id_positions(rows.ids),
+        sensitive=rows.sensitive,
+        batch_ids=rows.batch_ids,
+        **batch_facts(store, rows.batch_ids),
+    )
 
+
+def check_trainable(store: Store, spec: DatasetSpec) -> None:
+    """TrainingError when the spec has no target or a load of the dataset is running."""
     if spec.target is None:
         raise TrainingError(f"dataset spec {spec.name!r} has no target column")
-    target = spec.target.column
     holder = live_holder(store, spec.name)
     if holder is not None:
         raise TrainingError(
             f"dataset {spec.name!r} is being loaded right now by {describe_holder(holder)}: "
             "train when it has finished, so a model never learns from half a load"
         )
-    extra = [c for c in spec.sensitive if c not in spec.feature_columns]
-    names = [spec.id_column, *spec.feature_columns, *extra, target, "_hash", "_batch_id"]
-    table = engine.read_columns(store, spec.name, schema_for(spec, names), target)
+
+
+def check_table(table: pa.Table, spec: DatasetSpec, store: Store) -> None:
+    """TrainingError when the read rows cannot train: none, or a feature never set."""
     if table.num_rows == 0:
         raise TrainingError(
             f"no labelled rows for dataset {spec.name!r} in the {store.name} store: "
@@ -77,30 +113,49 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
             f"feature column(s) {', '.join(empty)} have no values in the snapshot "
             "(missing from the stored rows?); fix the data or the spec's features"
         )
+
+
+@dataclass
+class Rows:
+    """Stored rows converted for training, in id order (`snapshot_rows`)."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    ids: TextColumn
+    row_hashes: TextColumn
+    batch_ids: list[str]
+    sensitive: pd.DataFrame | None
+
+
+def snapshot_rows(table: pa.Table, spec: DatasetSpec) -> Rows:
+    """Read columns (`read_schema`) as training's rows, sorted by id: the model frame,
+    the classes, ids, row hashes, ETL batches and sensitive columns; numbers out of range
+    and unmapped labels refused, naming them. Used on the whole snapshot and, on a
+    cluster, on each worker's `_id` range."""
+    import pyarrow.compute as pc
+
+    assert spec.target is not None
     order = pc.sort_indices(table[spec.id_column]).to_numpy()  # by id: a reproducible split
     columns = _Columns(table, order)
     del table  # each column's memory goes once it is converted
-    y = _labels(columns, target, spec.target.labels)
+    y = _labels(columns, spec.target.column, spec.target.labels)
     ids = columns.text(spec.id_column)
     row_hashes = columns.text("_hash")
     batches, _ = columns.codes("_batch_id")
-    batch_ids = sorted(str(b) for b in batches)
     sensitive = (
         pd.DataFrame({c: columns.raw(c) for c in spec.sensitive}) if spec.sensitive else None
     )
     X = _model_frame(columns, spec)
     _check_numbers(X, spec, ids)
-    return Snapshot(
-        X=X,
-        y=y,
-        ids=ids,
-        data_hash=lines_digest(ids, row_hashes),
-        row_hashes=row_hashes,
-        positions=id_positions(ids),
-        sensitive=sensitive,
-        batch_ids=batch_ids,
-        **_batches(store, batch_ids),
-    )
+    return Rows(X, y, ids, row_hashes, sorted(str(b) for b in batches), sensitive)
+
+
+def read_schema(spec: DatasetSpec) -> pa.Schema:
+    """The stored columns training reads, typed by the spec."""
+    assert spec.target is not None
+    extra = [c for c in spec.sensitive if c not in spec.feature_columns]
+    names = [spec.id_column, *spec.feature_columns, *extra, spec.target.column, "_hash"]
+    return schema_for(spec, [*names, "_batch_id"])
 
 
 class _Columns:
@@ -169,12 +224,20 @@ def _labels(columns: _Columns, target: str, labels: dict[str, int]) -> np.ndarra
     bad = sorted(str(v) for v, code in zip(found, codes, strict=True) if code is None)
     if bad:
         raise TrainingError(f"target values {bad} have no label mapping in the spec")
-    if len(set(codes)) < 2:
+    return np.asarray(codes, dtype=np.int64)[where]
+
+
+def check_classes(counts: np.ndarray, spec: DatasetSpec) -> None:
+    """TrainingError when the rows (`counts` per class) hold fewer than two classes."""
+    assert spec.target is not None
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        names = {v: k for k, v in spec.target.labels.items()}
+        only = names.get(int(present[0]), str(present[0])) if len(present) else "none"
         raise TrainingError(
-            f"only one class ({found[0]!r}) among {len(where)} labelled rows: "
+            f"only one class ({only!r}) among {int(counts.sum())} labelled rows: "
             "a classifier needs at least two"
         )
-    return np.asarray(codes, dtype=np.int64)[where]
 
 
 def _model_frame(columns: _Columns, spec: DatasetSpec) -> pd.DataFrame:
@@ -218,7 +281,7 @@ def _check_numbers(X: pd.DataFrame, spec: DatasetSpec, ids: TextColumn) -> None:
         )
 
 
-def _batches(store: Store, batch_ids: list[str]) -> dict[str, Any]:
+def batch_facts(store: Store, batch_ids: list[str]) -> dict[str, Any]:
     """The rows' ETL batches: each one's status, and when they ran (first to last)."""
     wanted = set(batch_ids)
     found = [b for b in store.find(BATCHES) if str(b.get("_id")) in wanted]

@@ -36,6 +36,7 @@ from mlcycle.logging_setup import step
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store
 from mlcycle.train import fairness, holdout, insight
+from mlcycle.train.cluster import ClusterTraining, fits_on_cluster
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.evaluation import positive_class
 from mlcycle.train.fitting import FitResult, fit
@@ -76,6 +77,8 @@ class TrainResult:
     """Why nothing was trained (the same model exists; no new labelled rows)."""
     fairness: dict[str, Any] = field(default_factory=dict)
     """Per sensitive column on the evaluation rows: groups and disparities."""
+    fitted_on: str | None = None
+    """Where the model was fitted when not here (`lightgbm.dask on N workers`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,12 +93,15 @@ class Logged:
     params: dict[str, Any]
 
 
-def training_identity(spec: DatasetSpec, cfg: TrainConfig, data_hash: str) -> str:
+def training_identity(spec: DatasetSpec, cfg: TrainConfig, snapshot: Snapshot) -> str:
     """What makes two trainings the same model: the rows, the spec, the config's model
-    part (not the gate or the monitor) and the code's version."""
+    part (not the gate or the monitor), the code's version, and whether the model was
+    fitted on the cluster's partitions (`train.cluster`) or here."""
     part = cfg.model_dump(mode="json", exclude={"gate", "monitor"})
-    text = "\n".join([data_hash, spec.fingerprint, repr(sorted(part.items())), __version__])
-    return hashlib.sha256(text.encode()).hexdigest()
+    lines = [snapshot.data_hash, spec.fingerprint, repr(sorted(part.items())), __version__]
+    if snapshot.total is not None:
+        lines.append("fitted on the cluster")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def run_train(
@@ -116,8 +122,28 @@ def run_train(
     # a tracking server is probed first (fail fast); an embedded tracking store is made
     # only once there are rows to train on, so a run that fails leaves no files behind
     client = registry.connect(settings) if remote else None
+    cluster = ClusterTraining(engine, spec, cfg) if fits_on_cluster(cfg, engine) else None
+    try:
+        return _train(settings, spec, cfg, store, engine, client, cluster, by, new_data_only, again)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _train(
+    settings: Settings,
+    spec: DatasetSpec,
+    cfg: TrainConfig,
+    store: Store,
+    engine: Engine,
+    client: Any,
+    cluster: ClusterTraining | None,
+    by: str,
+    new_data_only: bool,
+    again: bool,
+) -> TrainResult:
     with step(logger, f"reading the labelled rows of {spec.name!r}"):
-        snapshot = load_snapshot(store, spec, engine)
+        snapshot = cluster.open(store) if cluster else load_snapshot(store, spec, engine)
     name = spec.registered_model
     with step(logger, f"asking MLflow for {name}'s champion and what it learned from"):
         client = client or registry.connect(settings)
@@ -125,9 +151,13 @@ def run_train(
         why = None if again else unchanged(client, spec, cfg, snapshot, current, new_data_only)
     if why is not None:
         return skipped(client, spec, snapshot, current, why, by)
-    rows = f"{len(snapshot.ids):,} rows (data {snapshot.data_hash[:12]})"
-    with step(logger, f"training {cfg.model.kind} on {rows}: cross-validation, then the fit"):
-        fitted = fit(snapshot, spec, cfg, engine)
+    rows = f"{snapshot.rows:,} rows (data {snapshot.data_hash[:12]})"
+    if cluster is not None:
+        with step(logger, f"training {cfg.model.kind} on {rows} with {cluster.describe()}"):
+            fitted = cluster.fit()
+    else:
+        with step(logger, f"training {cfg.model.kind} on {rows}: cross-validation, then the fit"):
+            fitted = fit(snapshot, spec, cfg, engine)
     experiment_id = registry.ensure_experiment(client, spec.experiment_name, settings)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / BUNDLE_FOLDER
@@ -150,7 +180,7 @@ def run_train(
         run_view=run_view(settings),
         model_name=name,
         version=logged.version,
-        rows=len(snapshot.ids),
+        rows=snapshot.rows,
         data_hash=snapshot.data_hash,
         metrics=fitted.metrics,
         baseline=fitted.baseline,
@@ -168,6 +198,7 @@ def run_train(
         champion_after=after.version if after else None,
         params=logged.params,
         evaluation=verdict.record(),
+        fitted_on=cluster.describe() if cluster else None,
     )
 
 
@@ -186,14 +217,14 @@ def unchanged(
     if new_data_only and current is not None and learned == snapshot.data_hash:
         return (
             f"no new labelled data: champion v{current.version} was trained on these "
-            f"{len(snapshot.ids):,} rows (data {snapshot.data_hash[:12]})"
+            f"{snapshot.rows:,} rows (data {snapshot.data_hash[:12]})"
         )
-    identity = training_identity(spec, cfg, snapshot.data_hash)
+    identity = training_identity(spec, cfg, snapshot)
     for mv in client.search_model_versions(registry.name_filter(spec.registered_model)):
         if (mv.tags or {}).get(IDENTITY_TAG) == identity:
             return (
                 f"v{mv.version} is this model already: trained on the same "
-                f"{len(snapshot.ids):,} rows (data {snapshot.data_hash[:12]}) with the same "
+                f"{snapshot.rows:,} rows (data {snapshot.data_hash[:12]}) with the same "
                 "spec, config and code; no new version registered (train --again trains "
                 "and registers it anyway)"
             )
@@ -224,7 +255,7 @@ def skipped(
         run_url=None,
         model_name=name,
         version=None,
-        rows=len(snapshot.ids),
+        rows=snapshot.rows,
         data_hash=snapshot.data_hash,
         metrics={},
         baseline={},
@@ -252,7 +283,7 @@ def write_card(
 
     found = {
         "run_id": run_id,
-        "rows": len(snapshot.ids),
+        "rows": snapshot.rows,
         "data_hash": snapshot.data_hash,
         "batches": snapshot.batch_ids,
         "loaded": snapshot.loaded,
@@ -276,7 +307,7 @@ def write_card(
 def _label_balance(spec: DatasetSpec, snapshot: Snapshot) -> dict[str, int]:
     """Rows per label, in the spec's label order."""
     assert spec.target is not None
-    counts = np.bincount(snapshot.y, minlength=max(spec.target.labels.values()) + 1)
+    counts = snapshot.label_counts(max(spec.target.labels.values()) + 1)
     return {label: int(counts[spec.target.labels[label]]) for label in spec.target.label_order}
 
 
@@ -375,7 +406,7 @@ def log_run(
     params = run_params(spec, cfg, snapshot, fitted)
     tags = run_tags(settings, spec, cfg, snapshot)
     tags[HOLDOUT_TAG] = holdout.tag_value(cfg.test_size)
-    tags[IDENTITY_TAG] = training_identity(spec, cfg, snapshot.data_hash)
+    tags[IDENTITY_TAG] = training_identity(spec, cfg, snapshot)
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
         out = folder.parent
         mlflow.log_params(params)
@@ -473,10 +504,10 @@ def record_decision(
         registry.TAG + "gate_decision": verdict_word,
         registry.TAG + "gate_reason": decision.reason,
         registry.TAG + "data_hash": snapshot.data_hash,
-        registry.TAG + "row_count": str(len(snapshot.ids)),
+        registry.TAG + "row_count": str(snapshot.rows),
         registry.RUNTIME_TAG: meta.runtime,
         HOLDOUT_TAG: holdout.tag_value(cfg.test_size),
-        IDENTITY_TAG: training_identity(spec, cfg, snapshot.data_hash),
+        IDENTITY_TAG: training_identity(spec, cfg, snapshot),
         registry.TAG + "eval_rows": str(verdict.evaluation["rows"]),
         registry.TAG + "eval_hash": verdict.evaluation["hash"],
     }

@@ -1,0 +1,125 @@
+"""Model kind `lightgbm` on the dask engine: LightGBM's own Dask interface trains on a real
+`dask scheduler` + two `dask worker` processes from partitions the workers hold (read
+by them from FerretDB, or sent from the embedded store); the client receives the
+hold-out and a bounded sample, never the training part; the lineage (rows, data hash)
+is the local read's, and the model is exported to ONNX with parity and registered."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client
+from mlflow.tracking import MlflowClient
+
+from mlcycle import registry
+from mlcycle.datagen import write_demo
+from mlcycle.engine import LOCAL, Engine
+from mlcycle.errors import TrainingError
+from mlcycle.etl.pipeline import run_etl
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import Store
+from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.store.mongo import MongoStore
+from mlcycle.train import cluster as cluster_training
+from mlcycle.train.config import ModelConfig, SearchConfig, TrainConfig, load_train_config
+from mlcycle.train.holdout import id_positions
+from mlcycle.train.snapshot import load_snapshot
+from mlcycle.train.train import run_train
+from tests.data import CONFIG_PATH, embedded_settings
+from tests.integration.test_dask_engine import DaskCluster, worker_env
+from tests.servers import FerretDB
+
+pytestmark = pytest.mark.integration
+
+ROWS = 6_000
+SAMPLE = 500
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, ferretdb: FerretDB) -> Iterator[DaskCluster]:
+    tmp = tmp_path_factory.mktemp("dask-boost")
+    running = DaskCluster(tmp, worker_env(tmp, ferretdb.uri)).start()
+    yield running
+    running.stop()
+
+
+def _config() -> TrainConfig:
+    cfg = load_train_config(CONFIG_PATH)
+    model = ModelConfig.model_validate(
+        {"kind": "lightgbm", "params": {"n_estimators": 40, "num_leaves": 15}}
+    )
+    return cfg.model_copy(update={"model": model})
+
+
+def _store(backend: str, ferretdb: FerretDB, tmp_path: Path) -> Store:
+    if backend == "embedded":
+        return EmbeddedStore(tmp_path / "store.sqlite3")
+    return MongoStore(ferretdb.uri, f"boost{time.time_ns()}", timeout_ms=5000, retries=2)
+
+
+@pytest.mark.parametrize("backend", ["mongodb", "embedded"])
+def test_lightgbm_trains_on_the_workers_and_the_client_gets_only_its_share(
+    spec: DatasetSpec,
+    cluster: DaskCluster,
+    ferretdb: FerretDB,
+    tmp_path: Path,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster_training, "SAMPLE_ROWS", SAMPLE)
+    store = _store(backend, ferretdb, tmp_path)
+    run_etl(spec, write_demo(spec, tmp_path / "raw", ROWS, seed=12), store)
+    cfg = _config()
+    everything = load_snapshot(store, spec)
+    with Client(cluster.address) as client:
+        engine = Engine("dask", client)
+        job = cluster_training.ClusterTraining(engine, spec, cfg)
+        try:
+            share = job.open(store)
+        finally:
+            job.close()
+        settings = embedded_settings(tmp_path / "project")
+        result = run_train(settings, spec, cfg, store, engine)
+    # the client's share: every hold-out row, and a sample of the training part
+    held = id_positions(everything.ids) < cfg.test_size
+    assert share.rows == everything.rows and share.data_hash == everything.data_hash
+    assert share.batch_ids == everything.batch_ids
+    mine = set(share.ids)
+    assert {i for i, h in zip(everything.ids, held, strict=True) if h} <= mine
+    sampled = len(mine) - int(held.sum())
+    train_rows = int((~held).sum())
+    assert 0 < sampled < train_rows / 4 and abs(sampled - SAMPLE) < 150
+    assert np.array_equal(share.label_counts(2), np.bincount(everything.y, minlength=2))
+    # the model: fitted there, judged on the whole hold-out, exported with parity
+    assert result.fitted_on and result.fitted_on.startswith("lightgbm.dask on 2 workers")
+    assert result.rows == everything.rows and result.data_hash == everything.data_hash
+    assert result.cv == {}
+    assert result.evaluation and result.evaluation["set"]["rows"] == int(held.sum())
+    assert result.metrics["roc_auc"] > result.baseline["roc_auc"] + 0.1
+    assert result.decision["promote"] and result.champion_after == result.version
+    client_ = MlflowClient(tracking_uri=settings.tracking_uri)
+    tags = client_.get_model_version(spec.registered_model, str(result.version)).tags
+    assert tags[registry.RUNTIME_TAG] == "onnx"
+    assert tags[registry.TAG + "row_count"] == str(everything.rows)
+    # the same config trained here lands near it (another partitioning, not the same trees)
+    local = run_train(embedded_settings(tmp_path / "local"), spec, cfg, store, LOCAL)
+    assert local.fitted_on is None and local.cv
+    assert abs(local.metrics["roc_auc"] - result.metrics["roc_auc"]) < 0.05
+    store.close()
+
+
+def test_a_grid_search_is_refused_on_the_cluster_saying_why(
+    spec: DatasetSpec, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    cfg = _config().model_copy(update={"search": SearchConfig(grid={"num_leaves": [7, 15]})})
+    store = EmbeddedStore(tmp_path / "store.sqlite3")
+    run_etl(spec, write_demo(spec, tmp_path / "raw", 300, seed=3), store)
+    with Client(cluster.address) as client:
+        job = cluster_training.ClusterTraining(Engine("dask", client), spec, cfg)
+        with pytest.raises(TrainingError, match="grid search runs on the local engine"):
+            job.open(store)
+    store.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE.parent / "docs" / "benchmarks.md"
-ORDER = ["etl", "read", "stream", "serve", "shadow", "monitor", "scale"]
+ORDER = ["etl", "read", "stream", "serve", "shadow", "monitor", "scale", "boost", "batch"]
 
 INTRO = """# Benchmarks
 

@@ -41,18 +41,19 @@ import_rootfs() {
 }
 
 # The builder stand-in (for python:3.11-bookworm) is the base with binutils, which
-# slim.sh uses to strip the extension modules.
+# slim.sh uses to strip the extension modules, and libgomp1 (the OpenMP runtime the
+# Dockerfile copies for LightGBM); the base, like python:3.11-slim, has neither.
 base() {
   if "${PODMAN[@]}" image exists "$BASE" && "${PODMAN[@]}" image exists "$BUILDER"; then return 0; fi
   need debootstrap
   local rootfs="$CACHE/rootfs"
   rm -rf "$rootfs"
   echo "image.sh: debootstrap bookworm (minbase) ..." >&2
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd,binutils bookworm "$rootfs" >"$CACHE/debootstrap.log"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd,binutils,libgomp1 bookworm "$rootfs" >"$CACHE/debootstrap.log"
   ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
   import_rootfs "$rootfs" "$BUILDER"
   chroot "$rootfs" dpkg --purge binutils binutils-x86-64-linux-gnu binutils-common libbinutils \
-    libctf0 libctf-nobfd0 libgprofng0 libjansson4 >"$CACHE/purge.log" 2>&1
+    libctf0 libctf-nobfd0 libgprofng0 libjansson4 libgomp1 >"$CACHE/purge.log" 2>&1
   # as python:3.11-slim: no bytecode caches, docs, man pages, locales or apt lists
   find "$rootfs/usr/lib/python3" "$rootfs/usr/lib/python3.11" -depth -type d -name __pycache__ -exec rm -rf {} +
   rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
@@ -68,7 +69,7 @@ build() {
   need podman
   base
   echo "image.sh: wheelhouse (pip wheel on the host) ..." >&2
-  "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" -c "$ROOT/constraints.txt" "$ROOT[train,serve,stream,dask]" >/dev/null
+  "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" -c "$ROOT/constraints.txt" "$ROOT[train,serve,stream,dask,boost]" >/dev/null
   "${PYTHON:-python3}" -m pip wheel -q -w "$ROOT/wheelhouse" "setuptools>=77" wheel >/dev/null  # the build backend, offline
   for target in serve pipeline; do
     echo "image.sh: podman build --target $target (offline, from the wheelhouse) ..." >&2
@@ -117,6 +118,7 @@ smoke() {
       mlcycle demo-data --rows 800 >/dev/null
       mlcycle etl >/dev/null
       mlcycle train --json >/dev/null
+      python -c "import lightgbm, numpy as n; lightgbm.LGBMClassifier(n_estimators=3, verbose=-1).fit(n.arange(60.0).reshape(30, 2), n.arange(30) % 2)"
       python -c "from mlcycle.config import get_settings; from mlcycle.serve.model import ModelManager; assert ModelManager(get_settings(), \"loan-approval\").refresh()"
       echo "pipeline container: trained and registered loan-approval" >&2'
   chmod -R a+rwX "$work"

@@ -106,20 +106,21 @@ def test_network_policies_give_each_component_only_what_it_needs(overlay: str) -
     assert serve_in["ports"] == [{"port": 8000, "protocol": "TCP"}]
     (stream_in,) = _allowed(policies, "stream", "Ingress")
     assert stream_in["ports"] == [{"port": 8001, "protocol": "TCP"}]  # /health, /metrics
-    for pod in ("etl", "train", "monitor", "mlflow"):
+    for pod in ("etl", "train", "monitor", "score", "mlflow"):
         ingress = _allowed(policies, pod, "Ingress")
         assert all(rule.get("from") for rule in ingress), pod  # nothing open to everyone
     mlflow_in = set().union(*(_peers(r) for r in _allowed(policies, "mlflow", "Ingress")))
-    assert mlflow_in == {"serve", "train", "monitor"}
+    assert mlflow_in == {"serve", "train", "monitor", "score"}
 
     egress = {
         pod: set().union(*(_peers(r) for r in _allowed(policies, pod, "Egress")))
-        for pod in ("serve", "etl", "train", "monitor", "mlflow", "stream")
+        for pod in ("serve", "etl", "train", "monitor", "score", "mlflow", "stream")
     }
     dask = {"dask.org/cluster-name=mlcycle"} if overlay == "cloud" else set()
     assert egress["serve"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
     assert egress["train"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"} | dask
     assert egress["monitor"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
+    assert egress["score"] - {"0.0.0.0/0"} == {"dns", "mlflow", "mongo"}
     assert egress["etl"] - {"0.0.0.0/0"} == {"dns", "mongo"} | dask
     assert egress["mlflow"] == {"dns"}
     # the broker is Strimzi's in-cluster Kafka, or (cloud) an external one on its ports
@@ -140,7 +141,7 @@ def test_network_policies_give_each_component_only_what_it_needs(overlay: str) -
         for rule in spec["egress"]:
             if "0.0.0.0/0" in _peers(rule):
                 assert rule["ports"] == [{"port": 27017, "protocol": "TCP"}]
-    for pod in ("serve", "etl", "train"):
+    for pod in ("serve", "etl", "train", "score"):
         for rule in _allowed(policies, pod, "Egress"):
             if "0.0.0.0/0" in _peers(rule):  # the cloud overlay's external MongoDB only
                 assert overlay == "cloud"
@@ -158,7 +159,7 @@ def test_minikube_mongodb_takes_app_pods_only_and_has_a_read_only_root() -> None
     objects = render("minikube")
     policies = _policies(objects)
     mongo_in = set().union(*(_peers(r) for r in _allowed(policies, "mongo", "Ingress")))
-    assert mongo_in == {"serve", "etl", "train", "monitor", "stream"}
+    assert mongo_in == {"serve", "etl", "train", "monitor", "stream", "score"}
     (mongo,) = [o for o in objects if o["kind"] == "StatefulSet"]
     (container,) = mongo["spec"]["template"]["spec"]["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -170,12 +171,13 @@ def test_compose_gives_each_component_its_own_database_user_not_root() -> None:
     compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
     users = {}
-    for name in ("etl", "train", "monitor", "serve", "stream"):
+    for name in ("etl", "train", "monitor", "serve", "stream", "score"):
         env = services[name].get("environment") or compose["x-pipeline"]["environment"]
         uri = env["MONGO_URI"]
         assert "ROOT" not in uri and "authSource=admin" not in uri, name
         users[name] = uri.split("//", 1)[1].split(":", 1)[0]
-    assert users == {c: f"mlcycle_{c}" for c in ("etl", "train", "monitor", "serve", "stream")}
+    components = ("etl", "train", "monitor", "serve", "stream", "score")
+    assert users == {c: f"mlcycle_{c}" for c in components}
     mongo_env = services["mongo"]["environment"]
     assert {f"MONGO_{c.upper()}_PASSWORD" for c in users} <= set(mongo_env)
 
@@ -198,7 +200,8 @@ def _mongo_init(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_database_roles_give_each_component_only_what_it_needs() -> None:
-    passwords = {f"MONGO_{c}_PASSWORD": "x" for c in ("ETL", "TRAIN", "SERVE", "MONITOR", "STREAM")}
+    components = ("ETL", "TRAIN", "SERVE", "MONITOR", "STREAM", "SCORE")
+    passwords = {f"MONGO_{c}_PASSWORD": "x" for c in components}
     out = _mongo_init({**passwords, "MLCYCLE_DATASET": "credit"})
     assert out.returncode == 0, out.stderr
     calls = json.loads(out.stdout)
@@ -226,15 +229,22 @@ def test_database_roles_give_each_component_only_what_it_needs() -> None:
     users = {u["user"]: u["roles"] for kind, _, u in calls if kind == "user"}
     assert users == {
         f"mlcycle_{c}": [{"role": f"mlcycle_{c}", "db": "mlcycle"}]
-        for c in ("etl", "train", "serve", "monitor", "stream")
+        for c in ("etl", "train", "serve", "monitor", "stream", "score")
     }
     # stream writes what etl writes, but takes no lease (its consumer group does that)
     assert roles["mlcycle_stream"] == {
         c: a for c, a in roles["mlcycle_etl"].items() if c != "mlcycle_locks"
     }
-    without_stream = _mongo_init({k: v for k, v in passwords.items() if "STREAM" not in k})
-    assert without_stream.returncode == 0, without_stream.stderr  # stream is optional
-    assert "mlcycle_stream" not in without_stream.stdout
+    # batch scoring reads the rows, writes its scores and the quarantine, nothing else
+    assert roles["mlcycle_score"] == {
+        "credit": {"find"},
+        "credit_scores": set(roles["mlcycle_etl"]["credit"]),
+        "credit_quarantine": roles["mlcycle_etl"]["credit_quarantine"],
+    }
+    for optional in ("STREAM", "SCORE"):
+        without = _mongo_init({k: v for k, v in passwords.items() if optional not in k})
+        assert without.returncode == 0, without.stderr  # stream and score are optional
+        assert f"mlcycle_{optional.lower()}" not in without.stdout
     missing = _mongo_init({k: v for k, v in passwords.items() if "SERVE" not in k})
     assert missing.returncode != 0 and "MONGO_SERVE_PASSWORD" in missing.stderr
 
@@ -256,7 +266,7 @@ def test_each_component_runs_as_its_own_identity_without_api_credentials(overlay
     objects = render(overlay)
     accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
     pods = _pod_specs(objects)
-    assert {"serve", "etl", "train", "monitor", "mlflow", "stream"} <= set(pods)
+    assert {"serve", "etl", "train", "monitor", "score", "mlflow", "stream"} <= set(pods)
     used = [pod.get("serviceAccountName") for pod in pods.values()]
     assert len(set(used)) == len(used), f"components share an identity: {used}"
     for name, pod in pods.items():

@@ -286,6 +286,32 @@ class RequestValidator:
             raise InvalidRequest(errors[:MAX_ERRORS])
         return feed
 
+    def checked_feed(
+        self,
+        numbers: dict[str, np.ndarray],
+        categories: dict[str, tuple[np.ndarray, list[Any]]],
+        n: int,
+    ) -> dict[str, np.ndarray]:
+        """The model's input arrays for rows the ETL's column rules (the same rules, in
+        the same words) passed already: a file's valid rows, or the stored ones. Numbers
+        come as float64 arrays (nan where missing) and are taken as they are; each
+        category column comes as codes into its distinct values (-1: missing), which are
+        checked and made canonical here once, by the rules `validate_columns` applies."""
+        errors: list[dict[str, Any]] = []
+        feed: dict[str, np.ndarray] = {}
+        for c in self.numeric:
+            values = numbers.get(c.name)
+            values = np.full(n, np.nan) if values is None else values
+            feed[c.name] = np.asarray(values, dtype=np.float64).reshape(-1, 1)
+        for c in self.categorical:
+            codes, distinct = categories.get(c.name, (np.full(n, -1, dtype=np.int64), []))
+            missing = bool((codes < 0).any())
+            canonical = self._category(c, [*distinct, *([None] if missing else [])], False, errors)
+            feed[c.name] = canonical.ravel()[codes].reshape(-1, 1)  # -1: the missing entry
+        if errors:
+            raise InvalidRequest(errors[:MAX_ERRORS])
+        return feed
+
     def _unknown(self, field: str) -> str:
         if field == self.target:
             return "the target (label) column is not an input: leave it out"

@@ -4,9 +4,10 @@ the champion (or a named version), by the API's own validator and scorer.
 Files are read and checked by the ETL's readers and rules (the target column, when a
 file has one, is left out: scoring needs none); rows that break a rule go to the
 quarantine with their file, row, column and reason, under a batch id `predict-...`, and
-are not scored. The rows that pass are scored chunk by chunk through the API's columnar
-path (`RequestValidator.validate_columns`, then the served model's scorer), so a row gets
-the same probabilities as `POST /predict` gives it. Output: Parquet or CSV (id, label,
+are not scored. The rows that pass are scored chunk by chunk by the API's validator and
+the served model's scorer: their columns go in as arrays (`RequestValidator.checked_feed`:
+the numbers as the ETL's rules passed them, each category's distinct values made
+canonical once), so a row gets the same probabilities as `POST /predict` gives it. Output: Parquet or CSV (id, label,
 probability, one `probability_<label>` a label, the model and version, and with
 `explain` the base and one `contribution_<feature>` a feature), or the store
 (`<dataset>_scores`, one document per id and version with the source's hash and the
@@ -134,14 +135,31 @@ def _cells(series: pd.Series) -> list[Any]:
     return values.where(series.notna(), None).tolist()
 
 
+def _typed_columns(
+    frame: pd.DataFrame, model: LoadedModel
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, list[Any]]]]:
+    """The rows' model inputs column by column, without a Python object a row: numbers
+    as float64 arrays, categories as codes into their distinct values."""
+    numbers = {
+        c.name: frame[c.name].to_numpy(dtype=np.float64, na_value=np.nan)
+        for c in model.validator.numeric
+        if c.name in frame.columns
+    }
+    categories = {}
+    for c in model.validator.categorical:
+        if c.name in frame.columns:
+            codes, distinct = pd.factorize(frame[c.name], use_na_sentinel=True)
+            categories[c.name] = (codes, _cells(pd.Series(distinct, dtype=object)))
+    return numbers, categories
+
+
 def score_frame(
     frame: pd.DataFrame, model: LoadedModel, explain: bool
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Valid rows -> their output rows, by the API's columnar path."""
     spec = model.spec
     n = len(frame)
-    columns = {c: _cells(frame[c]) for c in spec.feature_columns if c in frame.columns}
-    feed = model.validator.validate_columns(columns, n)
+    feed = model.validator.checked_feed(*_typed_columns(frame, model), n)
     probs = model.scorer.proba(feed)
     labels = np.asarray(model.class_labels, dtype=object)
     best = probs.argmax(axis=1)

@@ -12,6 +12,7 @@ const rows = dataset;
 const quarantine = `${dataset}_quarantine`;
 const predictions = `${dataset}_predictions`;
 const monitoring = `${dataset}_monitoring`;
+const scores = `${dataset}_scores`;
 const components = {
   // load files: the dataset, its quarantine, batch records and the load lease
   etl: [on(rows, WRITE), on(quarantine, WRITE), on("etl_batches", WRITE), on("mlcycle_locks", WRITE)],
@@ -27,8 +28,12 @@ const components = {
     on(predictions, ["find", "createIndex"]), on(monitoring, ["find", "insert", "createIndex"]),
     on(rows, READ), on("etl_batches", READ), on("mlcycle_locks", READ),
   ],
+  // batch scoring of the stored table: read the rows, write the scores and the rows
+  // it refuses (never the dataset itself)
+  score: [on(rows, READ), on(scores, WRITE), on(quarantine, WRITE)],
 };
-const optional = new Set(["stream"]);  // only for teams that run the Kafka consumer
+// only for teams that run the Kafka consumer, or batch scoring of the store
+const optional = new Set(["stream", "score"]);
 for (const [name, privileges] of Object.entries(components)) {
   const password = process.env[`MONGO_${name.toUpperCase()}_PASSWORD`];
   if (!password && optional.has(name)) {

@@ -519,3 +519,37 @@ def test_a_model_without_an_exact_explanation_is_a_422_naming_why(model: FakeMod
     assert not isinstance(out, dict) and out.status == 422
     (error,) = out.body["detail"]
     assert error["loc"] == ["query", "explain"] and "linear model" in error["msg"]
+
+
+def test_rows_the_etl_rules_passed_feed_the_model_as_the_api_validator_feeds_it() -> None:
+    """Batch scoring's array path (`checked_feed`, from the ETL's typed valid rows) gives
+    the very inputs `validate_columns` gives for the same rows sent as JSON values,
+    missing values, other spellings and booleans included; a category the rules refuse
+    is still refused."""
+    import pandas as pd
+
+    from mlcycle.rules.frames import validate_chunk
+    from mlcycle.serve.batch import _typed_columns
+
+    numeric, categorical = ["size", "count", "level"], ["colour", "shade", "flag"]
+    model = FakeModel(
+        RICH, RequestValidator(RICH, numeric, categorical), FakeScorer(), ["a", "b", "c"], None
+    )
+    rows = _rich_batch(300)
+    rows[7]["colour"] = " BLUE "  # another spelling, made canonical by the ETL's rules
+    rows[8]["flag"] = "yes"
+    raw = pd.DataFrame(
+        [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows], dtype=str
+    )
+    valid = validate_chunk(raw, RICH).valid
+    assert len(valid) == len(rows)
+    got = model.validator.checked_feed(*_typed_columns(valid, model), len(valid))  # type: ignore[arg-type]
+    columns = {k: [r.get(k) for r in rows] for k in rows[0]}
+    want = model.validator.validate_columns(columns, len(rows))
+    assert got.keys() == want.keys()
+    for name in numeric:
+        np.testing.assert_array_equal(got[name], want[name])
+    for name in categorical:
+        assert got[name].ravel().tolist() == want[name].ravel().tolist(), name
+    with pytest.raises(InvalidRequest):
+        model.validator.checked_feed({}, {"colour": (np.zeros(2, np.int64), ["green"])}, 2)

@@ -114,6 +114,8 @@ def open_engine(
             "the dask engine needs Dask: pip install 'mlcycle[dask]' (the project "
             "virtualenv made by `make install` has it)"
         ) from err
+    if not logger.isEnabledFor(logging.DEBUG):  # Dask's own chatter (a worker joined, a
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # comm closed): warnings up
     cluster = None
     try:
         if scheduler:

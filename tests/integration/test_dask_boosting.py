@@ -112,14 +112,18 @@ def test_lightgbm_trains_on_the_workers_and_the_client_gets_only_its_share(
     store.close()
 
 
-def test_a_grid_search_is_refused_on_the_cluster_saying_why(
+def test_an_empty_store_and_a_grid_search_are_refused_on_the_cluster_saying_why(
     spec: DatasetSpec, cluster: DaskCluster, tmp_path: Path
 ) -> None:
     cfg = _config().model_copy(update={"search": SearchConfig(grid={"num_leaves": [7, 15]})})
     store = EmbeddedStore(tmp_path / "store.sqlite3")
-    run_etl(spec, write_demo(spec, tmp_path / "raw", 300, seed=3), store)
     with Client(cluster.address) as client:
-        job = cluster_training.ClusterTraining(Engine("dask", client), spec, cfg)
+        engine = Engine("dask", client)
+        empty = cluster_training.ClusterTraining(engine, spec, _config())
+        with pytest.raises(TrainingError, match="no labelled rows for dataset"):
+            empty.open(store)  # the local read's words, nothing sent to the workers
+        run_etl(spec, write_demo(spec, tmp_path / "raw", 300, seed=3), store)
+        job = cluster_training.ClusterTraining(engine, spec, cfg)
         with pytest.raises(TrainingError, match="grid search runs on the local engine"):
             job.open(store)
     store.close()

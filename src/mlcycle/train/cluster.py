@@ -48,6 +48,7 @@ from mlcycle.train.snapshot import (
     Snapshot,
     batch_facts,
     check_classes,
+    check_table,
     check_trainable,
     read_schema,
     snapshot_rows,
@@ -235,6 +236,7 @@ class ClusterTraining:
                 for r in itertools.pairwise(cuts)
             ]
         table = store.read_columns(spec.name, schema, require=spec.target.column)
+        check_table(table, spec, store)  # (nothing to send: the local read's messages)
         table = table.take(pc.sort_indices(table[spec.id_column]))
         step = -(-table.num_rows // (2 * workers)) or 1
         slices = [table.slice(start, step) for start in range(0, table.num_rows, step)]

@@ -46,51 +46,58 @@ def feature_importance(
     return {name: float(v) for name, v in ranked}
 
 
-def _majority(y: np.ndarray) -> Any:
-    values, counts = np.unique(y, return_counts=True)
-    return values[counts.argmax()]
+def _majority(counts: np.ndarray) -> int:
+    """The label code with the most rows (ties: the first, codes being in name order)."""
+    return int(np.argmax(counts))
 
 
 def _categorical_rule(
-    train: pd.Series, y_train: np.ndarray, test: pd.Series, default: Any
-) -> tuple[np.ndarray, str]:
+    train: pd.Series, y: np.ndarray, test: pd.Series, default: int, k: int
+) -> tuple[np.ndarray, list[tuple[Any, int]]]:
+    """Each category (and missing) -> its majority label code, fitted on `train`."""
     keys = train.astype(object).where(train.notna(), "(missing)")
-    table = pd.DataFrame({"k": keys.to_numpy(), "y": y_train}).groupby("k")["y"]
-    mapping = {k: _majority(v.to_numpy()) for k, v in table}
+    codes, groups = pd.factorize(keys, sort=False)
+    counts = np.zeros((len(groups), k), dtype=np.int64)
+    np.add.at(counts, (codes, y), 1)
+    mapping = {key: _majority(row) for key, row in zip(groups, counts, strict=True)}
     seen = test.astype(object).where(test.notna(), "(missing)")
-    predicted = np.asarray([mapping.get(k, default) for k in seen], dtype=y_train.dtype)
-    return predicted, "; ".join(f"{k} -> {v}" for k, v in sorted(mapping.items(), key=str))
+    predicted = seen.map(mapping).fillna(default).to_numpy(dtype=np.int64)
+    return predicted, list(mapping.items())
 
 
 def _numeric_rule(
-    train: pd.Series, y_train: np.ndarray, test: pd.Series, default: Any
-) -> tuple[np.ndarray, str]:
+    train: pd.Series, y: np.ndarray, test: pd.Series, default: int, k: int
+) -> tuple[np.ndarray, tuple[float, int, int] | None]:
+    """The threshold (among the training part's quantiles) whose two sides' majority
+    labels are right most often, a missing value counting as `default`: the label
+    counts below each threshold come from one sort and cumulative counts."""
     x = train.to_numpy(dtype=np.float64)
     known = ~np.isnan(x)
-    labels = np.unique(y_train)
+    if not known.any() or np.count_nonzero(np.bincount(y, minlength=k)) < 2:
+        return np.full(len(test), default, dtype=np.int64), None
+    order = np.argsort(x[known], kind="stable")
+    xs, ys = x[known][order], y[known][order]
+    cumulative = np.zeros((len(xs) + 1, k), dtype=np.int64)
+    np.cumsum(np.eye(k, dtype=np.int64)[ys], axis=0, out=cumulative[1:])
+    total = cumulative[-1]
+    unknown_right = int((y[~known] == default).sum())
     best = (-1.0, np.inf, default, default)
-    cuts: np.ndarray = (
-        np.unique(np.quantile(x[known], np.linspace(0, 1, THRESHOLDS)))
-        if known.any()
-        else np.empty(0)
-    )
-    for cut in cuts:
-        below = known & (x <= cut)
-        above = known & (x > cut)
-        low = _majority(y_train[below]) if below.any() else default
-        high = _majority(y_train[above]) if above.any() else default
+    for cut in np.unique(np.quantile(x[known], np.linspace(0, 1, THRESHOLDS))):
+        i = int(np.searchsorted(xs, cut, side="right"))
+        below, above = cumulative[i], total - cumulative[i]
+        low = _majority(below) if i > 0 else default
+        high = _majority(above) if i < len(xs) else default
         if low == high:
             continue
-        right = (y_train[below] == low).sum() + (y_train[above] == high).sum()
-        right += (y_train[~known] == default).sum()
-        if right / len(y_train) > best[0]:
-            best = (right / len(y_train), float(cut), low, high)
+        right = int(below[low] + above[high]) + unknown_right
+        if right / len(y) > best[0]:
+            best = (right / len(y), float(cut), low, high)
     _, cut, low, high = best
-    if not np.isfinite(cut) or len(labels) < 2:
-        return np.full(len(test), default, dtype=y_train.dtype), f"always {default}"
+    if not np.isfinite(cut):
+        return np.full(len(test), default, dtype=np.int64), None
     t = test.to_numpy(dtype=np.float64)
     predicted = np.where(np.isnan(t), default, np.where(t <= cut, low, high))
-    return predicted.astype(y_train.dtype), f"<= {cut:.6g} -> {low}; > {cut:.6g} -> {high}"
+    return predicted.astype(np.int64), (cut, low, high)
 
 
 def one_feature_rules(
@@ -102,22 +109,33 @@ def one_feature_rules(
     names: dict[int, str],
 ) -> list[dict[str, Any]]:
     """Every feature's best one-feature rule and its hold-out accuracy, best first
-    (labels by their spec names; a missing value goes to the training majority)."""
+    (labels by their spec names; a missing value goes to the training majority). The
+    labels are counted as codes in name order, so ties go to the first name."""
     if x_test.empty or len(x_train) == 0:
         return []
-    y_named = np.asarray([names[int(v)] for v in y_train], dtype=object)
-    truth = np.asarray([names[int(v)] for v in y_test], dtype=object)
-    default = _majority(y_named)
+    labels = sorted({names[int(v)] for v in np.unique(np.concatenate([y_train, y_test]))})
+    rank = {name: code for code, name in enumerate(labels)}
+    to_code = np.zeros(max(names) + 1, dtype=np.int64)
+    for value, name in names.items():
+        to_code[value] = rank.get(name, 0)
+    y, truth, k = to_code[y_train], to_code[y_test], len(labels)
+    default = _majority(np.bincount(y, minlength=k))
     out = []
     for feature in spec.numeric_features + spec.categorical_features:
-        make = _numeric_rule if feature in spec.numeric_features else _categorical_rule
-        predicted, rule = make(x_train[feature], y_named, x_test[feature], default)
+        if feature in spec.numeric_features:
+            predicted, found = _numeric_rule(x_train[feature], y, x_test[feature], default, k)
+            rule = (
+                f"always {labels[default]}"
+                if found is None
+                else f"<= {found[0]:.6g} -> {labels[found[1]]}; > {found[0]:.6g} -> "
+                f"{labels[found[2]]}"
+            )
+        else:
+            predicted, pairs = _categorical_rule(x_train[feature], y, x_test[feature], default, k)
+            named = sorted(((key, labels[code]) for key, code in pairs), key=str)
+            rule = "; ".join(f"{key} -> {label}" for key, label in named)
         out.append(
-            {
-                "feature": feature,
-                "rule": rule,
-                "accuracy": float((predicted == truth).mean()),
-            }
+            {"feature": feature, "rule": rule, "accuracy": float((predicted == truth).mean())}
         )
     return sorted(out, key=lambda r: (-r["accuracy"], r["feature"]))
 

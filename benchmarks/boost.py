@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.servers: the FerretDB launcher
 
-from benchmarks.common import peak_mb  # noqa: E402
+from benchmarks.common import peak_mb, run_child  # noqa: E402
 
 from mlcycle.spec import load_spec, packaged  # noqa: E402
 
@@ -96,56 +95,8 @@ def _vmhwm_mb() -> float:
     return 0.0
 
 
-class Cluster:
-    """`dask scheduler` + N `dask worker` processes on 127.0.0.1, one thread each."""
-
-    def __init__(self, work: Path, workers: int, env: dict[str, str]) -> None:
-        from tests.servers import free_port
-
-        self.port = free_port()
-        dask = str(Path(sys.executable).parent / "dask")
-        log = (work / "dask.log").open("ab")
-        common = dict(stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-        self.procs = [
-            subprocess.Popen(
-                [dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--no-dashboard"], **common,  # type: ignore[arg-type]
-            )
-        ]  # fmt: skip
-        for k in range(workers):
-            self.procs.append(
-                subprocess.Popen(
-                    [dask, "worker", self.address, "--nthreads", "1", "--no-nanny",
-                     "--memory-limit", "0", "--host", "127.0.0.1", "--no-dashboard",
-                     "--name", f"w{k}"], **common,  # type: ignore[arg-type]
-                )
-            )  # fmt: skip
-        from distributed import Client
-
-        with Client(self.address, timeout="60s") as client:
-            client.wait_for_workers(workers, timeout=120)
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def _child(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, *args)
 
 
 def _row(store: str, rows: int, engine: str, r: dict, base: float) -> str:
@@ -205,7 +156,9 @@ def main() -> None:
             # (FerretDB 1.x scans the whole table for each `_id` range: long reads)
             env = {**os.environ, "MONGO_URI": where if kind != "embedded" else "",
                    "MLCYCLE_STORE_TIMEOUT_MS": "600000"}  # fmt: skip
-            cluster = Cluster(root, args.workers, env)
+            from tests.servers import DaskCluster
+
+            cluster = DaskCluster(root, env, args.workers).start()
             try:
                 remote = _child("dask", store_kind, where, cluster.address, str(root / "dask"))
             finally:

@@ -82,6 +82,18 @@ def blocks(text: str) -> list[dict[str, Any]]:
     return [b for b in out if b.get("text", True)]
 
 
+def run_child(script: str, *args: str) -> dict[str, Any]:
+    """Run `script --child ARGS` in a fresh Python process and return the JSON its last
+    line printed (a measurement with its own peak memory)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return found
+
+
 def record(name: str, main: Callable[[], None]) -> None:
     """Run a benchmark's `main`, then save what it printed as results/<name>.json (a
     `--child` process, which prints for its parent, saves nothing)."""

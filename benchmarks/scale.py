@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import peak_mb  # noqa: E402
+from benchmarks.common import peak_mb, run_child  # noqa: E402
 
 from mlcycle.engine import open_engine  # noqa: E402
 from mlcycle.spec import load_spec, packaged  # noqa: E402
@@ -76,12 +75,7 @@ def cv_child(workers: int, target: str, rows: int) -> dict:
 
 
 def _child(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, *args)
 
 
 def _mem(r: dict) -> str:

@@ -193,3 +193,15 @@ def loan_store(spec: DatasetSpec, loan_dir: Path, tmp_path: Path) -> Iterator[St
     run_etl(spec, loan_dir, store)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, ferretdb: FerretDB) -> Iterator[object]:
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, one set per test
+    module, the workers' MongoDB being the session's FerretDB."""
+    from tests.servers import DaskCluster, worker_env
+
+    tmp = tmp_path_factory.mktemp("dask")
+    running = DaskCluster(tmp, worker_env(tmp, ferretdb.uri)).start()
+    yield running
+    running.stop()

@@ -322,3 +322,76 @@ class _Block:
 sys.meta_path.insert(0, _Block())
 """
 """A `sitecustomize.py` for a server process: the serving install has none of these."""
+
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+class DaskCluster:
+    """`dask scheduler` + N `dask worker` processes (no nanny: a killed worker stays dead)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], workers: int = 2) -> None:
+        self.workdir, self.env, self.n = workdir, env, workers
+        self.port = free_port()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [DASK, *args], env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> DaskCluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+            "--no-dashboard",
+        )  # fmt: skip
+        from distributed import Client
+
+        for k in range(self.n):
+            self.workers.append(
+                self._spawn(
+                    f"worker{k}",
+                    "worker",
+                    self.address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{k}",
+                )
+            )
+        with Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(self.n, timeout=120)
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def worker_env(tmp: Path, mongo_uri: str | None) -> dict[str, str]:
+    from tests.data import SPEC_PATH
+
+    env = {**os.environ, "MLCYCLE_DATA_DIR": str(tmp / "data"), "MLCYCLE_SPEC": str(SPEC_PATH)}
+    env.pop("MLCYCLE_MONGO_URI", None)
+    env.pop("MONGO_URI", None)
+    if mongo_uri:
+        env["MONGO_URI"] = mongo_uri
+    return env

@@ -7,7 +7,6 @@ is the local read's, and the model is exported to ONNX with parity and registere
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +29,12 @@ from mlcycle.train.holdout import id_positions
 from mlcycle.train.snapshot import load_snapshot
 from mlcycle.train.train import run_train
 from tests.data import CONFIG_PATH, embedded_settings
-from tests.integration.test_dask_engine import DaskCluster, worker_env
-from tests.servers import FerretDB
+from tests.servers import DaskCluster, FerretDB
 
 pytestmark = pytest.mark.integration
 
 ROWS = 6_000
 SAMPLE = 500
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, ferretdb: FerretDB) -> Iterator[DaskCluster]:
-    tmp = tmp_path_factory.mktemp("dask-boost")
-    running = DaskCluster(tmp, worker_env(tmp, ferretdb.uri)).start()
-    yield running
-    running.stop()
 
 
 def _config() -> TrainConfig:

@@ -3,13 +3,9 @@ started with Dask's own CLI on 127.0.0.1, against the embedded store and FerretD
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,87 +25,11 @@ from mlcycle.store.embedded import EmbeddedStore
 from mlcycle.store.mongo import MongoStore
 from mlcycle.train.config import load_train_config
 from mlcycle.train.train import run_train
-from tests.data import CONFIG_PATH, SPEC_PATH, embedded_settings
+from tests.data import CONFIG_PATH, embedded_settings
 from tests.integration.test_etl_pipeline import HEADER
-from tests.servers import FerretDB, free_port, mlcycle
+from tests.servers import DaskCluster, FerretDB, mlcycle, worker_env
 
 pytestmark = pytest.mark.integration
-
-DASK = str(Path(sys.executable).parent / "dask")
-
-
-class DaskCluster:
-    """`dask scheduler` + N `dask worker` processes (no nanny: a killed worker stays dead)."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], workers: int = 2) -> None:
-        self.workdir, self.env, self.n = workdir, env, workers
-        self.port = free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [DASK, *args], env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
-        )
-        self.procs.append(proc)
-        return proc
-
-    def start(self) -> DaskCluster:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            "scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-            "--no-dashboard",
-        )  # fmt: skip
-        for k in range(self.n):
-            self.workers.append(
-                self._spawn(
-                    f"worker{k}",
-                    "worker",
-                    self.address,
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--host",
-                    "127.0.0.1",
-                    "--no-dashboard",
-                    "--name",
-                    f"w{k}",
-                )
-            )
-        with Client(self.address, timeout="60s") as client:
-            client.wait_for_workers(self.n, timeout=120)
-        return self
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-
-def worker_env(tmp: Path, mongo_uri: str | None) -> dict[str, str]:
-    env = {**os.environ, "MLCYCLE_DATA_DIR": str(tmp / "data"), "MLCYCLE_SPEC": str(SPEC_PATH)}
-    env.pop("MLCYCLE_MONGO_URI", None)
-    env.pop("MONGO_URI", None)
-    if mongo_uri:
-        env["MONGO_URI"] = mongo_uri
-    return env
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, ferretdb: FerretDB) -> Iterator[DaskCluster]:
-    tmp = tmp_path_factory.mktemp("dask")
-    running = DaskCluster(tmp, worker_env(tmp, ferretdb.uri)).start()
-    yield running
-    running.stop()
 
 
 def messy_files(spec: DatasetSpec, folder: Path) -> Path:

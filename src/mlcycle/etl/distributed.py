@@ -394,6 +394,13 @@ def read_range(
         store.close()
 
 
+def id_ranges(store: Any, dataset: str, parts: int) -> list[tuple[Any, Any]]:
+    """About `parts` consecutive `_id` ranges of a MongoDB dataset, in id order (None:
+    open-ended), for the workers to read one each."""
+    cuts = [None, *store.id_bounds(dataset, parts), None]
+    return list(itertools.pairwise(cuts))
+
+
 def read_columns_dask(
     store: Store,
     client: Any,
@@ -409,8 +416,7 @@ def read_columns_dask(
 
     if not isinstance(store, MongoStore):
         return store.read_columns(dataset, schema, require=require)
-    cuts = [None, *store.id_bounds(dataset, parts), None]
-    ranges = list(itertools.pairwise(cuts))
+    ranges = id_ranges(store, dataset, parts)
     futures = [
         client.submit(read_range, store.db.name, dataset, schema, require, r, pure=False)
         for r in ranges

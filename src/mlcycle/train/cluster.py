@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import logging
 import warnings
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from mlcycle.store.columns import TextColumn
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.features import LIGHTGBM_DEFAULTS, MISSING, build_pipeline
 from mlcycle.train.fitting import FitResult, Split, check_sides
-from mlcycle.train.holdout import id_positions
+from mlcycle.train.holdout import id_positions, line_blocks
 from mlcycle.train.snapshot import (
     Rows,
     Snapshot,
@@ -120,7 +119,6 @@ def facts(part: Part, test_size: float, classes: int) -> Facts:
             found = column[~held]
             texts = sorted({str(v) for v in found.dropna().unique()})
             categories[name] = texts + ([MISSING] if found.isna().any() else [])
-    joined = pc.binary_join_element_wise(rows.ids.arrow, rows.row_hashes.arrow, "\t").to_pylist()
     return Facts(
         rows=len(rows.y),
         held=np.bincount(rows.y[held], minlength=classes),
@@ -128,7 +126,7 @@ def facts(part: Part, test_size: float, classes: int) -> Facts:
         categories=categories,
         present={name: int(rows.X[name].notna().sum()) for name in rows.X.columns},
         batch_ids=rows.batch_ids,
-        lines=("".join(f"{line}\n" for line in joined)).encode(),
+        lines=b"".join(line_blocks(rows.ids.arrow, rows.row_hashes.arrow)),
     )
 
 
@@ -230,10 +228,11 @@ class ClusterTraining:
         assert spec.target is not None
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         if isinstance(store, MongoStore):
-            cuts = [None, *store.id_bounds(spec.name, 2 * workers), None]
+            from mlcycle.etl.distributed import id_ranges
+
             return [
                 self.client.submit(read_part, store.db.name, spec, schema, r, pure=False)
-                for r in itertools.pairwise(cuts)
+                for r in id_ranges(store, spec.name, 2 * workers)
             ]
         table = store.read_columns(spec.name, schema, require=spec.target.column)
         check_table(table, spec, store)  # (nothing to send: the local read's messages)

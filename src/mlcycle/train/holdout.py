@@ -12,13 +12,17 @@ the same two versions on the same evaluation set always get the same verdict.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from mlcycle.store.columns import TextColumn
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SCHEME = "id-blake2b/v1"
 """Names the hash; recorded with every version so a change of scheme is never silent."""
@@ -78,7 +82,6 @@ def lines_digest(
     """SHA-256 of "<id>\\t<row hash>\\n" for each row (those `mask` selects), in order:
     joined by Arrow a block of rows at a time, never a Python loop per row."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     def arrow(values: Sequence[str]) -> pa.ChunkedArray:
         if isinstance(values, TextColumn):
@@ -90,13 +93,21 @@ def lines_digest(
         keep = pa.array(np.asarray(mask, dtype=bool))
         left, right = left.filter(keep), right.filter(keep)
     digest = hashlib.sha256()
+    for block in line_blocks(left, right):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def line_blocks(left: pa.ChunkedArray, right: pa.ChunkedArray) -> Iterator[bytes]:
+    """ "<left>\t<right>\n" for each row, joined by Arrow a block of rows at a time."""
+    import pyarrow.compute as pc
+
     for start in range(0, len(left), _BLOCK):
         lines = pc.binary_join_element_wise(
             left.slice(start, _BLOCK), right.slice(start, _BLOCK), "\t"
         ).to_pylist()
         if lines:
-            digest.update(("\n".join(lines) + "\n").encode())
-    return digest.hexdigest()
+            yield ("\n".join(lines) + "\n").encode()
 
 
 def rows_set(

@@ -8,11 +8,14 @@ import typer
 
 from mlcycle.cli.base import (
     DatasetOpt,
+    EngineOpt,
     JsonOpt,
+    SchedulerOpt,
     SpecOpt,
     app,
     console,
     emit_json,
+    engine,
     opened_store,
     settings,
     spec_of,
@@ -43,19 +46,23 @@ def predict(
     ] = False,
     spec_path: SpecOpt = None,
     dataset: DatasetOpt = None,
+    engine_kind: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score a file, a folder or the stored table with the champion (or --version), by
     the API's validation and scorer; bad rows go to the quarantine.
 
-    Example: mlcycle predict --source data/new.csv --out scores.parquet
+    Example: mlcycle predict --source data/new.csv --out scores.parquet (--engine dask:
+    the files' parts scored on the cluster's workers)
     """
     from mlcycle.serve.batch import run_batch, scores_collection
 
     config = settings()
     with stage(as_json), opened_store(config) as store:
         spec = spec_of(config, spec_path, dataset)
-        summary = run_batch(config, spec, store, source, out, version, explain)
+        with engine(config, engine_kind, scheduler) as runner:
+            summary = run_batch(config, spec, store, source, out, version, explain, runner)
     if as_json:
         emit_json(summary.as_dict())
         return

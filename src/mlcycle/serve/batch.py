@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,9 +31,11 @@ import numpy as np
 import pandas as pd
 
 from mlcycle.config import Settings
+from mlcycle.engine import LOCAL, Engine
 from mlcycle.errors import BadInput
 from mlcycle.etl.sources import FileSource
 from mlcycle.explanation import columns, explanation
+from mlcycle.serve.batch_dask import PartJob, check_source, model_files, parts_folder, run_parts
 from mlcycle.serve.model import LoadedModel, ModelManager
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store, quarantine_collection
@@ -190,10 +193,27 @@ def _explained(out: pd.DataFrame, feed: dict[str, np.ndarray], model: LoadedMode
         out[name] = values
 
 
-class _Writer:
+def score_docs(rows: pd.DataFrame, spec: DatasetSpec, lineage: dict[str, Any]) -> list[Any]:
+    """Output rows as `<dataset>_scores` documents: one per id and version, with the
+    lineage, so a rerun rewrites the same documents."""
+    docs = []
+    for row in rows.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+        docs.append(
+            {
+                "_id": f"{row[spec.id_column]}@v{row['model_version']}",
+                "id": row[spec.id_column],
+                **{k: v for k, v in row.items() if k != spec.id_column},
+                **lineage,
+            }
+        )
+    return docs
+
+
+class OutputWriter:
     """Output rows to Parquet, CSV or the store, a chunk at a time."""
 
-    def __init__(self, out: str, store: Store, spec: DatasetSpec, lineage: dict[str, Any]):
+    def __init__(self, out: str, store: Store | None, spec: DatasetSpec, lineage: dict[str, Any]):
         self.out, self.store, self.spec, self.lineage = out, store, spec, lineage
         self._parquet: Any = None
         self._csv_started = False
@@ -220,19 +240,28 @@ class _Writer:
             self._csv_started = True
 
     def _to_store(self, rows: pd.DataFrame) -> None:
-        id_column = self.spec.id_column
-        docs = []
-        for row in rows.to_dict("records"):
-            row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
-            docs.append(
-                {
-                    "_id": f"{row[id_column]}@v{row['model_version']}",
-                    "id": row[id_column],
-                    **{k: v for k, v in row.items() if k != id_column},
-                    **self.lineage,
-                }
-            )
-        self.store.put(scores_collection(self.spec.name), docs)
+        assert self.store is not None  # `out` is the store
+        self.store.put(scores_collection(self.spec.name), score_docs(rows, self.spec, self.lineage))
+
+    def join(self, part: Path) -> None:
+        """A worker's part file (`serve.batch_dask`) appended, then removed."""
+        import pyarrow.parquet as pq
+
+        if part.suffix == ".parquet":
+            with pq.ParquetFile(part) as found:
+                for group in range(found.num_row_groups):
+                    table = found.read_row_group(group)
+                    if self._parquet is None:
+                        self._parquet = pq.ParquetWriter(self._tmp, table.schema)
+                    self._parquet.write_table(table)
+        else:
+            with part.open("rb") as src, self._tmp.open("ab") as dst:
+                header = src.readline()
+                if not self._csv_started:
+                    dst.write(header)
+                shutil.copyfileobj(src, dst)
+            self._csv_started = True
+        part.unlink()
 
     def close(self, ok: bool) -> None:
         """Moves the finished file into place (never a partial one); drops it on failure."""
@@ -253,10 +282,14 @@ def run_batch(
     out: str,
     version: str | None = None,
     explain: bool = False,
+    engine: Engine = LOCAL,
 ) -> BatchSummary:
-    """Score `source` (a file, a folder or `store`) into `out`; see the module docstring."""
+    """Score `source` (a file, a folder or `store`) into `out`; see the module docstring
+    (and `serve.batch_dask` for the dask engine)."""
     if source != STORE and not Path(source).exists():
         raise BadInput(f"--source {source}: no such file or folder")
+    if engine.distributed:
+        check_source(source)
     model = load_model(settings, spec, version)
     batch_id = f"predict-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     files = None if source == STORE else FileSource(Path(source))
@@ -276,24 +309,14 @@ def run_batch(
         "batch_id": batch_id,
         "scored_at": datetime.now(UTC),
     }
-    writer = _Writer(out, store, spec, lineage)
+    writer = OutputWriter(out, store, spec, lineage)
     started = time.perf_counter()
     ok = False
     try:
-        for valid, quarantined, read in _frames(files, stored, spec, batch_id):
-            summary.rows += read or len(valid)
-            if quarantined:
-                store.put(quarantine_collection(spec.name), quarantined)
-                summary.rejected += len(quarantined)
-            if len(valid):
-                rows, counts = score_frame(valid, model, explain)
-                writer.write(rows)
-                summary.scored += len(rows)
-                for k, v in counts.items():
-                    summary.labels[k] = summary.labels.get(k, 0) + v
-            logger.info(
-                "scored %s rows so far (%s rejected)", f"{summary.scored:,}", summary.rejected
-            )
+        if engine.distributed:
+            _on_cluster(settings, spec, store, engine, files, model, writer, summary, explain)
+        else:
+            _locally(spec, store, files, stored, model, writer, summary, explain)
         ok = True
     finally:
         writer.close(ok)
@@ -301,3 +324,60 @@ def run_batch(
         raise BadInput(f"--source {source}: no rows to score")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _locally(
+    spec: DatasetSpec,
+    store: Store,
+    files: FileSource | None,
+    stored: pd.DataFrame | None,
+    model: LoadedModel,
+    writer: OutputWriter,
+    summary: BatchSummary,
+    explain: bool,
+) -> None:
+    for valid, quarantined, read in _frames(files, stored, spec, summary.batch_id):
+        summary.rows += read or len(valid)
+        if quarantined:
+            store.put(quarantine_collection(spec.name), quarantined)
+            summary.rejected += len(quarantined)
+        if len(valid):
+            rows, counts = score_frame(valid, model, explain)
+            writer.write(rows)
+            summary.scored += len(rows)
+            for k, v in counts.items():
+                summary.labels[k] = summary.labels.get(k, 0) + v
+        logger.info("scored %s rows so far (%s rejected)", f"{summary.scored:,}", summary.rejected)
+
+
+def _on_cluster(
+    settings: Settings,
+    spec: DatasetSpec,
+    store: Store,
+    engine: Engine,
+    files: FileSource | None,
+    model: LoadedModel,
+    writer: OutputWriter,
+    summary: BatchSummary,
+    explain: bool,
+) -> None:
+    from mlcycle.etl.distributed import worker_database
+
+    assert files is not None
+    parts_dir = None if summary.out == STORE else parts_folder(summary.out)
+    job = PartJob(
+        spec,
+        model_files(settings, model),
+        summary.out,
+        parts_dir,
+        explain,
+        summary.batch_id,
+        writer.lineage,
+        worker_database(store),
+        CHUNK_ROWS,
+    )
+    try:
+        run_parts(settings, spec, store, engine.client, files, job, writer, summary)
+    finally:
+        if parts_dir is not None:
+            shutil.rmtree(parts_dir, ignore_errors=True)

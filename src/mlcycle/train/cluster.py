@@ -322,7 +322,7 @@ class ClusterTraining:
             np.zeros((len(present), 1)), present, sample_weight=counts[present]
         )
         baseline = evaluate(dummy, X_test, y_test, positive, classes)
-        part = Split(X_sample, X_test, y_sample, y_test, folds=None)
+        part = Split(X_sample, np.arange(len(X_sample)), X_test, y_sample, y_test, folds=None)
         return FitResult(pipeline, {}, metrics, baseline, {}, part, classes)
 
     def describe(self) -> str:

@@ -4,6 +4,7 @@ baseline). Pure apart from CPU; on the dask engine joblib's tasks run on the clu
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,18 +18,29 @@ from mlcycle.spec import DatasetSpec
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.evaluation import cv_scorers, evaluate, positive_class
 from mlcycle.train.features import available_memory, build_pipeline, encoding_footprint
+from mlcycle.train.lean import fit_pipeline
 from mlcycle.train.snapshot import Snapshot
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Split:
-    """The hold-out and the training part, and the CV folds over the training part."""
+    """The hold-out and the training part, and the CV folds over the training part.
+    The training part stays rows of `X` (`train_rows`): on millions of rows a copy of
+    them would sit beside every fit."""
 
-    X_train: pd.DataFrame
+    X: pd.DataFrame
+    train_rows: np.ndarray
     X_test: pd.DataFrame
     y_train: np.ndarray
     y_test: np.ndarray
     folds: Any
+
+    @property
+    def X_train(self) -> pd.DataFrame:  # noqa: N802 - scikit-learn's name for it
+        """The training part's rows (a copy each time)."""
+        return self.X.iloc[self.train_rows]
 
 
 @dataclass
@@ -73,7 +85,10 @@ def split(snapshot: Snapshot, cfg: TrainConfig, names: dict[int, str] | None = N
         names or {},
     )
     folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-    return Split(snapshot.X[~held], snapshot.X[held], snapshot.y[~held], snapshot.y[held], folds)
+    train_rows = np.flatnonzero(~held)
+    return Split(
+        snapshot.X, train_rows, snapshot.X[held], snapshot.y[~held], snapshot.y[held], folds
+    )
 
 
 def check_sides(
@@ -127,23 +142,45 @@ def _cross_validate(
     positive: int | None,
     n_jobs: int,
 ) -> dict[str, float]:
-    from sklearn.model_selection import cross_validate
+    """Each fold fitted (`lean.fit_pipeline`) and scored as `cross_validate` would: the
+    same folds, fits and scorers, a failed fold scoring NaN."""
+    from joblib import Parallel, delayed
+    from sklearn.base import clone
+    from sklearn.metrics import check_scoring
 
     model = cfg.model.model_copy(update={"params": {**cfg.model.params, **best}})
-    scores = cross_validate(
-        build_pipeline(spec, model, cfg.seed),
-        part.X_train,
-        part.y_train,
-        cv=part.folds,
-        scoring=cv_scorers(positive),
-        n_jobs=n_jobs,
+    template = build_pipeline(spec, model, cfg.seed)
+    scorer = check_scoring(template, scoring=cv_scorers(positive))
+    y = part.y_train
+    folds = part.folds.split(np.zeros((len(y), 1)), y)
+    found = Parallel(n_jobs=n_jobs)(
+        delayed(_fold)(clone(template), part.X, part.train_rows, y, train, test, scorer)
+        for train, test in folds
     )
     cv = {}
     for metric in ("accuracy", "roc_auc", "f1"):
-        vals = scores[f"test_{metric}"]
+        vals = np.asarray([scores.get(metric, np.nan) for scores in found])
         cv[f"cv_{metric}_mean"] = float(np.mean(vals))
         cv[f"cv_{metric}_std"] = float(np.std(vals))
     return cv
+
+
+def _fold(
+    pipeline: Any,
+    X: pd.DataFrame,
+    rows: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    scorer: Any,
+) -> dict[str, float]:
+    """One CV fold's scores ({} when its fit failed, as `error_score=nan` would)."""
+    try:
+        fit_pipeline(pipeline, X, rows[train], y[train])
+    except Exception as err:  # one fold's failure is a NaN score, not the run's end
+        logger.warning("a CV fold failed to fit (its scores are NaN): %s", err)
+        return {}
+    return {k: float(v) for k, v in scorer(pipeline, X.iloc[rows[test]], y[test]).items()}
 
 
 def fit(
@@ -166,8 +203,10 @@ def fit(
             pipeline, best = _search(pipeline, part, cfg, positive, engine.n_jobs)
         cv = _cross_validate(spec, cfg, best, part, positive, engine.n_jobs)
         if cfg.search is None:
-            pipeline.fit(part.X_train, part.y_train)
+            fit_pipeline(pipeline, part.X, part.train_rows, part.y_train)
     metrics = evaluate(pipeline, part.X_test, part.y_test, positive, classes)
-    dummy = DummyClassifier(strategy="most_frequent").fit(part.X_train, part.y_train)
+    dummy = DummyClassifier(strategy="most_frequent").fit(
+        np.zeros((len(part.y_train), 1)), part.y_train
+    )
     baseline = evaluate(dummy, part.X_test, part.y_test, positive, classes)
     return FitResult(pipeline, best, metrics, baseline, cv, part, classes)

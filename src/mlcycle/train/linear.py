@@ -27,7 +27,7 @@ import pandas as pd
 
 from mlcycle.fold import LINKS, apply_link
 from mlcycle.spec import DatasetSpec
-from mlcycle.train.export import onnx_feed
+from mlcycle.train.export import PARITY_ROWS, onnx_feed
 from mlcycle.train.features import MISSING
 
 logger = logging.getLogger(__name__)
@@ -80,18 +80,26 @@ def fold_scores(fold: dict[str, Any], feed: dict[str, np.ndarray]) -> np.ndarray
     return z
 
 
-def expected_terms(fold: dict[str, Any], feed: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """Each feature's mean term over the training rows (one number a decision value):
+def expected_terms(
+    fold: dict[str, Any], sample: pd.DataFrame, fill: dict[str, float]
+) -> dict[str, list[float]]:
+    """Each feature's mean term over the sample's rows (one number a decision value):
     an explanation's contributions are the terms less these, its base the fold's base
     plus their sum, so a feature at its training average contributes 0 (as SHAP's
-    linear explainer under independent features)."""
+    linear explainer under independent features). A column at a time, each category's
+    term weighted by its count: no copy of the rows as text."""
     out: dict[str, list[float]] = {}
+    n = len(sample)
     for name, slope in fold["numeric"].items():
-        x = feed[name].ravel().astype(np.float64)
+        values = sample[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        x = np.where(np.isnan(values), fill.get(name, np.nan), values)
         out[name] = (float(x.mean()) * np.asarray(slope, dtype=np.float64)).tolist()
     for name, table in fold["categorical"].items():
-        rows = [table["values"].get(v, table["other"]) for v in feed[name].ravel()]
-        out[name] = np.asarray(rows, dtype=np.float64).mean(axis=0).tolist()
+        codes, distinct = pd.factorize(sample[name], use_na_sentinel=True)
+        texts = [str(v) for v in distinct] + [MISSING]  # code -1: missing
+        counts = np.bincount(np.where(codes < 0, len(distinct), codes), minlength=len(texts))
+        terms = np.asarray([table["values"].get(t, table["other"]) for t in texts], np.float64)
+        out[name] = (counts @ terms / n).tolist()
     return out
 
 
@@ -169,16 +177,19 @@ def _verified(
     values on mixed probe rows too."""
     if len(sample) == 0:
         return None, "no sample to check a fold against"
-    expected = pipeline.predict_proba(sample)
-    z = fold_scores(fold, onnx_feed(sample, spec, fill))
-    k = z.shape[1]
     diffs: dict[str, float] = {}
-    for link in LINKS:
-        if (link == "logistic") != (k == 1) or (k > 1 and expected.shape[1] != k):
-            continue
-        probs = apply_link(link, z)
-        if probs.shape == expected.shape:
-            diffs[link] = float(np.max(np.abs(probs - expected)))
+    for start in range(0, len(sample), PARITY_ROWS):  # memory: one block's probabilities
+        part = sample.iloc[start : start + PARITY_ROWS]
+        expected = pipeline.predict_proba(part)
+        z = fold_scores(fold, onnx_feed(part, spec, fill))
+        k = z.shape[1]
+        for link in LINKS:
+            if (link == "logistic") != (k == 1) or (k > 1 and expected.shape[1] != k):
+                continue
+            probs = apply_link(link, z)
+            if probs.shape == expected.shape:
+                diff = float(np.max(np.abs(probs - expected)))
+                diffs[link] = max(diffs.get(link, 0.0), diff)
     if not diffs:
         return None, f"no link maps {k} decision value(s) to {expected.shape[1]} classes"
     link = min(diffs, key=diffs.__getitem__)
@@ -194,5 +205,5 @@ def _verified(
         return None, f"the fold misses on mixed rows by {mixed_diff:.2e}"
     fold["link"] = link
     fold["max_abs_diff"] = max(diffs[link], mixed_diff)
-    fold["expected"] = expected_terms(fold, onnx_feed(sample, spec, fill))
+    fold["expected"] = expected_terms(fold, sample, fill)
     return fold, f"linear fold, {link} link, max |p_fold - p_sklearn| = {fold['max_abs_diff']:.2e}"

@@ -17,7 +17,7 @@ from mlcycle.monitor.profile import reference_profile
 from mlcycle.spec import DatasetSpec
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.evaluation import positive_class
-from mlcycle.train.export import export_onnx
+from mlcycle.train.export import PARITY_ROWS, export_onnx
 from mlcycle.train.features import MISSING
 from mlcycle.train.linear import fold_linear
 from mlcycle.train.snapshot import Snapshot
@@ -112,7 +112,7 @@ def reference(
     positive = positive_class(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        proba = pipeline.predict_proba(X_train)
+        proba = block_proba(pipeline, X_train)
     # the score monitoring follows: the positive probability, or the top class's
     scores = proba[:, classes.index(positive)] if positive is not None else proba.max(axis=1)
     names = {v: k for k, v in spec.target.labels.items()}
@@ -128,6 +128,18 @@ def reference(
         seed=cfg.seed,
         predicted=predicted,
     )
+
+
+def block_proba(pipeline: Any, X: pd.DataFrame) -> np.ndarray:
+    """`pipeline.predict_proba(X)` a block of rows at a time: on millions of rows the
+    whole frame's transform would be the run's peak memory."""
+    if len(X) <= PARITY_ROWS:
+        return np.asarray(pipeline.predict_proba(X))
+    parts = [
+        pipeline.predict_proba(X.iloc[start : start + PARITY_ROWS])
+        for start in range(0, len(X), PARITY_ROWS)
+    ]
+    return np.concatenate(parts)
 
 
 REFERENCE_ROWS = 20

@@ -18,6 +18,7 @@ from mlcycle.store.base import BATCHES, Store, as_datetime
 from mlcycle.store.columns import TextColumn, schema_for
 from mlcycle.store.lease import describe_holder, live_holder
 from mlcycle.train.holdout import EvaluationSet, evaluation_set, id_positions, lines_digest
+from mlcycle.train.lean import give_back_memory
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def load_snapshot(store: Store, spec: DatasetSpec, engine: Engine = LOCAL) -> Sn
     check_table(table, spec, store)
     rows = snapshot_rows(table, spec)
     del table
+    give_back_memory()
     check_classes(np.bincount(rows.y), spec)
     return Snapshot(
         X=rows.X,

@@ -1,0 +1,241 @@
+"""`mlcycle predict --engine dask`: the files' parts scored on the Dask workers.
+
+The files are cut into parts as the ETL cuts them (`etl.partitions.plan_parts`: whole
+files, or record-aligned byte ranges of a large CSV or JSONL), and each worker reads,
+checks and scores its parts with the same readers, rules, validator and scorer as the
+local engine, so a row gets the same probabilities either way. The model travels as its
+serving bundle's files (a few KB to MB) and is loaded and self-checked once a worker
+process. Output rows go to a part file next to `--out` (the workers must see the client's
+paths, as for the ETL), which the client joins in part order into the one file; to the
+store they are written by the workers themselves on MongoDB, or handed back to the client
+for the embedded store (its one writer). Quarantine entries are made on the workers with
+rows counted from the part's start; the client moves them to the file's row numbers once
+the earlier parts' row counts are known, so they match the local engine's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlcycle.config import PART_BYTES, Settings
+from mlcycle.errors import BadInput
+from mlcycle.spec import DatasetSpec
+from mlcycle.store.base import Document, Store, quarantine_collection
+
+_LOADED: dict[str, Any] = {}
+"""Bundles a worker process has loaded, by digest."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A serving bundle as bytes, to be loaded where it lands."""
+
+    name: str
+    version: str
+    run_id: str
+    digest: str
+    choice: str
+    files: dict[str, bytes]
+
+    def load(self) -> Any:
+        from mlcycle.serve.model import _load_folder, self_check
+
+        if self.digest not in _LOADED:
+            folder = Path(tempfile.mkdtemp(prefix="mlcycle-bundle-"))
+            try:
+                for rel, data in self.files.items():
+                    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / rel).write_bytes(data)
+                args = (self.name, self.version, "", self.run_id, "registry", self.digest)
+                model = _load_folder(folder, *args, self.choice)
+                self_check(model, folder)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            _LOADED[self.digest] = model
+        return _LOADED[self.digest]
+
+
+def model_files(settings: Settings, model: Any) -> ModelFiles:
+    """The loaded model's bundle (the server's cache folder) as bytes."""
+    from mlcycle.serve.model import ModelManager
+
+    folder = ModelManager(settings, model.name).cache / model.run_id
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return ModelFiles(
+        model.name, model.version, model.run_id, model.sha256, settings.serving_scorer, files
+    )
+
+
+@dataclass
+class PartScore:
+    """What a worker hands back for one part."""
+
+    rows: int = 0
+    scored: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    quarantine: list[Document] = field(default_factory=list)
+    """Rows counted from the part's start (`shift_rows` moves them)."""
+    written: str | None = None
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    """Output rows for the client to write (the embedded store)."""
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """The parameters every part's task shares."""
+
+    spec: DatasetSpec
+    bundle: ModelFiles
+    out: str
+    parts_dir: str | None
+    explain: bool
+    batch_id: str
+    lineage: dict[str, Any]
+    mongo_db: str | None
+    chunk_rows: int
+
+
+def score_part(part: Any, job: PartJob) -> PartScore:
+    """One part on a worker: read, check, score, write (or hand back)."""
+    from mlcycle.etl.distributed import _part_chunks, worker_store
+    from mlcycle.etl.sources import FileOrigin
+    from mlcycle.etl.steps import quarantine_docs
+    from mlcycle.rules.frames import validate_chunk
+    from mlcycle.serve.batch import STORE, OutputWriter, score_docs, score_frame
+
+    model = job.bundle.load()
+    spec = job.spec
+    ok = False
+    target = spec.target.column if spec.target is not None else None
+    out = PartScore()
+    sink = None
+    if job.parts_dir is not None:
+        name = f"part-{part.index:06d}{Path(job.out).suffix.lower()}"
+        sink = OutputWriter(str(Path(job.parts_dir) / name), None, spec, {})
+    store = worker_store(job.mongo_db) if job.out == STORE and job.mongo_db else None
+    try:
+        for chunk in _part_chunks(part, spec, job.chunk_rows, part.check()):
+            raw = chunk.frame.drop(columns=[target]) if target in chunk.frame else chunk.frame
+            result = validate_chunk(raw, spec)
+            origin = FileOrigin(part.path, part.sha256, chunk.first_row, chunk.line_offset)
+            out.quarantine += quarantine_docs(raw, result.issues, origin, job.batch_id)
+            out.rows += len(raw)
+            if not len(result.valid):
+                continue
+            rows, counts = score_frame(result.valid, model, job.explain)
+            out.scored += len(rows)
+            for k, v in counts.items():
+                out.labels[k] = out.labels.get(k, 0) + v
+            if store is not None:
+                store.put(f"{spec.name}_scores", score_docs(rows, spec, job.lineage))
+            elif job.out == STORE:
+                out.frames.append(rows)
+            elif sink is not None:
+                sink.write(rows)
+        ok = True
+    finally:
+        if sink is not None:
+            sink.close(ok)
+            out.written = sink.out if Path(sink.out).exists() else None
+        if store is not None:
+            store.close()
+    return out
+
+
+def shift_rows(docs: list[Document], shift: int) -> list[Document]:
+    """Quarantine entries counted from a part's start, moved `shift` rows on: their
+    row, line and id as the local engine gives them."""
+    for doc in docs:
+        doc["row"] += shift
+        doc["line"] += shift
+        doc["_id"] = f"{doc['file_sha256'][:16]}:{doc['row']}"
+    return docs
+
+
+def run_parts(
+    settings: Settings,
+    spec: DatasetSpec,
+    store: Store,
+    client: Any,
+    files: Any,
+    job: PartJob,
+    writer: Any,
+    summary: Any,
+) -> None:
+    """Score the files' parts on the cluster into `writer` (the local engine's), in part
+    order; quarantine entries into the store with the files' row numbers."""
+    from distributed import as_completed
+
+    from mlcycle.etl.partitions import plan_parts
+
+    parts = plan_parts(files, PART_BYTES)
+    futures = client.map(score_part, parts, job=job, pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    done: dict[int, PartScore] = {}
+    before: dict[int, int] = {}  # rows of a file's parts already applied
+    applied = 0
+    for future in as_completed(futures):
+        done[index[future.key]] = future.result()
+        future.release()
+        while applied in done:  # in part order: the rows before a part are known
+            part, found = parts[applied], done.pop(applied)
+            shift = before.get(part.file_no, 0)
+            before[part.file_no] = shift + found.rows
+            _apply(part, found, shift, spec, store, writer, summary)
+            applied += 1
+
+
+def _apply(
+    part: Any,
+    found: PartScore,
+    shift: int,
+    spec: DatasetSpec,
+    store: Store,
+    writer: Any,
+    summary: Any,
+) -> None:
+    """One part's result, on the client, in part order."""
+    import logging
+
+    summary.rows += found.rows
+    summary.scored += found.scored
+    for k, v in found.labels.items():
+        summary.labels[k] = summary.labels.get(k, 0) + v
+    if found.quarantine:
+        store.put(quarantine_collection(spec.name), shift_rows(found.quarantine, shift))
+        summary.rejected += len(found.quarantine)
+    for rows in found.frames:
+        writer.write(rows)
+    if found.written is not None:
+        writer.join(Path(found.written))
+    logging.getLogger(__name__).info(
+        "part %d (%s): scored %s rows so far (%s rejected)",
+        part.index,
+        Path(part.path).name,
+        f"{summary.scored:,}",
+        summary.rejected,
+    )
+
+
+def parts_folder(out: str) -> str:
+    """A folder next to `out` for the workers' part files (removed when joined)."""
+    folder = Path(out).absolute().parent / f".{Path(out).name}.{uuid.uuid4().hex[:8]}.parts"
+    folder.mkdir(parents=True)
+    return str(folder)
+
+
+def check_source(source: str) -> None:
+    from mlcycle.serve.batch import STORE
+
+    if source == STORE:
+        raise BadInput(
+            "--engine dask scores files (their parts on the workers); score the stored "
+            "table with --engine local"
+        )

@@ -2,12 +2,15 @@
 per second, Parquet to Parquet), and what `?explain=true` costs over a plain request for
 each model kind.
 
-    python benchmarks/batch.py [--rows 1000000] [--runs 3]
+    python benchmarks/batch.py [--rows 1000000] [--runs 3] [--workers 2]
 
 Trains each model kind with its default params on 2,000 synthetic loan rows in a
 temporary embedded project, writes ROWS synthetic applicants to Parquet and scores them
 with the logistic regression's `mlcycle predict --json` RUNS times (the command's own
-timer: reading, validating, scoring and writing; min, median, max). Explanations are
+timer: reading, validating, scoring and writing; min, median, max); then the same rows as
+a folder of one Parquet file a worker, scored locally and with `--engine dask` on a real
+`dask scheduler` + WORKERS `dask worker` processes of one thread (in the same run, one
+after the other). Explanations are
 timed in-process on the server's own code path (`PredictService.handle`, no network):
 one record, and a 10,000-row columnar batch, each with and without `explain`, in one
 run (exact terms for the linear model, exact TreeSHAP for the tree ensembles); for the
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.servers: the Dask cluster launcher
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
@@ -128,10 +132,27 @@ def _shap_reference(work: Path) -> tuple[float, float] | None:
     return ours, (time.perf_counter() - started) * 1000
 
 
+def _predict_runs(env: dict[str, str], source: Path, out: Path, runs: int, *extra: str) -> list:
+    """rows/s of each `mlcycle predict --json` run (its own timer)."""
+    speeds = []
+    for i in range(runs):
+        target = str(out.with_name(f"{out.name}{i}.parquet"))
+        found = json.loads(
+            _cli(env, "predict", "--source", str(source), "--out", target, "--json", *extra)
+        )
+        speeds.append(found["scored"] / found["seconds"])
+    return speeds
+
+
+def _spread(speeds: list[float]) -> str:
+    return f"{statistics.median(speeds):,.0f} | {min(speeds):,.0f}-{max(speeds):,.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlcycle-batch-bench-"))
     env = {**os.environ, "MLCYCLE_DATA_DIR": str(work / "data"), "MLCYCLE_LOG_LEVEL": "WARNING"}
@@ -154,25 +175,29 @@ def main() -> None:
     big = generate(spec, args.rows, 11).drop(columns=[spec.target.column])  # type: ignore[union-attr]
     source = work / "applicants.parquet"
     big.to_parquet(source, index=False)
-    speeds = []
-    for i in range(args.runs):
-        out = json.loads(
-            _cli(
-                env,
-                "predict",
-                "--source",
-                str(source),
-                "--out",
-                str(work / f"s{i}.parquet"),
-                "--json",
-            )
-        )
-        speeds.append(out["scored"] / out["seconds"])
+    speeds = _predict_runs(env, source, work / "s", args.runs)
     print(f"mlcycle predict, {args.rows:,} rows Parquet to Parquet, {args.runs} runs")
     print("")
-    print("| rows/s (median) | min-max |")
-    print("|---|---|")
-    print(f"| {statistics.median(speeds):,.0f} | {min(speeds):,.0f}-{max(speeds):,.0f} |")
+    print("| source | engine | rows/s (median) | min-max |")
+    print("|---|---|---|---|")
+    print(f"| one file | local | {_spread(speeds)} |")
+    folder = work / "applicants"
+    folder.mkdir()
+    step = -(-len(big) // args.workers)
+    for k in range(args.workers):
+        big.iloc[k * step : (k + 1) * step].to_parquet(folder / f"part{k}.parquet", index=False)
+    from tests.servers import DaskCluster
+
+    cluster = DaskCluster(work / "dask", {**env}, args.workers).start()
+    try:
+        local = _predict_runs(env, folder, work / "f", args.runs)
+        dask = _predict_runs(
+            env, folder, work / "d", args.runs, "--engine", "dask", "--scheduler", cluster.address
+        )
+    finally:
+        cluster.stop()
+    print(f"| {args.workers} files | local | {_spread(local)} |")
+    print(f"| {args.workers} files | dask, {args.workers} workers | {_spread(dask)} |")
     print("")
     print("explanations in-process (PredictService.handle), mean time a request")
     print("")

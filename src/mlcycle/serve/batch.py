@@ -377,7 +377,7 @@ def _on_cluster(
         CHUNK_ROWS,
     )
     try:
-        run_parts(settings, spec, store, engine.client, files, job, writer, summary)
+        run_parts(spec, store, engine.client, files, job, writer, summary)
     finally:
         if parts_dir is not None:
             shutil.rmtree(parts_dir, ignore_errors=True)

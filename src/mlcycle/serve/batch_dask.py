@@ -160,7 +160,6 @@ def shift_rows(docs: list[Document], shift: int) -> list[Document]:
 
 
 def run_parts(
-    settings: Settings,
     spec: DatasetSpec,
     store: Store,
     client: Any,
@@ -181,15 +180,19 @@ def run_parts(
     done: dict[int, PartScore] = {}
     before: dict[int, int] = {}  # rows of a file's parts already applied
     applied = 0
-    for future in as_completed(futures):
-        done[index[future.key]] = future.result()
-        future.release()
-        while applied in done:  # in part order: the rows before a part are known
-            part, found = parts[applied], done.pop(applied)
-            shift = before.get(part.file_no, 0)
-            before[part.file_no] = shift + found.rows
-            _apply(part, found, shift, spec, store, writer, summary)
-            applied += 1
+    try:
+        for future in as_completed(futures):
+            done[index[future.key]] = future.result()
+            future.release()
+            while applied in done:  # in part order: the rows before a part are known
+                part, found = parts[applied], done.pop(applied)
+                shift = before.get(part.file_no, 0)
+                before[part.file_no] = shift + found.rows
+                _apply(part, found, shift, spec, store, writer, summary)
+                applied += 1
+    except BaseException:
+        client.cancel(futures)  # no part keeps writing once the run has failed
+        raise
 
 
 def _apply(

@@ -51,6 +51,13 @@ def messy_files(spec: DatasetSpec, folder: Path) -> Path:
     extra = small.read_text().splitlines()
     extra.append(body[20])  # an id of the first file
     small.write_text("\n".join(extra) + "\n")
+    # JSONL: a row's line is its row (no header line), on both engines
+    records = pd.read_csv(write_demo(spec, folder / "gen" / "c.csv", 300, seed=23), dtype=str)
+    records[spec.id_column] = [f"J{i:04d}" for i in range(len(records))]
+    records.loc[250, "ApplicantIncome"] = "-7"
+    records.to_json(folder / "c.jsonl", orient="records", lines=True)
+    (folder / "gen" / "c.csv").unlink()
+    (folder / "gen").rmdir()
     return folder
 
 

@@ -187,7 +187,9 @@ def load_part(
                     columns=["pos", "column", "value", "reason"],
                 )
                 issues = pd.concat([issues, extra], ignore_index=True)
-            origin = FileOrigin(part.path, part.sha256, first_row + chunk.first_row - 1, 1)
+            origin = FileOrigin(
+                part.path, part.sha256, first_row + chunk.first_row - 1, chunk.line_offset
+            )
             quarantine = quarantine_docs(chunk.frame, issues, origin, batch_id)
             accepted = valid[~dup]
             absent = absence(chunk.frame, chunk.absent, spec)

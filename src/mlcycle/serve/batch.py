@@ -102,20 +102,33 @@ def _frames(
 ) -> Iterator[Any]:
     """(typed valid rows, quarantine documents, rows read) a chunk, from the files or
     from the stored rows."""
-    from mlcycle.etl.steps import quarantine_docs
-    from mlcycle.rules.frames import validate_chunk
-
     if files is None:
         assert stored is not None
         for start in range(0, len(stored), CHUNK_ROWS):
             yield stored.iloc[start : start + CHUNK_ROWS].reset_index(drop=True), [], 0
         return
-    target = spec.target.column if spec.target is not None else None
     for item in files.chunks(spec, CHUNK_ROWS):
-        raw = item.chunk.frame
-        raw = raw.drop(columns=[target]) if target in raw.columns else raw
-        result = validate_chunk(raw, spec)
-        yield result.valid, quarantine_docs(raw, result.issues, item.origin, batch_id), len(raw)
+        valid, docs = checked_rows(item.chunk.frame, spec, item.origin, batch_id)
+        yield valid, docs, len(item.chunk.frame)
+
+
+def checked_rows(
+    raw: pd.DataFrame, spec: DatasetSpec, origin: Any, batch_id: str
+) -> tuple[pd.DataFrame, list[Any]]:
+    """A chunk read from a file -> (the rows the ETL's rules pass, typed; quarantine
+    entries for the others). A target column, when the file has one, is left out."""
+    from mlcycle.etl.steps import quarantine_docs
+    from mlcycle.rules.frames import validate_chunk
+
+    target = spec.target.column if spec.target is not None else None
+    raw = raw.drop(columns=[target]) if target in raw.columns else raw
+    result = validate_chunk(raw, spec)
+    return result.valid, quarantine_docs(raw, result.issues, origin, batch_id)
+
+
+def add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
+    for k, v in counts.items():
+        into[k] = into.get(k, 0) + v
 
 
 def source_digest(files: FileSource | None, stored: pd.DataFrame | None) -> str:
@@ -345,8 +358,7 @@ def _locally(
             rows, counts = score_frame(valid, model, explain)
             writer.write(rows)
             summary.scored += len(rows)
-            for k, v in counts.items():
-                summary.labels[k] = summary.labels.get(k, 0) + v
+            add_counts(summary.labels, counts)
         logger.info("scored %s rows so far (%s rejected)", f"{summary.scored:,}", summary.rejected)
 
 

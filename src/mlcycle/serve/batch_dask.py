@@ -15,6 +15,7 @@ the earlier parts' row counts are known, so they match the local engine's.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import uuid
@@ -26,8 +27,11 @@ import pandas as pd
 
 from mlcycle.config import PART_BYTES, Settings
 from mlcycle.errors import BadInput
+from mlcycle.etl.sources import FileOrigin
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Document, Store, quarantine_collection
+
+logger = logging.getLogger(__name__)
 
 _LOADED: dict[str, Any] = {}
 """Bundles a worker process has loaded, by digest."""
@@ -105,15 +109,19 @@ class PartJob:
 def score_part(part: Any, job: PartJob) -> PartScore:
     """One part on a worker: read, check, score, write (or hand back)."""
     from mlcycle.etl.distributed import _part_chunks, worker_store
-    from mlcycle.etl.sources import FileOrigin
-    from mlcycle.etl.steps import quarantine_docs
-    from mlcycle.rules.frames import validate_chunk
-    from mlcycle.serve.batch import STORE, OutputWriter, score_docs, score_frame
+    from mlcycle.serve.batch import (
+        STORE,
+        OutputWriter,
+        add_counts,
+        checked_rows,
+        score_docs,
+        score_frame,
+        scores_collection,
+    )
 
     model = job.bundle.load()
     spec = job.spec
     ok = False
-    target = spec.target.column if spec.target is not None else None
     out = PartScore()
     sink = None
     if job.parts_dir is not None:
@@ -122,19 +130,17 @@ def score_part(part: Any, job: PartJob) -> PartScore:
     store = worker_store(job.mongo_db) if job.out == STORE and job.mongo_db else None
     try:
         for chunk in _part_chunks(part, spec, job.chunk_rows, part.check()):
-            raw = chunk.frame.drop(columns=[target]) if target in chunk.frame else chunk.frame
-            result = validate_chunk(raw, spec)
             origin = FileOrigin(part.path, part.sha256, chunk.first_row, chunk.line_offset)
-            out.quarantine += quarantine_docs(raw, result.issues, origin, job.batch_id)
-            out.rows += len(raw)
-            if not len(result.valid):
+            valid, docs = checked_rows(chunk.frame, spec, origin, job.batch_id)
+            out.quarantine += docs
+            out.rows += len(chunk.frame)
+            if not len(valid):
                 continue
-            rows, counts = score_frame(result.valid, model, job.explain)
+            rows, counts = score_frame(valid, model, job.explain)
             out.scored += len(rows)
-            for k, v in counts.items():
-                out.labels[k] = out.labels.get(k, 0) + v
+            add_counts(out.labels, counts)
             if store is not None:
-                store.put(f"{spec.name}_scores", score_docs(rows, spec, job.lineage))
+                store.put(scores_collection(spec.name), score_docs(rows, spec, job.lineage))
             elif job.out == STORE:
                 out.frames.append(rows)
             elif sink is not None:
@@ -155,7 +161,7 @@ def shift_rows(docs: list[Document], shift: int) -> list[Document]:
     for doc in docs:
         doc["row"] += shift
         doc["line"] += shift
-        doc["_id"] = f"{doc['file_sha256'][:16]}:{doc['row']}"
+        doc["_id"] = FileOrigin(doc["file"], doc["file_sha256"], 0, 0).quarantine_id(doc["row"])
     return docs
 
 
@@ -205,12 +211,11 @@ def _apply(
     summary: Any,
 ) -> None:
     """One part's result, on the client, in part order."""
-    import logging
+    from mlcycle.serve.batch import add_counts
 
     summary.rows += found.rows
     summary.scored += found.scored
-    for k, v in found.labels.items():
-        summary.labels[k] = summary.labels.get(k, 0) + v
+    add_counts(summary.labels, found.labels)
     if found.quarantine:
         store.put(quarantine_collection(spec.name), shift_rows(found.quarantine, shift))
         summary.rejected += len(found.quarantine)
@@ -218,7 +223,7 @@ def _apply(
         writer.write(rows)
     if found.written is not None:
         writer.join(Path(found.written))
-    logging.getLogger(__name__).info(
+    logger.info(
         "part %d (%s): scored %s rows so far (%s rejected)",
         part.index,
         Path(part.path).name,

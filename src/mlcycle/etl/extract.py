@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from mlcycle.errors import StructuralError
 from mlcycle.etl.reading import CheckedFile, FileCheck, changed, not_utf8
-from mlcycle.rules.values import RECORD_ERROR
+from mlcycle.rules.values import EXACT_FLOAT, RECORD_ERROR, TEXT_TYPES, number_text
 from mlcycle.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class RawChunk:
     path: Path
     first_row: int
     frame: pd.DataFrame
+    """Raw values as text (pandas' string dtype), except a Parquet number column of a
+    number spec column: float64 (`rules.values.is_typed_numbers`), read without a trip
+    through text; the rules treat it as the text `number_text` spells."""
     line_offset: int = 1
     """Line of a row = row + line_offset (1 for a CSV header line, 0 for JSONL)."""
     absent: pd.DataFrame | None = None
@@ -343,7 +346,7 @@ def _csv_frame(
     parts: list[pd.DataFrame] = []
     if batch is not None and batch.num_rows:
         table = pa.table([batch.column(i) for i in where], names=wanted)
-        parts.append(table.to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get))
+        parts.append(table.to_pandas(types_mapper=TEXT_TYPES.get))
     if bad_texts:
         rows: list[list[str | None]] = []
         reasons: list[str] = []
@@ -608,8 +611,10 @@ def _parquet_chunks(
             arrays = {}
             errors = pd.Series(pd.NA, index=pd.RangeIndex(batch.num_rows), dtype="string")
             for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                arrays[rename.get(name, name)] = _parquet_text(name, column, errors)
-            frame = pa.table(arrays).to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
+                target = rename.get(name, name)
+                kind = spec.columns[target].type
+                arrays[target] = _parquet_column(name, kind, column, errors)
+            frame = pa.table(arrays).to_pandas(types_mapper=TEXT_TYPES.get)
             if errors.notna().any():
                 frame[RECORD_ERROR] = errors
             yield RawChunk(path, first, frame, 0)
@@ -618,8 +623,29 @@ def _parquet_chunks(
         raise StructuralError(f"{path}: not a readable Parquet file: {err}") from err
 
 
-_EXACT_FLOAT = float(2**53)
-"""Floats at or beyond 2^53 cannot hold every whole number: never printed as integers."""
+def _typed_number(column: pa.Array, spec_type: str) -> bool:
+    """A Parquet column read as numbers rather than text, for a float or integer spec
+    column: float64, or integers a float64 holds exactly (whole numbers beyond 2^53 keep
+    their own text in the quarantine). float32 is read as text: its shortest text is not
+    the float64 it widens to."""
+    kind = column.type
+    if spec_type not in ("float", "integer"):
+        return False
+    if pa.types.is_float64(kind):
+        return True
+    if not pa.types.is_integer(kind):
+        return False
+    bounds = pc.min_max(column)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return low is None or (low > -EXACT_FLOAT and high < EXACT_FLOAT)
+
+
+def _parquet_column(name: str, spec_type: str, column: pa.Array, errors: pd.Series) -> pa.Array:
+    """One Parquet column as a raw column: float64 numbers for a number column read
+    typed (`_typed_number`; the same values its text would read as), else text."""
+    if _typed_number(column, spec_type):
+        return pc.cast(column, pa.float64(), safe=False)
+    return _parquet_text(name, column, errors)
 
 
 def _parquet_text(name: str, column: pa.Array, errors: pd.Series) -> pa.Array:
@@ -630,10 +656,7 @@ def _parquet_text(name: str, column: pa.Array, errors: pd.Series) -> pa.Array:
     if pa.types.is_boolean(column.type):
         return pc.if_else(column, "true", "false")
     if pa.types.is_floating(column.type):
-        column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
-        whole = pc.and_(pc.less(pc.abs(column), _EXACT_FLOAT), pc.equal(pc.floor(column), column))
-        as_int = pc.cast(pc.if_else(whole, column, pa.scalar(0.0, column.type)), pa.int64())
-        return pc.if_else(whole, pc.cast(as_int, pa.string()), pc.cast(column, pa.string()))
+        return number_text(column)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         texts: list[str | None] = []
         for i, raw in enumerate(column.to_pylist()):

@@ -14,6 +14,7 @@ import pandas as pd
 from mlcycle.etl.extract import RECORD_ERROR
 from mlcycle.etl.sources import SOURCE_FIELD, Origin
 from mlcycle.etl.transform import plan_writes, to_documents
+from mlcycle.rules.values import raw_text
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Document, Store
 
@@ -49,12 +50,12 @@ def quarantine_docs(
     with its reason, and the raw record (long values cut to excerpts)."""
     if issues.empty:
         return []
-    raw = raw.reset_index(drop=True)
+    raw = raw_text(raw.reset_index(drop=True).iloc[np.unique(issues["pos"].to_numpy())])
     at = now_ms()
     docs = []
     for pos, group in issues.groupby("pos", sort=True):
         pos = int(pos)
-        record = {k: excerpt(v) for k, v in raw.iloc[pos].items() if k != RECORD_ERROR}
+        record = {k: excerpt(v) for k, v in raw.loc[pos].items() if k != RECORD_ERROR}
         errors = [
             {"column": c, "value": excerpt(v), "reason": r}
             for c, v, r in zip(group["column"], group["value"], group["reason"], strict=True)

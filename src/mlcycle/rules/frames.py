@@ -10,6 +10,7 @@ the column's `on_missing` policy says `drop` (the row is skipped, not quarantine
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,10 @@ from mlcycle.rules.values import (
     NUMBER_LIMIT,
     NUMBER_PATTERN,
     RECORD_ERROR,
+    TEXT_TYPES,
     TRUE_STRINGS,
+    is_typed_numbers,
+    spelled_numbers,
     value_text,
 )
 from mlcycle.spec import ColumnSpec, DatasetSpec
@@ -64,6 +68,9 @@ def _issues(mask: pd.Series | np.ndarray, column: str, raw: pd.Series, reason: s
     )
 
 
+_Text = Callable[[], pd.Series]
+"""A column's raw values as issues show them, made only when an issue needs them."""
+
 _NUMBER = f"^{NUMBER_PATTERN}$"
 _NON_FINITE = f"^{NON_FINITE_PATTERN}$"
 
@@ -85,6 +92,30 @@ def _numeric(
         ).to_numpy(zero_copy_only=False)
     problems.append(_issues(unparsed & non_finite, name, raw, col.msg_not_finite()))
     problems.append(_issues(unparsed & ~non_finite, name, raw, col.msg_not_number()))
+    return _number_rules(name, col, raw, present, num, problems)
+
+
+def _typed_numeric(
+    name: str, col: ColumnSpec, raw: pd.Series, present: pd.Series
+) -> tuple[pd.Series, list[pd.DataFrame]]:
+    """Numbers read typed (float64): what `_numeric` finds in their text, without it.
+    Infinities are the text "inf" (not finite); a whole -0.0 is the text "0"."""
+    infinite = present & np.isinf(raw)
+    problems = [_issues(infinite, name, raw, col.msg_not_finite())]
+    num = raw.where(present & ~infinite, np.nan) + 0.0
+    return _number_rules(name, col, raw, present, num, problems)
+
+
+def _number_rules(
+    name: str,
+    col: ColumnSpec,
+    raw: pd.Series,
+    present: pd.Series,
+    num: pd.Series,
+    problems: list[pd.DataFrame],
+) -> tuple[pd.Series, list[pd.DataFrame]]:
+    """The checks on parsed numbers (missing where unparsed): finite, within the
+    limit, whole for integers, the spec's range and values."""
     overflow = present & np.isinf(num)  # e.g. 1e999
     problems.append(_issues(overflow, name, raw, col.msg_not_finite()))
     huge = present & ~np.isinf(num) & (num.abs() > NUMBER_LIMIT)
@@ -106,41 +137,34 @@ def _numeric(
 
 
 def _category(
-    name: str, col: ColumnSpec, raw: pd.Series, present: pd.Series
-) -> tuple[pd.Series, list[pd.DataFrame]]:
-    """Map accepted spellings to canonical values with an Arrow hash lookup."""
-    lookup = col.spellings
+    name: str, col: ColumnSpec, values: pd.Series, null_values: list[str], text: _Text
+) -> tuple[pd.Series, pd.Series, list[pd.DataFrame]]:
+    """Map accepted spellings to canonical values, one distinct value at a time: each is
+    stripped, checked for a null spelling, case-folded (`col.fold`, Python's lower-casing;
+    Arrow's differs for letters such as `İ`) and looked up once, and the rows take its
+    outcome. -> typed values, where a value is present, issues."""
     canon = [value_text(v) for v in col.values or []]
-    keys = pa.array(list(lookup), type=pa.string())
-    targets = np.array([canon.index(c) if c in canon else -1 for c in lookup.values()])
-    arr = pa.array(raw, type=pa.string(), from_pandas=True)
-    if col.case_insensitive:
-        arr = _folded(arr, col)
-    found = pc.index_in(arr, value_set=keys).to_numpy(zero_copy_only=False)
-    hit = ~np.isnan(found)
-    codes = np.full(len(raw), -1, dtype=np.int64)
-    codes[hit] = targets[found[hit].astype(np.int64)]
-    typed = pd.Series(pd.Categorical.from_codes(codes, categories=canon), index=raw.index)
-    bad = present.to_numpy(bool) & (codes < 0)
-    return typed, [_issues(bad, name, raw, col.msg_not_allowed())]
-
-
-def _folded(arr: pa.Array, col: ColumnSpec) -> pa.Array:
-    """The column's values case-folded exactly as the spec's spellings are (`col.fold`,
-    Python's lower-casing; Arrow's differs for letters such as `İ`): each distinct value
-    is folded once, so a category column costs a few folds a chunk."""
-    encoded = pc.dictionary_encode(arr)
-    words = encoded.dictionary.to_pylist()
-    folded = pa.array([col.fold(w) for w in words], type=pa.string())
-    return folded.take(encoded.indices)
+    targets = {k: canon.index(c) for k, c in col.spellings.items() if c in canon}
+    encoded = pc.dictionary_encode(pa.array(values.astype("string"), type=pa.string()))
+    words = encoded.dictionary.to_pandas(types_mapper=TEXT_TYPES.get).str.strip()
+    word_present = (words.notna() & ~words.isin(null_values)).fillna(False).to_numpy(bool)
+    fold = col.fold if col.case_insensitive else str
+    word_codes = [
+        targets.get(fold(w), -1) if ok else -1 for w, ok in zip(words, word_present, strict=True)
+    ]
+    rows = pc.fill_null(encoded.indices, len(words)).to_numpy(zero_copy_only=False)
+    present = np.append(word_present, False)[rows]
+    codes = np.append(np.asarray(word_codes, dtype=np.int64), -1)[rows]
+    typed = pd.Series(pd.Categorical.from_codes(codes, categories=canon), index=values.index)
+    bad = present & (codes < 0)
+    problems = [_issues(bad, name, text(), col.msg_not_allowed())] if bad.any() else []
+    return typed, pd.Series(present, index=values.index), problems
 
 
 def _coerce(
     name: str, col: ColumnSpec, raw: pd.Series, present: pd.Series
 ) -> tuple[pd.Series, list[pd.DataFrame]]:
     """Coerce one column; return typed values (missing where absent or bad) and issues."""
-    if col.type == "category":
-        return _category(name, col, raw, present)
     if col.type in ("float", "integer"):
         return _numeric(name, col, raw, present)
     problems: list[pd.DataFrame] = []
@@ -160,6 +184,65 @@ def _coerce(
         outside = present & ~raw.isin([str(v) for v in col.values]).fillna(False).astype(bool)
         problems.append(_issues(outside, name, raw, col.msg_not_allowed()))
     return typed, problems
+
+
+def _column(
+    name: str, col: ColumnSpec, frame: pd.DataFrame, null_values: list[str]
+) -> tuple[pd.Series, pd.Series, list[pd.DataFrame], _Text]:
+    """One spec column of a chunk -> typed values (missing where absent or bad), where
+    a value is present, issues, and the raw values as issues show them (made on demand:
+    a column read typed, or a category column, has no stripped text of its own)."""
+    if name in frame.columns:
+        values = frame[name]
+    else:  # optional column (e.g. the target of an unlabelled file)
+        values = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if is_typed_numbers(values):
+        numbers, present = _typed_present(values, null_values)
+        typed, problems = _typed_numeric(name, col, numbers, present)
+        return typed, present, problems, lambda: numbers
+    if col.type == "category":
+
+        def text() -> pd.Series:
+            return _text_present(values, null_values)[0]
+
+        return (*_category(name, col, values, null_values, text), text)
+    raw_col, present = _text_present(values, null_values)
+    typed, problems = _coerce(name, col, raw_col, present)
+    return typed, present, problems, lambda: raw_col
+
+
+def _text_present(values: pd.Series, null_values: list[str]) -> tuple[pd.Series, pd.Series]:
+    """A text column stripped, missing where it holds a null spelling; and where a value
+    is present."""
+    raw_col = values.astype("string").str.strip()
+    present = (raw_col.notna() & ~raw_col.isin(null_values)).fillna(False).astype(bool)
+    return raw_col.where(present, pd.NA), present
+
+
+def _typed_present(values: pd.Series, null_values: list[str]) -> tuple[pd.Series, pd.Series]:
+    """`_text_present` for numbers read typed: missing where NaN, or where their text is
+    a null spelling (a spec may list one such as -999)."""
+    present = values.notna()
+    spelled_nulls = []
+    for text in null_values:
+        try:
+            spelled_nulls.append(float(text))
+        except ValueError:
+            continue
+    candidates = present & values.isin(spelled_nulls)
+    if candidates.any():
+        spelled = spelled_numbers(values[candidates])
+        present[spelled[spelled.isin(null_values)].index] = False
+    return values.where(present, np.nan), present
+
+
+def _spelled(problems: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Issues of a column read typed carry its values as text, as from any file."""
+    column = problems["column"].iat[0]
+    if column not in frame.columns or not is_typed_numbers(frame[column]):
+        return problems
+    values = pd.Series(problems["value"].to_numpy(dtype=np.float64))
+    return problems.assign(value=spelled_numbers(values).astype(object).to_numpy())
 
 
 def validate_chunk(raw: pd.DataFrame, spec: DatasetSpec) -> ChunkResult:
@@ -188,13 +271,7 @@ def validate_chunk(raw: pd.DataFrame, spec: DatasetSpec) -> ChunkResult:
             )
 
     for name, col in spec.columns.items():
-        if name in frame.columns:
-            raw_col = frame[name].astype("string").str.strip()
-        else:  # optional column (e.g. the target of an unlabelled file)
-            raw_col = pd.Series(pd.NA, index=index, dtype="string")
-        present = (raw_col.notna() & ~raw_col.isin(null_values)).fillna(False).astype(bool)
-        raw_col = raw_col.where(present, pd.NA)
-        typed, col_problems = _coerce(name, col, raw_col, present)
+        typed, present, col_problems, text = _column(name, col, frame, null_values)
         problems.extend(col_problems)
         missing = (~present).to_numpy(bool)
         if col.on_missing == "fill" and missing.any():
@@ -202,11 +279,11 @@ def validate_chunk(raw: pd.DataFrame, spec: DatasetSpec) -> ChunkResult:
             typed[missing] = col.fill_value
         elif col.on_missing == "drop":
             drop_mask |= missing
-        elif not col.nullable:
-            problems.append(_issues(missing, name, raw_col, col.msg_missing()))
+        elif not col.nullable and missing.any():
+            problems.append(_issues(missing, name, text(), col.msg_missing()))
         typed_cols[name] = typed
 
-    issues = [p for p in problems if len(p)]
+    issues = [_spelled(p, frame) for p in problems if len(p)]
     issue_frame = (
         pd.concat(issues, ignore_index=True).sort_values(["pos"], kind="stable")
         if issues

@@ -174,27 +174,29 @@ def main() -> None:
 
 def estimate(workers: int, found: list[tuple[str, dict]]) -> None:
     """100,000,000 rows on N workers, scaled linearly from the dask run: each worker's
-    memory a row it holds, the client's a row it holds (every hold-out row and the
-    sample), and worker-seconds a row."""
+    memory a row it holds, the client's a row it holds (the hold-out, at most about
+    `holdout_max_rows`, and the sample), and worker-seconds a row."""
     from mlcycle.train.cluster import SAMPLE_ROWS
+    from mlcycle.train.config import TrainConfig
+    from mlcycle.train.holdout import capped_fraction
 
-    big = 100_000_000
+    big, bound = 100_000_000, TrainConfig().holdout_max_rows
     for kind, r in found:
         rows, held = r["rows"], r["eval_rows"]
         per_worker_row = (max(r["worker_mb"]) - max(r["worker_base_mb"])) / (rows / workers)
         # the embedded store is read by the client (every row, then sent to the workers)
         here = r["rows"] if kind == "embedded" else held + SAMPLE_ROWS
         per_client_row = (r["client_mb"] - r["client_base_mb"]) / here
-        share = held / rows
+        share = capped_fraction(held / rows, bound, big)
         print()
         print(f"Estimate for {big:,} rows ({kind} run, scaled linearly; hold-out share "
-              f"{share:.2f}): a worker holds {per_worker_row * 1e3:,.2f} MB per 1,000 rows, "
-              f"the client {per_client_row * 1e3:,.2f} MB per 1,000 rows it holds ("
+              f"{share:g} there, as holdout_max_rows {bound:,} makes it): a worker holds "
+              f"{per_worker_row * 1e3:,.2f} MB per 1,000 rows, the client "
+              f"{per_client_row * 1e3:,.2f} MB per 1,000 rows it holds ("
               + ("every row: the embedded store is read by the client"
-                 if kind == "embedded" else "the hold-out and the sample")
+                 if kind == "embedded" else "the hold-out and the sample, bounded")
               + f"), {r['seconds'] * workers / rows * 1e6:,.1f} worker-seconds per "
-              "1,000,000 rows. What the client holds grows with the table: it bounds the "
-              "client, not the workers.")  # fmt: skip
+              "1,000,000 rows.")  # fmt: skip
         print()
         print("| workers | rows a worker | worker peak GB | client peak GB | train s |")
         print("|---:|---:|---:|---:|---:|")

@@ -26,7 +26,7 @@ from mlcycle.store.mongo import MongoStore
 from mlcycle.train import cluster as cluster_training
 from mlcycle.train.config import ModelConfig, SearchConfig, TrainConfig, load_train_config
 from mlcycle.train.holdout import id_positions
-from mlcycle.train.snapshot import load_snapshot
+from mlcycle.train.snapshot import Snapshot, load_snapshot
 from mlcycle.train.train import run_train
 from tests.data import CONFIG_PATH, embedded_settings
 from tests.servers import DaskCluster, FerretDB
@@ -51,6 +51,17 @@ def _store(backend: str, ferretdb: FerretDB, tmp_path: Path) -> Store:
     return MongoStore(ferretdb.uri, f"boost{time.time_ns()}", timeout_ms=5000, retries=2)
 
 
+def _client_share(
+    engine: Engine, spec: DatasetSpec, cfg: TrainConfig, store: Store
+) -> tuple[Snapshot, TrainConfig]:
+    """What a cluster fit brings the client, and the config it splits at."""
+    job = cluster_training.ClusterTraining(engine, spec, cfg)
+    try:
+        return job.open(store), job.cfg
+    finally:
+        job.close()
+
+
 @pytest.mark.parametrize("backend", ["mongodb", "embedded"])
 def test_lightgbm_trains_on_the_workers_and_the_client_gets_only_its_share(
     spec: DatasetSpec,
@@ -67,11 +78,7 @@ def test_lightgbm_trains_on_the_workers_and_the_client_gets_only_its_share(
     everything = load_snapshot(store, spec)
     with Client(cluster.address) as client:
         engine = Engine("dask", client)
-        job = cluster_training.ClusterTraining(engine, spec, cfg)
-        try:
-            share = job.open(store)
-        finally:
-            job.close()
+        share, _ = _client_share(engine, spec, cfg, store)
         settings = embedded_settings(tmp_path / "project")
         result = run_train(settings, spec, cfg, store, engine)
     # the client's share: every hold-out row, and a sample of the training part
@@ -116,4 +123,39 @@ def test_an_empty_store_and_a_grid_search_are_refused_on_the_cluster_saying_why(
         job = cluster_training.ClusterTraining(engine, spec, cfg)
         with pytest.raises(TrainingError, match="grid search runs on the local engine"):
             job.open(store)
+    store.close()
+
+
+def test_a_table_past_holdout_max_rows_is_split_at_a_halved_fraction_on_both_engines(
+    spec: DatasetSpec,
+    cluster: DaskCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client's share stays bounded as the table grows: 0.2 of 6,000 rows would hold
+    out 1,200, over the bound of 400, so the rows below 0.05 (300 on average) are held
+    out; here and on the cluster alike, recorded on the version."""
+    monkeypatch.setattr(cluster_training, "SAMPLE_ROWS", SAMPLE)
+    store = EmbeddedStore(tmp_path / "store.sqlite3")
+    run_etl(spec, write_demo(spec, tmp_path / "raw", ROWS, seed=12), store)
+    cfg = _config().model_copy(update={"holdout_max_rows": 400})
+    everything = load_snapshot(store, spec)
+    held = id_positions(everything.ids) < 0.05
+    results = {}
+    with Client(cluster.address) as client:
+        engine = Engine("dask", client)
+        share, split_at = _client_share(engine, spec, cfg, store)
+        assert split_at.test_size == 0.05
+        assert len(share.ids) < int(held.sum()) + SAMPLE + 150  # not the 1,200 of 0.2
+        results["dask"] = run_train(embedded_settings(tmp_path / "d"), spec, cfg, store, engine)
+    results["local"] = run_train(embedded_settings(tmp_path / "l"), spec, cfg, store, LOCAL)
+    for where, result in results.items():
+        settings = embedded_settings(tmp_path / where[0])
+        tracking = MlflowClient(tracking_uri=settings.tracking_uri)
+        version = tracking.get_model_version(spec.registered_model, str(result.version))
+        assert version.tags[registry.TAG + "holdout"] == "id-blake2b/v1:0.05", where
+        assert result.evaluation and result.evaluation["set"]["rows"] == int(held.sum()), where
+        params = tracking.get_run(result.run_id).data.params
+        assert (params["test_size"], params["holdout_max_rows"]) == ("0.05", "400"), where
+        assert params["rows_test"] == str(int(held.sum())), where
     store.close()

@@ -242,3 +242,19 @@ def test_a_category_of_many_values_is_encoded_sparse_or_refused_naming_it() -> N
     dense = ModelConfig(kind="hist_gradient_boosting", params={})
     with pytest.raises(TrainingError, match=r"shop \(50,000 distinct values\).*GiB"):
         encoding_footprint(X, spec, dense, available=2**30)
+
+
+@pytest.mark.parametrize("test_size", [0.2, 0.25, 0.3])
+def test_the_hold_out_fraction_is_halved_until_its_rows_fit_the_bound(test_size: float) -> None:
+    from mlcycle.train.holdout import capped_fraction
+
+    bound = 1_000_000
+    previous = test_size
+    for rows in [0, 10, 4_000_000, 5_000_000, 5_000_001, 9_999_999, 10**8, 10**10]:
+        found = capped_fraction(test_size, bound, rows)
+        assert rows * found <= bound  # bounded, however large the table
+        assert found == test_size or rows * found * 2 > bound  # the largest step that fits
+        assert found <= previous  # a larger table never holds out a larger fraction
+        assert (test_size / found).is_integer() and (test_size / found) in {2**k for k in range(64)}
+        previous = found
+    assert capped_fraction(test_size, None, 10**10) == test_size

@@ -40,7 +40,7 @@ from mlcycle.store.base import Store
 from mlcycle.store.columns import TextColumn
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.features import LIGHTGBM_DEFAULTS, MISSING, build_pipeline
-from mlcycle.train.fitting import FitResult, Split, check_sides
+from mlcycle.train.fitting import FitResult, Split, check_sides, held_out
 from mlcycle.train.holdout import id_positions, line_blocks
 from mlcycle.train.snapshot import (
     Rows,
@@ -107,6 +107,10 @@ def read_part(
 
     assert spec.target is not None
     return convert(read_range(mongo_db, spec.name, schema, spec.target.column, id_range), spec)
+
+
+def part_rows(part: Part) -> int:
+    return len(part.rows.y)
 
 
 def facts(part: Part, test_size: float, classes: int) -> Facts:
@@ -193,6 +197,8 @@ class ClusterTraining:
         check_trainable(store, spec)
         self.parts = self._read(store)
         classes = max(spec.target.labels.values()) + 1
+        sizes = [f.result() for f in [self.client.submit(part_rows, p) for p in self.parts]]
+        self.cfg = cfg = held_out(cfg, sum(sizes))
         self.facts = [
             f.result()
             for f in [self.client.submit(facts, p, cfg.test_size, classes) for p in self.parts]

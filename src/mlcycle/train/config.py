@@ -15,6 +15,7 @@ from mlcycle.errors import SpecError
 from mlcycle.gate import GateConfig
 from mlcycle.monitor.config import MonitorConfig
 from mlcycle.spec import read_yaml
+from mlcycle.train.holdout import capped_fraction
 
 ModelKind = Literal[
     "logistic_regression", "hist_gradient_boosting", "random_forest", "lightgbm", "majority"
@@ -115,11 +116,21 @@ class TrainConfig(BaseModel):
 
     seed: int = 42
     test_size: float = Field(default=0.2, gt=0.0, lt=0.9)
+    holdout_max_rows: int | None = Field(default=1_000_000, ge=100)
+    """The hold-out's size bound: on a table where `test_size` would hold out more rows,
+    the fraction is halved until it does not (`holdout.capped_fraction`). None: no bound."""
     cv_folds: int = Field(default=5, ge=2, le=20)
     model: ModelConfig = Field(default_factory=ModelConfig)
     search: SearchConfig | None = None
     gate: GateConfig = Field(default_factory=GateConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    def for_rows(self, rows: int) -> TrainConfig:
+        """This config with the hold-out fraction a table of `rows` rows is split at."""
+        fraction = capped_fraction(self.test_size, self.holdout_max_rows, rows)
+        return (
+            self if fraction == self.test_size else self.model_copy(update={"test_size": fraction})
+        )
 
     @model_validator(mode="after")
     def _grid_fits_the_kind(self) -> TrainConfig:

@@ -70,6 +70,23 @@ class FitResult:
         return self.split.y_test
 
 
+def held_out(cfg: TrainConfig, rows: int) -> TrainConfig:
+    """The config with the hold-out fraction this table is split at (`for_rows`); says
+    so when `holdout_max_rows` makes it smaller than `test_size`."""
+    found = cfg.for_rows(rows)
+    if found.test_size != cfg.test_size:
+        logger.info(
+            "hold-out: test_size %g would hold out about %s of %s rows, over "
+            "holdout_max_rows %s: the rows below %g are held out",
+            cfg.test_size,
+            f"{round(rows * cfg.test_size):,}",
+            f"{rows:,}",
+            f"{cfg.holdout_max_rows:,}",
+            found.test_size,
+        )
+    return found
+
+
 def split(snapshot: Snapshot, cfg: TrainConfig, names: dict[int, str] | None = None) -> Split:
     """The stable hold-out (`mlcycle.train.holdout`: the rows whose id hashes below
     `cfg.test_size`) and `cfg.cv_folds` stratified, seeded folds over the rest: the same

@@ -40,6 +40,18 @@ def id_positions(ids: Iterable[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype=">u8").astype(np.float64) / _SCALE
 
 
+def capped_fraction(test_size: float, max_rows: int | None, rows: int) -> float:
+    """The hold-out fraction of a table of `rows` rows: `test_size`, halved until the
+    hold-out it holds on average (rows x fraction) is at most `max_rows`. Halving keeps
+    the rule: rows below the smaller fraction are held out by both, so the versions
+    trained before and after the table grew past a step are judged on rows neither
+    learned from; and it moves in steps, so most retrains keep the same hold-out."""
+    fraction = test_size
+    while max_rows is not None and rows * fraction > max_rows:
+        fraction /= 2
+    return fraction
+
+
 def tag_value(fraction: float) -> str:
     """How a version records its hold-out: `<scheme>:<fraction>`."""
     return f"{SCHEME}:{fraction:g}"

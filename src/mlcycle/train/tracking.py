@@ -46,6 +46,7 @@ def run_params(
         "model.kind": cfg.model.kind,
         "seed": cfg.seed,
         "test_size": cfg.test_size,
+        "holdout_max_rows": cfg.holdout_max_rows,
         "cv_folds": cfg.cv_folds,
         "rows_total": snapshot.rows,
         "rows_train": snapshot.rows - rows_test,

@@ -39,7 +39,7 @@ from mlcycle.train import fairness, holdout, insight
 from mlcycle.train.cluster import ClusterTraining, fits_on_cluster
 from mlcycle.train.config import TrainConfig
 from mlcycle.train.evaluation import positive_class
-from mlcycle.train.fitting import FitResult, fit
+from mlcycle.train.fitting import FitResult, fit, held_out
 from mlcycle.train.judge import HOLDOUT_TAG, Contender, Verdict, judge, registered
 from mlcycle.train.mlflow_model import log_pyfunc, log_training_input, raw_example
 from mlcycle.train.package import reference, serving_bundle
@@ -144,6 +144,7 @@ def _train(
 ) -> TrainResult:
     with step(logger, f"reading the labelled rows of {spec.name!r}"):
         snapshot = cluster.open(store) if cluster else load_snapshot(store, spec, engine)
+    cfg = held_out(cfg, snapshot.rows)
     name = spec.registered_model
     with step(logger, f"asking MLflow for {name}'s champion and what it learned from"):
         client = client or registry.connect(settings)

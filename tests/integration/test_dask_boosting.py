@@ -155,6 +155,7 @@ def test_a_table_past_holdout_max_rows_is_split_at_a_halved_fraction_on_both_eng
         version = tracking.get_model_version(spec.registered_model, str(result.version))
         assert version.tags[registry.TAG + "holdout"] == "id-blake2b/v1:0.05", where
         assert result.evaluation and result.evaluation["set"]["rows"] == int(held.sum()), where
+        assert result.run_id is not None
         params = tracking.get_run(result.run_id).data.params
         assert (params["test_size"], params["holdout_max_rows"]) == ("0.05", "400"), where
         assert params["rows_test"] == str(int(held.sum())), where

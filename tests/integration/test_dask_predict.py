@@ -6,6 +6,7 @@ files' row and line numbers."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,14 +18,17 @@ from mlcycle.cli import app
 from mlcycle.config import Settings
 from mlcycle.engine import LOCAL, Engine
 from mlcycle.etl.partitions import plan_parts
+from mlcycle.etl.pipeline import run_etl
 from mlcycle.etl.sources import FileSource
 from mlcycle.serve import batch_dask
 from mlcycle.serve.batch import run_batch, scores_collection
+from mlcycle.serve.batch_dask import read_stored
 from mlcycle.spec import DatasetSpec
-from mlcycle.store.base import quarantine_collection
+from mlcycle.store.base import Store, quarantine_collection
 from mlcycle.store.embedded import EmbeddedStore
+from mlcycle.store.mongo import MongoStore
 from tests.data import embedded_settings, train_demo, write_demo
-from tests.servers import DaskCluster
+from tests.servers import DaskCluster, FerretDB
 
 pytestmark = pytest.mark.integration
 
@@ -118,15 +122,52 @@ def test_files_scored_on_the_workers_match_the_local_engine_row_for_row(
         store.close()
 
 
-def test_the_stored_table_on_the_dask_engine_is_refused_saying_why(
+@pytest.mark.parametrize("backend", ["embedded", "mongodb"])
+def test_the_stored_table_scored_on_the_workers_matches_the_local_engine(
+    spec: DatasetSpec,
+    project: Settings,
+    cluster: DaskCluster,
+    ferretdb: FerretDB,
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    """Each worker scores an `_id` range (read from MongoDB by the worker itself; sent
+    from the embedded store): the local engine's rows, probabilities and source hash."""
+    if backend == "embedded":
+        store: Store = EmbeddedStore(tmp_path / "s.sqlite3")
+    else:
+        store = MongoStore(ferretdb.uri, f"predict{time.time_ns()}", timeout_ms=5000, retries=2)
+    try:
+        run_etl(spec, write_demo(spec, tmp_path / "raw", 700, seed=8), store)
+        local = run_batch(project, spec, store, "store", str(tmp_path / "local.parquet"))
+        with Client(cluster.address) as client:
+            engine = Engine("dask", client)
+            assert len(read_stored(store, spec, client)) >= 2  # a part a worker, at least
+            on = run_batch(project, spec, store, "store", str(tmp_path / "dask.parquet"),
+                           engine=engine)  # fmt: skip
+            into = run_batch(project, spec, store, "store", "store", engine=engine)
+            scores = store.find(scores_collection(spec.name))
+        assert (on.rows, on.scored, on.rejected) == (local.rows, local.scored, 0)
+        assert local.rows == 700 and on.labels == local.labels
+        assert on.source_sha256 == local.source_sha256 == into.source_sha256
+        key = spec.id_column
+        mine = pd.read_parquet(tmp_path / "local.parquet").sort_values(key, ignore_index=True)
+        theirs = pd.read_parquet(tmp_path / "dask.parquet").sort_values(key, ignore_index=True)
+        pd.testing.assert_frame_equal(theirs[list(mine.columns)], mine, check_exact=True)
+        assert len(scores) == 700 and {d["batch_id"] for d in scores} == {into.batch_id}
+        assert {d["source_sha256"] for d in scores} == {local.source_sha256}
+    finally:
+        store.close()
+
+
+def test_predict_store_on_the_dask_engine_from_the_command_line(
     project: Settings, cluster: DaskCluster, tmp_path: Path
 ) -> None:
     env = {"MLCYCLE_DATA_DIR": str(project.data_dir), "MLFLOW_TRACKING_URI": project.tracking_uri}
-    args = ["predict", "--source", "store", "--out", str(tmp_path / "x.parquet")]
+    out = tmp_path / "x.parquet"
+    args = ["predict", "--source", "store", "--out", str(out), "--json"]
     result = CliRunner().invoke(
         app, [*args, "--engine", "dask", "--scheduler", cluster.address], env=env
     )
-    assert result.exit_code == 2, result.output
-    assert "--engine dask scores files" in result.output
-    local = CliRunner().invoke(app, args, env=env)
-    assert local.exit_code == 0 and LOCAL.distributed is False
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_parquet(out)) == 600 and LOCAL.distributed is False

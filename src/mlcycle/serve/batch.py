@@ -29,16 +29,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlcycle.config import Settings
 from mlcycle.engine import LOCAL, Engine
 from mlcycle.errors import BadInput
 from mlcycle.etl.sources import FileSource
 from mlcycle.explanation import columns, explanation
-from mlcycle.serve.batch_dask import PartJob, check_source, model_files, parts_folder, run_parts
+from mlcycle.serve.batch_dask import (
+    PartJob,
+    model_files,
+    parts_folder,
+    read_stored,
+    run_parts,
+    run_stored_parts,
+    stored_digest,
+)
 from mlcycle.serve.model import LoadedModel, ModelManager
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Store, quarantine_collection
+from mlcycle.store.columns import schema_for
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +139,23 @@ def checked_rows(
 def add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
     for k, v in counts.items():
         into[k] = into.get(k, 0) + v
+
+
+def stored_schema(spec: DatasetSpec) -> pa.Schema:
+    """The stored columns scoring reads, typed by the spec."""
+    names = dict.fromkeys(["_id", "_hash", spec.id_column, *spec.feature_columns])
+    return schema_for(spec, names)
+
+
+def stored_frame(table: pa.Table) -> pd.DataFrame:
+    """Stored rows read as Arrow columns -> the frame scoring takes (categories as
+    their text, numbers as float64)."""
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns[name] = column
+    return pa.table(columns).to_pandas()
 
 
 def source_digest(files: FileSource | None, stored: pd.DataFrame | None) -> str:
@@ -301,21 +328,18 @@ def run_batch(
     (and `serve.batch_dask` for the dask engine)."""
     if source != STORE and not Path(source).exists():
         raise BadInput(f"--source {source}: no such file or folder")
-    if engine.distributed:
-        check_source(source)
     model = load_model(settings, spec, version)
     batch_id = f"predict-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     files = None if source == STORE else FileSource(Path(source))
-    stored = (
-        store.read_snapshot(
-            spec.name, columns=["_id", "_hash", spec.id_column, *spec.feature_columns]
-        )
-        if files is None
-        else None
-    )
-    summary = BatchSummary(
-        source, source_digest(files, stored), out, model.name, model.version, batch_id
-    )
+    stored, parts = None, None
+    if files is None and engine.distributed:
+        parts = read_stored(store, spec, engine.client)  # held by the workers
+        digest = stored_digest(engine.client, parts)
+    else:
+        if files is None:
+            stored = stored_frame(store.read_columns(spec.name, stored_schema(spec)))
+        digest = source_digest(files, stored)
+    summary = BatchSummary(source, digest, out, model.name, model.version, batch_id)
     lineage = {
         "source": source if source == STORE else str(Path(source).absolute()),
         "source_sha256": summary.source_sha256,
@@ -327,12 +351,15 @@ def run_batch(
     ok = False
     try:
         if engine.distributed:
-            _on_cluster(settings, spec, store, engine, files, model, writer, summary, explain)
+            cluster = (files, parts)
+            _on_cluster(settings, spec, store, engine, cluster, model, writer, summary, explain)
         else:
             _locally(spec, store, files, stored, model, writer, summary, explain)
         ok = True
     finally:
         writer.close(ok)
+        if parts:
+            engine.client.cancel(parts)
     if summary.scored == 0 and summary.rejected == 0:
         raise BadInput(f"--source {source}: no rows to score")
     summary.seconds = time.perf_counter() - started
@@ -367,15 +394,16 @@ def _on_cluster(
     spec: DatasetSpec,
     store: Store,
     engine: Engine,
-    files: FileSource | None,
+    source: tuple[FileSource | None, list[Any] | None],
     model: LoadedModel,
     writer: OutputWriter,
     summary: BatchSummary,
     explain: bool,
 ) -> None:
+    """Score the files' parts, or the stored table's parts the workers hold."""
     from mlcycle.etl.distributed import worker_database
 
-    assert files is not None
+    files, parts = source
     parts_dir = None if summary.out == STORE else parts_folder(summary.out)
     job = PartJob(
         spec,
@@ -389,7 +417,11 @@ def _on_cluster(
         CHUNK_ROWS,
     )
     try:
-        run_parts(spec, store, engine.client, files, job, writer, summary)
+        if files is not None:
+            run_parts(spec, store, engine.client, files, job, writer, summary)
+        else:
+            assert parts is not None
+            run_stored_parts(spec, engine.client, parts, job, writer, summary)
     finally:
         if parts_dir is not None:
             shutil.rmtree(parts_dir, ignore_errors=True)

@@ -61,7 +61,12 @@ def cv_child(workers: int, target: str, rows: int) -> dict:
     snapshot = load_snapshot(store, SPEC)
     if rows and rows < len(snapshot.ids):  # the first `rows` (a frozen snapshot: a copy)
         snapshot = replace(
-            snapshot, X=snapshot.X.iloc[:rows], y=snapshot.y[:rows], ids=snapshot.ids[:rows]
+            snapshot,
+            X=snapshot.X.iloc[:rows],
+            y=snapshot.y[:rows],
+            ids=snapshot.ids[:rows],
+            row_hashes=snapshot.row_hashes[:rows],
+            positions=snapshot.positions[:rows],
         )
     cfg = load_train_config(packaged("configs/train.yaml"))
     cfg = cfg.model_copy(update={"cv_folds": 5, "search": None})

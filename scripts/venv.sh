@@ -61,5 +61,10 @@ if [[ "$installer" == pip ]]; then
     -c constraints.txt -e ".[$EXTRAS]" \
     | awk '/^(Collecting|Downloading|  Downloading|Installing collected|Successfully installed|ERROR|Building)/ {print "  " $0; fflush()}' || true
 fi
+# byte-compile what was installed once, here: neither installer does it by default, and
+# where PYTHONDONTWRITEBYTECODE is set every process (each CLI call, server, worker and
+# test) would compile mlflow, pandas and the rest again (~2 s a start)
+echo "install: byte-compiling the installed modules"
+"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" src >/dev/null 2>&1 || true
 "$VENV/bin/python" -c 'import mlcycle' || { echo "install: failed (rerun without the filter: $VENV/bin/pip install -e .)" >&2; exit 1; }
 echo "install: done in $((SECONDS - start)) s with $installer ($VENV)"

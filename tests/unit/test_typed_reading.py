@@ -18,7 +18,7 @@ from mlcycle.etl.extract import read_file
 from mlcycle.etl.sources import FileOrigin
 from mlcycle.etl.steps import quarantine_docs
 from mlcycle.rules.frames import validate_chunk
-from mlcycle.rules.values import is_typed_numbers, raw_text
+from mlcycle.rules.text import is_typed_numbers, raw_text
 from mlcycle.spec import DatasetSpec
 
 SPEC = DatasetSpec.model_validate(

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from mlcycle.errors import StructuralError
 from mlcycle.etl.reading import CheckedFile, FileCheck, changed, not_utf8
-from mlcycle.rules.values import EXACT_FLOAT, RECORD_ERROR, TEXT_TYPES, number_text
+from mlcycle.rules.text import EXACT_FLOAT, TEXT_TYPES, number_text
+from mlcycle.rules.values import RECORD_ERROR
 from mlcycle.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)

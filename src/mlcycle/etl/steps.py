@@ -14,7 +14,7 @@ import pandas as pd
 from mlcycle.etl.extract import RECORD_ERROR
 from mlcycle.etl.sources import SOURCE_FIELD, Origin
 from mlcycle.etl.transform import plan_writes, to_documents
-from mlcycle.rules.values import raw_text
+from mlcycle.rules.text import raw_text
 from mlcycle.spec import DatasetSpec
 from mlcycle.store.base import Document, Store
 

@@ -18,16 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlcycle.rules.text import TEXT_TYPES, is_typed_numbers, spelled_numbers
 from mlcycle.rules.values import (
     FALSE_STRINGS,
     NON_FINITE_PATTERN,
     NUMBER_LIMIT,
     NUMBER_PATTERN,
     RECORD_ERROR,
-    TEXT_TYPES,
     TRUE_STRINGS,
-    is_typed_numbers,
-    spelled_numbers,
     value_text,
 )
 from mlcycle.spec import ColumnSpec, DatasetSpec

@@ -144,7 +144,7 @@ def _train(
 ) -> TrainResult:
     with step(logger, f"reading the labelled rows of {spec.name!r}"):
         snapshot = cluster.open(store) if cluster else load_snapshot(store, spec, engine)
-    cfg = held_out(cfg, snapshot.rows)
+    cfg = cluster.cfg if cluster else held_out(cfg, snapshot.rows)  # (the cluster split it)
     name = spec.registered_model
     with step(logger, f"asking MLflow for {name}'s champion and what it learned from"):
         client = client or registry.connect(settings)
